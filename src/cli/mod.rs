@@ -1,0 +1,71 @@
+//! The `tickcap` command line: argument parsing and one function per
+//! subcommand. Behaviour lives in the library modules; this is glue.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod decode;
+
+/// Exit code for a usage or configuration error (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Lossless capture of Zerodha Kite's streaming market data into daily JSONL files.
+#[derive(Debug, Parser)]
+#[command(name = "tickcap", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
+    Decode(decode::Args),
+}
+
+/// An error that ends the command, with the exit code it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 (runtime) or 2 (usage/config).
+    pub code: u8,
+    /// What to tell the user.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            error: e.into(),
+        }
+    }
+}
+
+/// Parses the command line, runs the subcommand and maps its outcome to an
+/// exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Decode(args) => decode::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("tickcap: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! tickcap: lossless market-data capture for Zerodha Kite's streaming
+//! WebSocket into daily JSONL files.
+//!
+//! One module per pipeline stage (see `docs/architecture.md`):
+//! - [`kite`]: the wire format (decode, encode, text frames, client requests);
+//! - [`sink`]: JSONL lines, zone-aware times, (later) the writer and rotation;
+//! - [`cli`]: the `tickcap` subcommands; `main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod kite;
+pub mod sink;
