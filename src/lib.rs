@@ -8,4 +8,5 @@
 
 pub mod cli;
 pub mod kite;
+pub mod replay;
 pub mod sink;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod decode;
+pub mod replay;
 
 /// Exit code for a usage or configuration error (clap uses 2 as well).
 pub const EXIT_USAGE: u8 = 2;
@@ -24,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
+    /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
+    Replay(replay::Args),
 }
 
 /// An error that ends the command, with the exit code it deserves.
@@ -58,8 +61,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 /// exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,4 +73,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Logs to stderr; `TICKCAP_LOG` (e.g. `debug`, `tickcap=trace`) sets the filter.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TICKCAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

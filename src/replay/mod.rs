@@ -1,0 +1,262 @@
+//! The replay feed: a Kite-compatible WebSocket server for demos, tests and
+//! load tests (`tickcap replay`, and in-process behind `tickcap demo`).
+//!
+//! One acceptor thread and one thread per client connection (a load
+//! generator is simplest and fastest with blocking sockets; the capture
+//! engine is the one that must multiplex). Each session speaks the Kite
+//! protocol: the upgrade with `api_key`/`access_token`, JSON
+//! `subscribe`/`unsubscribe`/`mode`, binary messages of packets in each
+//! instrument's mode, a 1-byte heartbeat every second.
+//!
+//! Kite's limits, and what a client gets past them (our choice, documented
+//! in the README): a 4th concurrent connection for one API key is refused at
+//! the upgrade with HTTP 429; subscribing past 3000 instruments on one
+//! connection subscribes none of the excess and sends an `error` text frame
+//! naming how many were refused.
+
+mod pacer;
+pub mod recorded;
+mod report;
+mod session;
+pub mod synthetic;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use pacer::Pacer;
+pub use recorded::{read_recordings, BadLine, Record, Recording};
+pub use report::{FaultCounts, Report};
+
+use synthetic::Instrument;
+
+/// Where ticks come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Random walks for whatever a client subscribes to, seeded.
+    Synthetic {
+        /// `--seed`.
+        seed: u64,
+    },
+    /// Recorded tickcap JSONL.
+    Recorded {
+        /// The records, in file order.
+        records: Arc<Vec<Record>>,
+        /// Pace by recorded timestamps divided by this (0 = no pacing by
+        /// time). Ignored when a `--rate` is set.
+        speed: f64,
+    },
+}
+
+/// Faults to inject; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Drop each connection abruptly (no close frame) this long after it opened.
+    pub drop_every: Option<Duration>,
+    /// Every this long, go silent (no data, no heartbeat) ...
+    pub stall_every: Option<Duration>,
+    /// ... for this long.
+    pub stall_for: Duration,
+    /// After every N ticks of a connection, add a packet of no Kite layout.
+    pub malformed_every: Option<u64>,
+    /// Refuse the first N upgrades with HTTP 403, whatever the credentials.
+    pub reject_auth: u64,
+    /// Send an `error` text frame on each connection this often.
+    pub error_every: Option<Duration>,
+}
+
+/// What a feed serves and how.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Tick source.
+    pub source: Source,
+    /// Total ticks per second over all connections; 0 = as fast as clients read.
+    pub rate: u64,
+    /// Stop emitting after this many ticks (heartbeats go on).
+    pub count: Option<u64>,
+    /// Required `api_key` (none = any).
+    pub api_key: Option<String>,
+    /// Required `access_token` (none = any).
+    pub access_token: Option<String>,
+    /// Fault injection.
+    pub faults: Faults,
+    /// Kite's limit of connections per API key.
+    pub max_connections_per_key: usize,
+    /// Kite's limit of instruments per connection.
+    pub max_instruments: usize,
+    /// Most packets in one binary message.
+    pub max_batch: usize,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+impl ReplayConfig {
+    /// A synthetic feed on `listen` at `rate` ticks/s with Kite's limits.
+    pub fn synthetic(listen: SocketAddr, rate: u64) -> Self {
+        ReplayConfig {
+            listen,
+            source: Source::Synthetic { seed: 1 },
+            rate,
+            count: None,
+            api_key: None,
+            access_token: None,
+            faults: Faults::default(),
+            max_connections_per_key: 3,
+            max_instruments: 3000,
+            max_batch: 512,
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters shared by the acceptor and the sessions.
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    per_mode: [AtomicU64; 3],
+    heartbeats: AtomicU64,
+    accepted: AtomicU64,
+    refused_auth: AtomicU64,
+    refused_limit: AtomicU64,
+    faults: report::FaultCounters,
+}
+
+/// State shared by every thread of one feed.
+#[derive(Debug)]
+struct Shared {
+    cfg: ReplayConfig,
+    started: Instant,
+    stop: AtomicBool,
+    pacer: Pacer,
+    counters: Counters,
+    /// Synthetic instruments, global so that a token's `volume_traded`
+    /// sequence continues across connections (a failover keeps counting).
+    instruments: Mutex<HashMap<u32, Instrument>>,
+    /// Last `volume_traded` sent per token (recorded source).
+    last_volume: Mutex<HashMap<u32, u32>>,
+    /// Ticks sent per connection number.
+    per_connection: Mutex<Vec<(u32, Arc<AtomicU64>)>>,
+    /// Open connections per API key.
+    per_key: Mutex<HashMap<String, usize>>,
+    next_connection: AtomicU32,
+    handshakes: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking session must not take the feed down with it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running feed. Dropping it without [`Server::stop`] stops it too.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acceptor: Option<JoinHandle<Vec<JoinHandle<()>>>>,
+}
+
+impl Server {
+    /// Binds and starts accepting clients.
+    pub fn start(cfg: ReplayConfig) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(cfg.listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            pacer: Pacer::new(cfg.rate, cfg.count),
+            cfg,
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+            instruments: Mutex::new(HashMap::new()),
+            last_volume: Mutex::new(HashMap::new()),
+            per_connection: Mutex::new(Vec::new()),
+            per_key: Mutex::new(HashMap::new()),
+            next_connection: AtomicU32::new(1),
+            handshakes: AtomicU64::new(0),
+        });
+        let sh = Arc::clone(&shared);
+        let acceptor = std::thread::Builder::new()
+            .name("replay-accept".into())
+            .spawn(move || accept_loop(&sh, &listener))?;
+        Ok(Server {
+            shared,
+            addr,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR` for this feed.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The counters so far.
+    pub fn report(&self) -> Report {
+        report::build(&self.shared)
+    }
+
+    /// Whether `--count` is used up (emission over).
+    pub fn count_reached(&self) -> bool {
+        self.shared.pacer.exhausted()
+    }
+
+    /// Stops accepting, closes every connection and returns the final report.
+    pub fn stop(mut self) -> Report {
+        self.shutdown();
+        report::build(&self.shared)
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            if let Ok(sessions) = a.join() {
+                for s in sessions {
+                    let _ = s.join();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) -> Vec<JoinHandle<()>> {
+    let mut sessions: Vec<JoinHandle<()>> = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let sh = Arc::clone(shared);
+                match std::thread::Builder::new()
+                    .name(format!("replay-{peer}"))
+                    .spawn(move || session::serve(&sh, stream))
+                {
+                    Ok(h) => sessions.push(h),
+                    Err(e) => tracing::error!("replay: cannot start a session thread: {e}"),
+                }
+                sessions.retain(|h| !h.is_finished());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                tracing::warn!("replay: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    sessions
+}

@@ -1,0 +1,198 @@
+//! Synthetic instruments: deterministic random walks, as Kite encodes them.
+//!
+//! Each instrument's state is seeded from `--seed` and its token alone, so a
+//! run with the same seed produces the same sequence of values per
+//! instrument whatever the interleaving. `volume_traded` rises by exactly 1
+//! per tick sent, which makes loss, duplication and reordering detectable
+//! downstream (`tickcap verify`, the engine tests).
+
+use crate::kite::{price_divisor, DepthEntry, Mode, PacketKind, Tick, DEPTH_LEVELS};
+
+/// SplitMix64: tiny, fast, good enough for market noise, and no crate.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// One synthetic instrument's day so far.
+#[derive(Debug, Clone)]
+pub struct Instrument {
+    token: u32,
+    rng: SplitMix,
+    /// Price step in integer units.
+    step: u32,
+    open: u32,
+    high: u32,
+    low: u32,
+    close: u32,
+    last: u32,
+    average: u32,
+    volume: u32,
+    buy_qty: u32,
+    sell_qty: u32,
+    oi: u32,
+}
+
+impl Instrument {
+    /// The instrument `token` at the start of the day for `seed`.
+    pub fn new(token: u32, seed: u64) -> Self {
+        let mut rng = SplitMix::new(seed ^ u64::from(token).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let div = price_divisor(token);
+        // A price of 50–5000 rupees (currency pairs 50–100), in integer units.
+        let rupees = if div == 10_000_000 {
+            50 + rng.below(50)
+        } else {
+            50 + rng.below(4950)
+        };
+        let close = (rupees * u64::from(div) + rng.below(u64::from(div))) as u32;
+        let step = (div / 20).max(1);
+        let pct = |v: u32, p: u64| (u64::from(v) * p / 1000) as u32;
+        let open = close - pct(close, 10) + pct(close, rng.below(21));
+        let high = open.max(close) + pct(close, 5 + rng.below(20));
+        let low = open.min(close) - pct(close, 5 + rng.below(20));
+        Instrument {
+            token,
+            step,
+            open,
+            high,
+            low,
+            close,
+            last: open,
+            average: open,
+            volume: 0,
+            buy_qty: 100_000 + rng.below(900_000) as u32,
+            sell_qty: 100_000 + rng.below(900_000) as u32,
+            oi: rng.below(5_000_000) as u32,
+            rng,
+        }
+    }
+
+    /// The instrument token.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+
+    /// The last `volume_traded` sent (0 before the first tick).
+    pub fn volume(&self) -> u32 {
+        self.volume
+    }
+
+    /// Moves the walk one step and returns the tick for `mode`, with
+    /// exchange times at `now_secs`. `volume_traded` is one more than last time.
+    pub fn next_tick(&mut self, mode: Mode, now_secs: u32) -> Tick {
+        let moves = self.rng.below(5) as i64 - 2;
+        let last = i64::from(self.last) + moves * i64::from(self.step);
+        self.last = last.clamp(i64::from(self.low), i64::from(self.high)) as u32;
+        self.volume = self.volume.wrapping_add(1);
+        self.average = ((u64::from(self.average) * 15 + u64::from(self.last)) / 16) as u32;
+        let drift =
+            |v: u32, r: u64| (i64::from(v) + r as i64 - 500).clamp(0, i64::from(u32::MAX)) as u32;
+        let r1 = self.rng.below(1001);
+        let r2 = self.rng.below(1001);
+        self.buy_qty = drift(self.buy_qty, r1);
+        self.sell_qty = drift(self.sell_qty, r2);
+
+        let kind = mode.packet_kind(self.token);
+        let mut t = Tick::new(kind, self.token);
+        t.last_price = self.last;
+        if kind == PacketKind::Ltp {
+            return t;
+        }
+        (t.open, t.high, t.low, t.close) = (self.open, self.high, self.low, self.close);
+        match kind {
+            PacketKind::IndexQuote | PacketKind::IndexFull => {
+                t.index_change = self.last.abs_diff(self.close);
+                if kind == PacketKind::IndexFull {
+                    t.exchange_timestamp = now_secs;
+                }
+            }
+            _ => {
+                t.last_traded_quantity = 1 + self.rng.below(100) as u32;
+                t.average_traded_price = self.average;
+                t.volume_traded = self.volume;
+                t.total_buy_quantity = self.buy_qty;
+                t.total_sell_quantity = self.sell_qty;
+                if kind == PacketKind::Full {
+                    t.last_trade_time = now_secs;
+                    t.exchange_timestamp = now_secs;
+                    t.oi = self.oi;
+                    t.oi_day_high = self.oi + 1000;
+                    t.oi_day_low = self.oi.saturating_sub(1000);
+                    for i in 0..DEPTH_LEVELS / 2 {
+                        let away = self.step * (i as u32 + 1);
+                        let q = 1 + self.rng.below(5000) as u32;
+                        let o = 1 + self.rng.below(20) as u16;
+                        t.depth[i] = DepthEntry {
+                            quantity: q,
+                            price: self.last.saturating_sub(away),
+                            orders: o,
+                        };
+                        t.depth[DEPTH_LEVELS / 2 + i] = DepthEntry {
+                            quantity: q + 7,
+                            price: self.last.saturating_add(away),
+                            orders: o,
+                        };
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_stays_inside_the_days_range_and_volume_counts_ticks() {
+        for token in [408_065u32, 256_265, 0x0100_0003, 0x0100_0006] {
+            let mut i = Instrument::new(token, 7);
+            for n in 1..=5000u32 {
+                let t = i.next_tick(Mode::Full, 1_764_046_523);
+                assert!(
+                    t.low <= t.last_price && t.last_price <= t.high,
+                    "{token} tick {n}"
+                );
+                if t.kind == PacketKind::Full {
+                    assert_eq!(t.volume_traded, n);
+                    assert!(
+                        t.depth[0].price < t.depth[5].price,
+                        "best bid below best ask"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_same_sequence() {
+        let mut a = Instrument::new(408_065, 42);
+        let mut b = Instrument::new(408_065, 42);
+        let mut c = Instrument::new(408_065, 43);
+        let ta: Vec<_> = (0..50).map(|_| a.next_tick(Mode::Quote, 0)).collect();
+        let tb: Vec<_> = (0..50).map(|_| b.next_tick(Mode::Quote, 0)).collect();
+        let tc: Vec<_> = (0..50).map(|_| c.next_tick(Mode::Quote, 0)).collect();
+        assert_eq!(ta, tb);
+        assert_ne!(ta, tc);
+    }
+}
