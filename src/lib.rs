@@ -7,6 +7,7 @@
 //! - [`cli`]: the `tickcap` subcommands; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
+pub mod config;
 pub mod kite;
 pub mod replay;
 pub mod sink;

@@ -26,7 +26,7 @@ enum Command {
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
     /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
-    Replay(replay::Args),
+    Replay(Box<replay::Args>),
 }
 
 /// An error that ends the command, with the exit code it deserves.
@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
-        Command::Replay(args) => replay::run(args),
+        Command::Replay(args) => replay::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,6 +94,7 @@ impl PacketKind {
     ];
 
     /// The packet length in bytes.
+    #[allow(clippy::len_without_is_empty)] // a packet kind is never empty
     pub const fn len(self) -> usize {
         match self {
             PacketKind::Ltp => 8,

@@ -59,7 +59,7 @@ impl Pacer {
                 }
             }
         }
-        let got = self
+        self
             .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 if b == u64::MAX {
@@ -69,8 +69,7 @@ impl Pacer {
                 }
             })
             .map(|b| if b == u64::MAX { n } else { b.min(n) })
-            .unwrap_or(0);
-        got
+            .unwrap_or(0)
     }
 
     /// Whether `--count` is used up.
@@ -80,10 +79,9 @@ impl Pacer {
 
     /// How long to wait before one more tick is due (for idle sleeps).
     pub fn tick_interval(&self) -> Duration {
-        if self.rate == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(1_000_000_000 / self.rate).min(Duration::from_millis(1))
+        match 1_000_000_000u64.checked_div(self.rate) {
+            None => Duration::ZERO,
+            Some(ns) => Duration::from_nanos(ns).min(Duration::from_millis(1)),
         }
     }
 }

@@ -65,6 +65,7 @@ impl Drop for KeySlot<'_> {
 }
 
 /// Serves one accepted TCP connection until it closes or the feed stops.
+#[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
 pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
@@ -214,7 +215,7 @@ impl<'a> Session<'a> {
                         .stalls
                         .fetch_add(1, Ordering::Relaxed);
                     stall_until = Some(now + f.stall_for);
-                    next_stall = Some(at + every.max(f.stall_for));
+                    next_stall = Some(now + f.stall_for + every);
                 }
             }
             if now >= next_read || self.order.is_empty() {

@@ -1,0 +1,637 @@
+//! `tickcap.toml` plus environment: parsed once at the edge, validated, and
+//! handed to the engine as plain values.
+//!
+//! Unknown keys are errors (typos must not be silent). Kite's limits are
+//! enforced at load: at most 3000 instruments per connection, no instrument
+//! on both primary and secondary. `KITE_API_KEY` and `KITE_ACCESS_TOKEN`
+//! override the file. The access token is a [`Secret`]: its `Debug` and
+//! `Display` show only a redacted form.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::kite::Mode;
+use crate::sink::ZoneClock;
+
+/// Kite's limit of instruments per connection.
+pub const MAX_INSTRUMENTS: usize = 3000;
+
+/// A configuration that cannot be used; the message names the file, key and value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message (names the key and line).
+        message: String,
+    },
+    /// A value out of range or inconsistent with another.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key at fault.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A secret string (access tokens): never printed whole.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// `abcd…(32 chars)`-style redaction: the first 4 characters at most.
+    pub fn redacted(&self) -> String {
+        if self.0.is_empty() {
+            return "(none)".to_owned();
+        }
+        let head: String = self
+            .0
+            .chars()
+            .take(if self.0.len() >= 12 { 4 } else { 0 })
+            .collect();
+        format!("{head}…({} chars)", self.0.chars().count())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// When the writer calls `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Never (the OS decides); still on rotation and shutdown.
+    Never,
+    /// At most once per `fsync_interval_ms` while data is written.
+    Interval,
+    /// After every write.
+    Batch,
+}
+
+impl FsyncPolicy {
+    /// The name used in the config and on the status port.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Never => "never",
+            FsyncPolicy::Interval => "interval",
+            FsyncPolicy::Batch => "batch",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    kite: RawKite,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
+    primary: RawConn,
+    #[serde(default)]
+    secondary: RawConn,
+    #[serde(default)]
+    tertiary: RawConn,
+    #[serde(default)]
+    engine: RawEngine,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKite {
+    url: Option<String>,
+    api_key: Option<String>,
+    access_token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    data_dir: Option<PathBuf>,
+    timezone: Option<String>,
+    fsync: Option<FsyncPolicy>,
+    flush_interval_ms: Option<u64>,
+    fsync_interval_ms: Option<u64>,
+    retention_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    listen: Option<String>,
+    token: Option<Secret>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConn {
+    mode: Option<String>,
+    instruments: Option<Vec<i64>>,
+    instruments_file: Option<PathBuf>,
+    url: Option<String>,
+    api_key: Option<String>,
+    access_token: Option<Secret>,
+    failover_after_ms: Option<u64>,
+    warm: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    ring_capacity: Option<usize>,
+    writer_core: Option<usize>,
+    stale_after_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+}
+
+/// The role of each of the three connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Connection 1: the trading universe.
+    Primary,
+    /// Connection 2: full mode on demand.
+    Secondary,
+    /// Connection 3: failover.
+    Tertiary,
+}
+
+impl Role {
+    /// All roles, by connection id order.
+    pub const ALL: [Role; 3] = [Role::Primary, Role::Secondary, Role::Tertiary];
+
+    /// The connection id (1, 2, 3) written in every line.
+    pub fn connection_id(self) -> u8 {
+        match self {
+            Role::Primary => 1,
+            Role::Secondary => 2,
+            Role::Tertiary => 3,
+        }
+    }
+
+    /// The config section name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+            Role::Tertiary => "tertiary",
+        }
+    }
+}
+
+/// Where and as whom one connection connects, and what it subscribes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// Its role.
+    pub role: Role,
+    /// `wss://ws.kite.trade` or a replay feed's `ws://127.0.0.1:PORT`.
+    pub url: String,
+    /// The API key.
+    pub api_key: String,
+    /// The access token.
+    pub access_token: Secret,
+    /// The mode its instruments are set to.
+    pub mode: Mode,
+    /// Its instruments, in config order, without duplicates.
+    pub instruments: Vec<u32>,
+}
+
+/// The storage section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// Where the daily files go.
+    pub data_dir: PathBuf,
+    /// IANA zone for the day boundary and offsets.
+    pub timezone: String,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Longest time a received tick waits before it is written.
+    pub flush_interval_ms: u64,
+    /// With `fsync = "interval"`: the longest time between syncs.
+    pub fsync_interval_ms: u64,
+    /// Daily files older than this many days are deleted (0 keeps all).
+    pub retention_days: u32,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The three connections (primary, secondary, tertiary).
+    pub connections: [ConnectionConfig; 3],
+    /// Storage.
+    pub storage: StorageConfig,
+    /// Status port address.
+    pub status_listen: String,
+    /// Bearer token for control calls.
+    pub status_token: Option<Secret>,
+    /// Tertiary takes over after a connection is down this long.
+    pub failover_after_ms: u64,
+    /// Keep the tertiary connected while idle.
+    pub tertiary_warm: bool,
+    /// Capacity of each SPSC ring, in ticks.
+    pub ring_capacity: usize,
+    /// Core the writer thread is pinned to.
+    pub writer_core: Option<usize>,
+    /// An open connection with no frame for this long is stale.
+    pub stale_after_ms: u64,
+    /// Cap of the reconnect backoff.
+    pub reconnect_max_ms: u64,
+}
+
+/// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `KITE_API_KEY`.
+    pub api_key: Option<String>,
+    /// `KITE_ACCESS_TOKEN`.
+    pub access_token: Option<Secret>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        Env {
+            api_key: std::env::var("KITE_API_KEY").ok().filter(|s| !s.is_empty()),
+            access_token: std::env::var("KITE_ACCESS_TOKEN")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Secret),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates `path` with `env` applied.
+    pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Parses and validates TOML text; `path` names it in errors and
+    /// anchors relative `instruments_file` paths.
+    pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let url = raw
+            .kite
+            .url
+            .clone()
+            .unwrap_or_else(|| "wss://ws.kite.trade".to_owned());
+        let api_key = env
+            .api_key
+            .clone()
+            .or(raw.kite.api_key.clone())
+            .unwrap_or_default();
+        let token = env
+            .access_token
+            .clone()
+            .or(raw.kite.access_token.clone())
+            .unwrap_or_default();
+
+        let conn = |role: Role,
+                    c: &RawConn,
+                    default_mode: Mode|
+         -> Result<ConnectionConfig, ConfigError> {
+            let section = role.as_str();
+            if role != Role::Tertiary && (c.failover_after_ms.is_some() || c.warm.is_some()) {
+                return Err(invalid(
+                    &format!("{section}.failover_after_ms"),
+                    "only [tertiary] takes failover settings".into(),
+                ));
+            }
+            let mode = match &c.mode {
+                Some(m) => m
+                    .parse::<Mode>()
+                    .map_err(|e| invalid(&format!("{section}.mode"), e.to_string()))?,
+                None => default_mode,
+            };
+            let mut list: Vec<i64> = c.instruments.clone().unwrap_or_default();
+            if let Some(file) = &c.instruments_file {
+                if c.instruments.is_some() {
+                    return Err(invalid(
+                        &format!("{section}.instruments_file"),
+                        "give instruments or instruments_file, not both".into(),
+                    ));
+                }
+                let p = base.join(file);
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    invalid(
+                        &format!("{section}.instruments_file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                for (i, line) in text.lines().enumerate() {
+                    let l = line.split('#').next().unwrap_or("").trim();
+                    if l.is_empty() {
+                        continue;
+                    }
+                    list.push(l.parse::<i64>().map_err(|_| {
+                        invalid(
+                            &format!("{section}.instruments_file"),
+                            format!("{}:{}: {l:?} is not a token", p.display(), i + 1),
+                        )
+                    })?);
+                }
+            }
+            let mut seen = HashSet::new();
+            let mut instruments = Vec::with_capacity(list.len());
+            for t in list {
+                let t = u32::try_from(t).ok().filter(|&t| t > 0).ok_or_else(|| {
+                    invalid(
+                        &format!("{section}.instruments"),
+                        format!("{t} is not an instrument token"),
+                    )
+                })?;
+                if seen.insert(t) {
+                    instruments.push(t);
+                }
+            }
+            if instruments.len() > MAX_INSTRUMENTS {
+                return Err(invalid(
+                    &format!("{section}.instruments"),
+                    format!(
+                        "{} instruments; Kite allows at most {MAX_INSTRUMENTS} per connection",
+                        instruments.len()
+                    ),
+                ));
+            }
+            let own_key = c.api_key.is_some();
+            Ok(ConnectionConfig {
+                role,
+                url: c.url.clone().unwrap_or_else(|| url.clone()),
+                api_key: c.api_key.clone().unwrap_or_else(|| api_key.clone()),
+                // A connection with its own key brings its own token.
+                access_token: match (&c.access_token, own_key) {
+                    (Some(t), _) => t.clone(),
+                    (None, _) => token.clone(),
+                },
+                mode,
+                instruments,
+            })
+        };
+        let primary = conn(Role::Primary, &raw.primary, Mode::Quote)?;
+        let secondary = conn(Role::Secondary, &raw.secondary, Mode::Full)?;
+        let tertiary = conn(Role::Tertiary, &raw.tertiary, Mode::Quote)?;
+        let p: HashSet<u32> = primary.instruments.iter().copied().collect();
+        let both: Vec<u32> = secondary
+            .instruments
+            .iter()
+            .copied()
+            .filter(|t| p.contains(t))
+            .collect();
+        if !both.is_empty() {
+            return Err(invalid(
+                "secondary.instruments",
+                format!("{both:?} are also on primary; an instrument may be on one of them only"),
+            ));
+        }
+        for c in [&primary, &secondary, &tertiary] {
+            let s = c.role.as_str();
+            if !(c.url.starts_with("ws://") || c.url.starts_with("wss://")) {
+                return Err(invalid(
+                    &format!("{s}.url"),
+                    format!("{:?} is not a ws:// or wss:// URL", c.url),
+                ));
+            }
+            if !c.instruments.is_empty() && (c.api_key.is_empty() || c.access_token.is_empty()) {
+                return Err(invalid(
+                    "kite.api_key",
+                    format!("[{s}] has instruments but no api_key/access_token (set them in [kite] or KITE_API_KEY / KITE_ACCESS_TOKEN)"),
+                ));
+            }
+        }
+
+        let st = &raw.storage;
+        let timezone = st
+            .timezone
+            .clone()
+            .unwrap_or_else(|| "Asia/Kolkata".to_owned());
+        ZoneClock::new(&timezone).map_err(|e| invalid("storage.timezone", e.to_string()))?;
+        let flush_interval_ms = st.flush_interval_ms.unwrap_or(50);
+        if flush_interval_ms == 0 || flush_interval_ms > 60_000 {
+            return Err(invalid(
+                "storage.flush_interval_ms",
+                format!("{flush_interval_ms}: must be 1 to 60000"),
+            ));
+        }
+        let ring_capacity = raw.engine.ring_capacity.unwrap_or(65_536);
+        if !(1024..=(1 << 24)).contains(&ring_capacity) {
+            return Err(invalid(
+                "engine.ring_capacity",
+                format!("{ring_capacity}: must be 1024 to 16777216 ticks"),
+            ));
+        }
+        if let Some(core) = raw.engine.writer_core {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if core >= n.max(1) {
+                return Err(invalid(
+                    "engine.writer_core",
+                    format!(
+                        "core {core} does not exist: this machine has {n} (0..{})",
+                        n - 1
+                    ),
+                ));
+            }
+        }
+        let status_listen = raw
+            .status
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        status_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid("status.listen", format!("{status_listen:?}: {e}")))?;
+        Ok(Config {
+            connections: [primary, secondary, tertiary],
+            storage: StorageConfig {
+                data_dir: st
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./market_data")),
+                timezone,
+                fsync: st.fsync.unwrap_or(FsyncPolicy::Interval),
+                flush_interval_ms,
+                fsync_interval_ms: st.fsync_interval_ms.unwrap_or(1000).max(1),
+                retention_days: st.retention_days.unwrap_or(30),
+            },
+            status_listen,
+            status_token: raw.status.token.clone(),
+            failover_after_ms: raw.tertiary.failover_after_ms.unwrap_or(3000),
+            tertiary_warm: raw.tertiary.warm.unwrap_or(false),
+            ring_capacity,
+            writer_core: raw.engine.writer_core,
+            stale_after_ms: raw.engine.stale_after_ms.unwrap_or(5000).max(100),
+            reconnect_max_ms: raw.engine.reconnect_max_ms.unwrap_or(30_000).max(100),
+        })
+    }
+
+    /// The connection of `role`.
+    pub fn connection(&self, role: Role) -> &ConnectionConfig {
+        &self.connections[usize::from(role.connection_id() - 1)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tickcap.toml"), &Env::default())
+    }
+
+    const GOOD: &str = r#"
+[kite]
+url = "ws://127.0.0.1:9001"
+api_key = "key"
+access_token = "abcdefghijklmnopqrstuvwxyz"
+[storage]
+data_dir = "/tmp/md"
+fsync = "batch"
+[primary]
+mode = "quote"
+instruments = [408065, 738561, 408065]
+[secondary]
+instruments = [256265]
+[tertiary]
+failover_after_ms = 1500
+"#;
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            c.connections[0].instruments,
+            [408_065, 738_561],
+            "duplicates removed"
+        );
+        assert_eq!(
+            c.connections[1].mode,
+            Mode::Full,
+            "secondary defaults to full"
+        );
+        assert_eq!(c.connections[2].url, "ws://127.0.0.1:9001");
+        assert_eq!(c.storage.fsync, FsyncPolicy::Batch);
+        assert_eq!(c.storage.timezone, "Asia/Kolkata");
+        assert_eq!(c.failover_after_ms, 1500);
+        assert_eq!(c.storage.flush_interval_ms, 50);
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_the_token_is_never_printed() {
+        let env = Env {
+            api_key: Some("envkey".into()),
+            access_token: Some(Secret::new("zzzzzzzzzzzzzzzzSECRET")),
+        };
+        let c = Config::parse(GOOD, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.connections[0].api_key, "envkey");
+        assert_eq!(
+            c.connections[0].access_token.expose(),
+            "zzzzzzzzzzzzzzzzSECRET"
+        );
+        let shown = format!("{c:?} {}", c.connections[0].access_token);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!format!("{c:?}").contains("abcdefghijklmnopqrstuvwxyz"));
+    }
+
+    #[test]
+    fn errors_name_the_key_at_fault() {
+        let cases = [
+            ("[storage]\nfsync_policy = \"never\"\n", "fsync_policy"),
+            ("[primary]\nmode = \"fast\"\n", "primary.mode"),
+            ("[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments = [1, 2]\n[secondary]\ninstruments = [2]\n", "secondary.instruments"),
+            ("[primary]\ninstruments = [-5]\n", "primary.instruments"),
+            ("[storage]\ntimezone = \"Mars/Base\"\n", "storage.timezone"),
+            ("[kite]\nurl = \"http://x\"\n", "primary.url"),
+            ("[primary]\ninstruments = [1]\n", "kite.api_key"),
+            ("[engine]\nring_capacity = 3\n", "engine.ring_capacity"),
+            ("[primary]\nfailover_after_ms = 1\n", "primary.failover_after_ms"),
+            ("[status]\nlisten = \"nowhere\"\n", "status.listen"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn more_than_3000_instruments_is_an_error() {
+        let list: Vec<String> = (1..=3001).map(|i| i.to_string()).collect();
+        let text = format!(
+            "[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments = [{}]\n",
+            list.join(",")
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("3001 instruments"), "{e}");
+    }
+
+    #[test]
+    fn instruments_file_with_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("u.txt"),
+            "# universe\n408065\n\n738561 # RELIANCE\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("tickcap.toml");
+        let text =
+            "[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments_file = \"u.txt\"\n";
+        let c = Config::parse(text, &cfg, &Env::default()).unwrap();
+        assert_eq!(c.connections[0].instruments, [408_065, 738_561]);
+        std::fs::write(dir.path().join("u.txt"), "408065\nabc\n").unwrap();
+        let e = Config::parse(text, &cfg, &Env::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("u.txt:2"), "{e}");
+    }
+}
