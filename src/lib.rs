@@ -8,6 +8,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod kite;
+pub mod net;
+pub mod pipeline;
 pub mod replay;
 pub mod sink;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod decode;
+mod demo;
 pub mod replay;
+mod run;
 
 /// Exit code for a usage or configuration error (clap uses 2 as well).
 pub const EXIT_USAGE: u8 = 2;
@@ -23,6 +25,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the capture service: three Kite connections, daily JSONL files. Until SIGINT/SIGTERM.
+    Run(run::Args),
+    /// Start the built-in replay feed on loopback and capture it (no account needed).
+    Demo(demo::Args),
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
     /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
@@ -63,6 +69,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Replay(args) => replay::run(*args),
     };

@@ -132,6 +132,8 @@ struct Shared {
     cfg: ReplayConfig,
     started: Instant,
     stop: AtomicBool,
+    /// Emission halted (heartbeats go on): see [`Server::halt`].
+    halted: AtomicBool,
     pacer: Pacer,
     counters: Counters,
     /// Synthetic instruments, global so that a token's `volume_traded`
@@ -171,6 +173,7 @@ impl Server {
             cfg,
             started: Instant::now(),
             stop: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
             counters: Counters::default(),
             instruments: Mutex::new(HashMap::new()),
             last_volume: Mutex::new(HashMap::new()),
@@ -208,6 +211,12 @@ impl Server {
     /// Whether `--count` is used up (emission over).
     pub fn count_reached(&self) -> bool {
         self.shared.pacer.exhausted()
+    }
+
+    /// Stops emitting ticks (connections stay open with heartbeats), so
+    /// that a capture can be stopped with nothing in flight.
+    pub fn halt(&self) {
+        self.shared.halted.store(true, Ordering::SeqCst);
     }
 
     /// Stops accepting, closes every connection and returns the final report.

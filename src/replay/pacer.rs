@@ -59,8 +59,7 @@ impl Pacer {
                 }
             }
         }
-        self
-            .budget
+        self.budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 if b == u64::MAX {
                     Some(b)

@@ -379,7 +379,7 @@ impl<'a> Session<'a> {
     /// Fills `self.out` with one binary message; returns the ticks in it.
     fn build_batch(&mut self, start: Instant) -> usize {
         self.out.clear();
-        if self.order.is_empty() {
+        if self.order.is_empty() || self.shared.halted.load(Ordering::Relaxed) {
             return 0;
         }
         let shared = self.shared;

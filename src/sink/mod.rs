@@ -6,8 +6,10 @@
 //! - [`clock`]: epoch times as ISO 8601 in the configured zone.
 
 pub mod clock;
+pub mod files;
 pub mod line;
 pub mod number;
+pub mod writer;
 
 pub use clock::{LocalDate, ZoneClock};
 pub use line::LineFormatter;

@@ -1,0 +1,140 @@
+//! `tickcap demo`: the embedded default. Starts the replay feed on a free
+//! loopback port and captures it with `run`'s engine, no account needed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::Failure;
+use crate::config::{Config, Env};
+use crate::engine::{Engine, Options};
+use crate::replay::{ReplayConfig, Server};
+
+/// Arguments of `tickcap demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Ticks per second the built-in feed sends (over all instruments).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Where the daily JSONL files go.
+    #[arg(long, default_value = "./market_data")]
+    data_dir: PathBuf,
+}
+
+/// NSE stocks (INFY, RELIANCE, HDFCBANK, TCS, ICICIBANK, SBIN, ITC, LT,
+/// AXISBANK, HINDUNILVR) and two indices (NIFTY 50, NIFTY BANK): quote mode
+/// on the primary connection.
+const PRIMARY: &[u32] = &[
+    408_065, 738_561, 341_249, 2_953_217, 1_270_529, 779_521, 424_961, 2_939_649, 1_510_401,
+    356_865, 256_265, 260_105,
+];
+/// Full mode (market depth) on the secondary: TATAMOTORS, BHARTIARTL, KOTAKBANK.
+const SECONDARY: &[u32] = &[884_737, 2_714_625, 492_033];
+
+/// The demo's configuration, as TOML (so it goes through the same validation as a user's file).
+pub fn demo_config(feed_url: &str, data_dir: &std::path::Path) -> String {
+    let list = |t: &[u32]| t.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    format!(
+        "[kite]\nurl = {url:?}\napi_key = \"demo\"\naccess_token = \"demo-access-token\"\n\n\
+         [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\n\n\
+         [primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
+         [tertiary]\nfailover_after_ms = 3000\n",
+        url = feed_url,
+        dir = data_dir.display().to_string(),
+        p = list(PRIMARY),
+        s = list(SECONDARY),
+    )
+}
+
+/// Runs the demo.
+pub fn run(args: Args) -> Result<(), Failure> {
+    let duration = match args.duration {
+        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--duration must be a positive number of seconds, not {s}"
+            )))
+        }
+        None => None,
+    };
+    let feed = Server::start(ReplayConfig::synthetic(
+        ([127, 0, 0, 1], 0).into(),
+        args.rate,
+    ))
+    .context("starting the built-in replay feed on 127.0.0.1")?;
+    let text = demo_config(&feed.url(), &args.data_dir);
+    let cfg = Config::parse(&text, std::path::Path::new("<demo>"), &Env::default())
+        .map_err(Failure::usage)?;
+    super::run::describe(&cfg);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))
+            .context("installing signal handlers")?;
+    }
+    let engine = Engine::start(cfg, Options::default())?;
+    let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
+    println!(
+        "tickcap demo: replay feed at {} ({} ticks/s), capturing into {}",
+        feed.url(),
+        args.rate,
+        dir.display()
+    );
+    println!(
+        "  stop with Ctrl-C{}",
+        duration.map_or(String::new(), |d| format!(
+            " (or wait {:.0} s)",
+            d.as_secs_f64()
+        ))
+    );
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    while !interrupted.load(Ordering::Relaxed) && duration.is_none_or(|d| started.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            let s = engine.stats();
+            println!(
+                "  {} ticks received, {} written",
+                s.ticks_received(),
+                s.lines_written()
+            );
+            last_print = Instant::now();
+        }
+    }
+    // Stop the feed's ticks first so nothing is in flight, then the engine.
+    feed.halt();
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = Arc::clone(engine.stats());
+    engine.stop();
+    let report = feed.stop();
+    let written = stats.lines_written();
+    let file = stats
+        .writer
+        .current_file
+        .lock()
+        .ok()
+        .and_then(|p| p.clone());
+    println!(
+        "tickcap demo: the feed sent {} ticks; {} received, {} written{}",
+        report.sent,
+        stats.ticks_received(),
+        written,
+        if report.sent == written {
+            " (lossless)"
+        } else {
+            ""
+        }
+    );
+    if let Some(f) = file {
+        println!("  file: {}", f.display());
+    }
+    if report.sent != written {
+        return Err(anyhow::anyhow!("{} ticks sent but {written} written", report.sent).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! `tickcap run --config FILE`: the capture service until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use super::Failure;
+use crate::config::{Config, Env};
+use crate::engine::{Engine, Options};
+
+/// Arguments of `tickcap run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML). KITE_API_KEY and KITE_ACCESS_TOKEN override it.
+    #[arg(long, default_value = "tickcap.toml")]
+    config: PathBuf,
+}
+
+/// Logs what will be captured (never the token).
+pub fn describe(cfg: &Config) {
+    for c in &cfg.connections {
+        tracing::info!(
+            "connection {} ({}): {} instruments in {} mode via {} (api_key {:?}, access_token {})",
+            c.role.connection_id(),
+            c.role.as_str(),
+            c.instruments.len(),
+            c.mode,
+            c.url,
+            c.api_key,
+            c.access_token.redacted()
+        );
+    }
+    tracing::info!(
+        "storage: {} ({}; fsync {}; flush within {} ms)",
+        cfg.storage.data_dir.display(),
+        cfg.storage.timezone,
+        cfg.storage.fsync.as_str(),
+        cfg.storage.flush_interval_ms
+    );
+}
+
+/// Loads the config (exit 2 on error), runs until a signal, exits 0.
+pub fn run(args: Args) -> Result<(), Failure> {
+    let cfg = Config::load(&args.config, &Env::from_process()).map_err(Failure::usage)?;
+    describe(&cfg);
+    let engine = Engine::start(
+        cfg,
+        Options {
+            handle_signals: true,
+            ..Options::default()
+        },
+    )?;
+    engine.wait();
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! The capture engine: one event-loop thread (mio) driving the three Kite
+//! connections, one pinned writer thread, and an SPSC ring per connection
+//! between them.
+//!
+//! ```text
+//!  mio::Poll ── conn 1 ─┐                     ┌─ tickcap-writer ─► market_data_YYYY-MM-DD.jsonl
+//!            ── conn 2 ─┼─ rtrb ring each ───►│  (JSONL, 1 MiB writes, fsync policy, rotation)
+//!            ── conn 3 ─┘                     └─
+//!            ── waker (stop), signals (SIGINT/SIGTERM), timers (backoff, stale, resume)
+//! ```
+//!
+//! The loop owns every socket; nothing on its per-tick path allocates or
+//! locks. Shutdown (a signal or [`Engine::stop`]) stops reading, hands every
+//! received tick to the rings, lets the writer drain, write and fsync, and
+//! returns.
+
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Events, Poll, Token, Waker};
+
+use crate::config::Config;
+use crate::net::Connection;
+use crate::pipeline::{ring, Wake};
+use crate::sink::files::{DailyFiles, DaySink};
+use crate::sink::writer::{Writer, WriterConfig};
+use crate::sink::ZoneClock;
+pub use stats::Stats;
+
+/// Tokens 0..3 are the Kite connections.
+const WAKER: Token = Token(10);
+const SIGNALS: Token = Token(11);
+/// The loop wakes at least this often to run timers.
+const MAX_POLL_WAIT: Duration = Duration::from_millis(250);
+/// How long shutdown waits for the writer to take what the rings cannot hold.
+const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
+
+/// The receive clock: the wall clock plus an offset (tests move it to just
+/// before midnight to exercise rotation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    offset_micros: i64,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock { offset_micros: 0 }
+    }
+
+    /// The system clock shifted by `offset_micros`.
+    pub fn shifted(offset_micros: i64) -> Self {
+        Clock { offset_micros }
+    }
+
+    /// Now, epoch microseconds.
+    #[inline]
+    pub fn now_micros(&self) -> i64 {
+        let now = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(e) => -(e.duration().as_micros() as i64),
+        };
+        now + self.offset_micros
+    }
+}
+
+/// Things the engine cannot start without.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The event loop could not be set up.
+    #[error("event loop: {0}")]
+    Poll(#[source] std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The data directory is unusable.
+    #[error("data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, #[source] std::io::Error),
+    /// The time zone did not resolve (config validation normally catches it).
+    #[error("{0}")]
+    Zone(String),
+}
+
+/// How to run the engine beyond its config.
+pub struct Options {
+    /// The receive clock.
+    pub clock: Clock,
+    /// Stop on SIGINT/SIGTERM (the `run` command); tests stop via [`Engine::stop`].
+    pub handle_signals: bool,
+    /// Where the writer's bytes go (default: the daily files in `data_dir`).
+    pub sink: Option<Box<dyn DaySink>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Clock::system(),
+            handle_signals: false,
+            sink: None,
+        }
+    }
+}
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Engine {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    stats: Arc<Stats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the writer and the event loop.
+    pub fn start(config: Config, mut opts: Options) -> Result<Engine, EngineError> {
+        let poll = Poll::new().map_err(EngineError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(EngineError::Poll)?);
+        let stats = Arc::new(Stats::default());
+        stats
+            .started_micros
+            .store(opts.clock.now_micros(), Ordering::Relaxed);
+        let zone = ZoneClock::new(&config.storage.timezone)
+            .map_err(|e| EngineError::Zone(e.to_string()))?;
+
+        let sink = match opts.sink.take() {
+            Some(s) => s,
+            None => {
+                let dir = &config.storage.data_dir;
+                let w = &stats.writer;
+                let files = DailyFiles::new(
+                    dir,
+                    Arc::clone(&w.files_opened),
+                    Arc::clone(&w.torn_repaired),
+                )
+                .map_err(|source| EngineError::DataDir {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+                Box::new(files) as Box<dyn DaySink>
+            }
+        };
+        let wake = Arc::new(Wake::default());
+        let mut producers = Vec::new();
+        let mut consumers = Vec::new();
+        for _ in 0..3 {
+            let (p, c) = ring(config.ring_capacity);
+            producers.push(p);
+            consumers.push(c);
+        }
+        let mut wcfg = WriterConfig::new(
+            zone,
+            config.storage.fsync,
+            Duration::from_millis(config.storage.flush_interval_ms),
+        );
+        wcfg.fsync_interval = Duration::from_millis(config.storage.fsync_interval_ms);
+        wcfg.core = config.writer_core;
+        let writer = Writer::spawn(wcfg, consumers, sink, Arc::clone(&stats), Arc::clone(&wake))
+            .map_err(|e| EngineError::Thread("writer", e))?;
+
+        let stale = Duration::from_millis(config.stale_after_ms);
+        let cap = Duration::from_millis(config.reconnect_max_ms);
+        let mut conns: Vec<Connection> = config
+            .connections
+            .iter()
+            .zip(producers)
+            .enumerate()
+            .map(|(i, (c, p))| {
+                Connection::new(
+                    c.clone(),
+                    Token(i),
+                    p,
+                    Arc::clone(&stats),
+                    Arc::clone(&wake),
+                    opts.clock,
+                    stale,
+                    cap,
+                )
+            })
+            .collect();
+        if config.tertiary_warm {
+            conns[2].set_warm(true);
+        }
+        let signals = if opts.handle_signals {
+            let mut s = signal_hook_mio::v1_0::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])
+            .map_err(EngineError::Signals)?;
+            poll.registry()
+                .register(&mut s, SIGNALS, mio::Interest::READABLE)
+                .map_err(EngineError::Signals)?;
+            Some(s)
+        } else {
+            None
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let stats2 = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("tickcap-loop".into())
+            .spawn(move || {
+                let mut l = EventLoop {
+                    poll,
+                    conns,
+                    signals,
+                    stop: st,
+                    writer: Some(writer),
+                    stats: stats2,
+                };
+                l.run();
+            })
+            .map_err(|e| EngineError::Thread("event loop", e))?;
+        Ok(Engine {
+            stop,
+            waker,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Whether the engine has stopped (after a signal).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops capture, drains everything received to disk, and waits.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Waits until the engine stops by itself (a signal).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the event loop panicked");
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the event loop panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct EventLoop {
+    poll: Poll,
+    conns: Vec<Connection>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    stop: Arc<AtomicBool>,
+    writer: Option<Writer>,
+    stats: Arc<Stats>,
+}
+
+impl EventLoop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        for c in &mut self.conns {
+            c.start(self.poll.registry());
+        }
+        let mut last_log = Instant::now();
+        let mut last_count = 0u64;
+        loop {
+            let now = Instant::now();
+            let wait = self
+                .conns
+                .iter()
+                .filter_map(Connection::next_deadline)
+                .min()
+                .map_or(MAX_POLL_WAIT, |t| {
+                    t.saturating_duration_since(now).min(MAX_POLL_WAIT)
+                });
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!("poll failed: {e}; stopping");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    Token(i) if i < self.conns.len() => {
+                        self.conns[i].on_event(self.poll.registry())
+                    }
+                    SIGNALS => {
+                        if let Some(s) = &mut self.signals {
+                            for sig in s.pending() {
+                                tracing::info!(
+                                    "signal {sig}: stopping; draining every received tick to disk"
+                                );
+                                self.stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = Instant::now();
+            for c in &mut self.conns {
+                c.on_timer(self.poll.registry(), now);
+            }
+            if now.duration_since(last_log) >= Duration::from_secs(60) {
+                let total = self.stats.ticks_received();
+                tracing::info!(
+                    "{} ticks in the last {} s; {} received, {} written",
+                    total - last_count,
+                    now.duration_since(last_log).as_secs(),
+                    total,
+                    self.stats.lines_written()
+                );
+                last_log = now;
+                last_count = total;
+            }
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let started = Instant::now();
+        let mut stuck = 0;
+        for c in &mut self.conns {
+            stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);
+        }
+        if let Some(w) = self.writer.take() {
+            w.finish();
+        }
+        let received = self.stats.ticks_received();
+        let written = self.stats.lines_written();
+        if stuck > 0 || received != written {
+            tracing::error!("stopped with {received} ticks received but {written} written ({stuck} never reached the writer)");
+        } else {
+            tracing::info!(
+                "stopped in {} ms: {received} ticks received, all written",
+                started.elapsed().as_millis()
+            );
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Live counters of the engine, shared with whoever reports them (logs, the
+//! status port, tests). Hot paths only touch relaxed atomics; histograms are
+//! owned by their thread and published into a mutex about once a second
+//! (`try_lock`, never waiting), so reading them never blocks capture.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use hdrhistogram::Histogram;
+
+/// A connection's state, as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    /// Nothing to subscribe: not connected on purpose.
+    Idle,
+    /// Waiting to retry.
+    Backoff,
+    /// TCP connect in progress.
+    Connecting,
+    /// TLS/WebSocket upgrade in progress.
+    Handshaking,
+    /// Subscribed and streaming.
+    Open,
+    /// Refused by the server (bad or expired credentials); retrying slowly.
+    AuthFailed,
+    /// Shut down.
+    Closed,
+}
+
+impl StateName {
+    const ALL: [StateName; 7] = [
+        StateName::Idle,
+        StateName::Backoff,
+        StateName::Connecting,
+        StateName::Handshaking,
+        StateName::Open,
+        StateName::AuthFailed,
+        StateName::Closed,
+    ];
+    /// The name used in logs and on the status port.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Idle => "idle",
+            StateName::Backoff => "backoff",
+            StateName::Connecting => "connecting",
+            StateName::Handshaking => "handshaking",
+            StateName::Open => "open",
+            StateName::AuthFailed => "auth_failed",
+            StateName::Closed => "closed",
+        }
+    }
+}
+
+/// Counters of one Kite connection.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    state: AtomicU8,
+    /// Ticks decoded and handed to the ring (or its overflow).
+    pub ticks: AtomicU64,
+    /// Binary messages with ticks.
+    pub frames: AtomicU64,
+    /// Heartbeats (binary messages of ≤ 4 bytes).
+    pub heartbeats: AtomicU64,
+    /// Packets that did not decode.
+    pub decode_errors: AtomicU64,
+    /// `error` text frames from the server.
+    pub server_errors: AtomicU64,
+    /// Times the connection was (re)opened after the first.
+    pub reconnects: AtomicU64,
+    /// Times it opened at all.
+    pub opens: AtomicU64,
+    /// Upgrades refused with HTTP 401/403.
+    pub auth_failures: AtomicU64,
+    /// Times it went stale (no frame for the stale limit) and was dropped.
+    pub stale: AtomicU64,
+    /// Times reading paused because the ring was full.
+    pub ring_stalls: AtomicU64,
+    /// Total microseconds spent paused on a full ring.
+    pub ring_stall_micros: AtomicU64,
+    /// Microseconds spent not open (down, connecting) while it had instruments.
+    pub down_micros: AtomicU64,
+    /// Receive time of the last tick, epoch µs (0 = none yet).
+    pub last_tick_micros: AtomicI64,
+    /// Instruments currently subscribed on it.
+    pub subscribed: AtomicU64,
+}
+
+impl ConnStats {
+    /// The current state.
+    pub fn state(&self) -> StateName {
+        StateName::ALL
+            .get(usize::from(self.state.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(StateName::Idle)
+    }
+    pub(crate) fn set_state(&self, s: StateName) {
+        let i = StateName::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        self.state.store(i as u8, Ordering::Relaxed);
+    }
+}
+
+/// Counters of the writer thread.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Lines (ticks) written and accepted by the OS.
+    pub lines: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// `write` calls.
+    pub writes: AtomicU64,
+    /// Failed writes (each retried; nothing is dropped).
+    pub write_errors: AtomicU64,
+    /// `fdatasync` calls.
+    pub fsyncs: AtomicU64,
+    /// Time of the last completed write, epoch µs.
+    pub last_flush_micros: AtomicI64,
+    /// Files opened (rotations included).
+    pub files_opened: std::sync::Arc<AtomicU64>,
+    /// Torn last lines repaired at open.
+    pub torn_repaired: std::sync::Arc<AtomicU64>,
+    /// Bytes formatted but not yet written (the writer's lag).
+    pub buffered_bytes: AtomicU64,
+    /// The file written last.
+    pub current_file: Mutex<Option<PathBuf>>,
+    /// The last write error, for the status port.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Latency histograms, in microseconds (receive→ring is in nanoseconds).
+#[derive(Debug)]
+pub struct Latency {
+    /// Receive (frame read) → ticks in the ring, nanoseconds.
+    pub receive_to_ring_ns: Mutex<Histogram<u64>>,
+    /// Receive → line accepted by `write(2)`, microseconds.
+    pub receive_to_written_us: Mutex<Histogram<u64>>,
+}
+
+/// A new histogram for 1 unit .. 1 hour of µs at 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, 3_600_000_000_000, 3) {
+        Ok(h) => h,
+        Err(e) => panic!("static histogram bounds are valid: {e}"),
+    }
+}
+
+/// Everything the engine counts.
+#[derive(Debug)]
+pub struct Stats {
+    /// Per connection (index = connection id − 1).
+    pub conns: [ConnStats; 3],
+    /// The writer.
+    pub writer: WriterStats,
+    /// Latencies.
+    pub latency: Latency,
+    /// When the engine started, epoch µs.
+    pub started_micros: AtomicI64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            conns: Default::default(),
+            writer: WriterStats::default(),
+            latency: Latency {
+                receive_to_ring_ns: Mutex::new(new_histogram()),
+                receive_to_written_us: Mutex::new(new_histogram()),
+            },
+            started_micros: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// Total ticks received over all connections.
+    pub fn ticks_received(&self) -> u64 {
+        self.conns
+            .iter()
+            .map(|c| c.ticks.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Lines written.
+    pub fn lines_written(&self) -> u64 {
+        self.writer.lines.load(Ordering::Relaxed)
+    }
+
+    /// A copy of a histogram (waits for the publishing thread's brief copy).
+    pub fn histogram(h: &Mutex<Histogram<u64>>) -> Histogram<u64> {
+        h.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Copies `local` into `shared` unless someone holds it (never waits).
+pub(crate) fn publish(shared: &Mutex<Histogram<u64>>, local: &Histogram<u64>) {
+    if let Ok(mut g) = shared.try_lock() {
+        g.clone_from(local);
+    }
+}

@@ -1,0 +1,829 @@
+//! One Kite connection as a state machine driven by the event loop:
+//!
+//! ```text
+//!   Idle ──(has instruments)──► Connecting ──writable──► Handshaking ──101──► Open
+//!     ▲                            │  timeout/error          │ 403: AuthFailed   │ close, error,
+//!     │                            ▼                         ▼                   ▼ stale (no frame 5 s)
+//!     └──(no instruments)──── Backoff ◄──────────────────────┴───────────────────┘
+//! ```
+//!
+//! Transitions take the state by value (`std::mem::replace`), so a socket
+//! lives in exactly one state. On open, every desired instrument is
+//! subscribed and set to its mode (batched); on every reconnect, again.
+//! Frames are decoded straight from tungstenite's payload into
+//! [`Stamped`] values pushed into this connection's ring; when the ring is
+//! full the rest waits in `overflow` and the socket is not read until the
+//! writer makes room (the kernel buffers the bytes). Nothing received is
+//! dropped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::ToSocketAddrs;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::ClientHandshake;
+use tungstenite::handshake::MidHandshake;
+use tungstenite::{HandshakeError, Message, WebSocket};
+
+use super::stream::{wrap, WireStream};
+use super::Backoff;
+use crate::config::{ConnectionConfig, Role};
+use crate::engine::stats::{new_histogram, publish, ConnStats, StateName, Stats};
+use crate::engine::Clock;
+use crate::kite::{decode_message, parse_text, ClientRequest, Mode, TextFrame};
+use crate::pipeline::{Stamped, Wake};
+
+/// A connect or upgrade that takes longer than this is abandoned.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tokens per subscribe/mode message.
+const BATCH: usize = 500;
+
+type Mid = MidHandshake<ClientHandshake<WireStream>>;
+
+/// Where a connection is in its life.
+pub enum ConnState {
+    /// Not connected on purpose (nothing to subscribe).
+    Idle,
+    /// Waiting to retry.
+    Backoff {
+        /// When to retry.
+        until: Instant,
+        /// Whether the last attempt was refused for credentials.
+        auth: bool,
+    },
+    /// TCP connect in flight.
+    Connecting {
+        /// The socket.
+        tcp: TcpStream,
+        /// Host name (TLS SNI).
+        host: String,
+        /// `wss://`.
+        tls: bool,
+        /// Started.
+        since: Instant,
+    },
+    /// TLS/WebSocket upgrade in flight.
+    Handshaking {
+        /// The interrupted handshake.
+        mid: Box<Mid>,
+        /// Started (at connect).
+        since: Instant,
+    },
+    /// Streaming.
+    Open {
+        /// The socket.
+        ws: Box<WebSocket<WireStream>>,
+        /// Opened.
+        since: Instant,
+    },
+    /// Shut down for good.
+    Closed,
+}
+
+impl std::fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name().as_str())
+    }
+}
+
+impl ConnState {
+    fn name(&self) -> StateName {
+        match self {
+            ConnState::Idle => StateName::Idle,
+            ConnState::Backoff { auth: true, .. } => StateName::AuthFailed,
+            ConnState::Backoff { .. } => StateName::Backoff,
+            ConnState::Connecting { .. } => StateName::Connecting,
+            ConnState::Handshaking { .. } => StateName::Handshaking,
+            ConnState::Open { .. } => StateName::Open,
+            ConnState::Closed => StateName::Closed,
+        }
+    }
+}
+
+/// Why a connection attempt or an open connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// HTTP 401/403 at the upgrade.
+    Auth(u16),
+    /// Anything else.
+    Other(String),
+}
+
+/// One of the three Kite connections.
+pub struct Connection {
+    role: Role,
+    id: u8,
+    token: Token,
+    cfg: ConnectionConfig,
+    /// Instruments wanted on this connection, with their modes.
+    desired: BTreeMap<u32, Mode>,
+    /// Keep connected even with nothing subscribed (a warm standby).
+    warm: bool,
+    state: ConnState,
+    backoff: Backoff,
+    producer: rtrb::Producer<Stamped>,
+    overflow: VecDeque<Stamped>,
+    paused_since: Option<Instant>,
+    last_frame: Instant,
+    down_since: Option<Instant>,
+    stale_after: Duration,
+    stats: Arc<Stats>,
+    wake: Arc<Wake>,
+    clock: Clock,
+    hist: Histogram<u64>,
+    scratch: Vec<u8>,
+    errors_logged: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// A connection for `cfg`, feeding `producer`. Does not connect yet.
+    pub fn new(
+        cfg: ConnectionConfig,
+        token: Token,
+        producer: rtrb::Producer<Stamped>,
+        stats: Arc<Stats>,
+        wake: Arc<Wake>,
+        clock: Clock,
+        stale_after: Duration,
+        reconnect_max: Duration,
+    ) -> Self {
+        let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
+        let id = cfg.role.connection_id();
+        Connection {
+            role: cfg.role,
+            id,
+            token,
+            desired,
+            warm: false,
+            cfg,
+            state: ConnState::Idle,
+            backoff: Backoff::new(
+                Duration::from_millis(200),
+                reconnect_max,
+                clock.now_micros() as u64 ^ u64::from(id),
+            ),
+            producer,
+            overflow: VecDeque::new(),
+            paused_since: None,
+            last_frame: Instant::now(),
+            down_since: None,
+            stale_after,
+            stats,
+            wake,
+            clock,
+            hist: new_histogram(),
+            scratch: Vec::new(),
+            errors_logged: 0,
+        }
+    }
+
+    fn st(&self) -> &ConnStats {
+        &self.stats.conns[usize::from(self.id - 1)]
+    }
+
+    fn set_state(&mut self, s: ConnState) {
+        self.st().set_state(s.name());
+        self.state = s;
+    }
+
+    /// The connection id (1, 2, 3).
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// Its role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether it is open.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, ConnState::Open { .. })
+    }
+
+    /// Whether it should be connected.
+    fn wanted(&self) -> bool {
+        self.warm || !self.desired.is_empty()
+    }
+
+    /// Keep it connected while idle (warm standby).
+    pub fn set_warm(&mut self, warm: bool) {
+        self.warm = warm;
+    }
+
+    /// Instruments wanted on it, with modes.
+    pub fn desired(&self) -> &BTreeMap<u32, Mode> {
+        &self.desired
+    }
+
+    /// Starts connecting if there is anything to subscribe.
+    pub fn start(&mut self, registry: &Registry) {
+        self.st()
+            .subscribed
+            .store(self.desired.len() as u64, Ordering::Relaxed);
+        if self.wanted() && matches!(self.state, ConnState::Idle) {
+            self.down_since = Some(Instant::now());
+            self.connect(registry);
+        }
+    }
+
+    /// The earliest time `on_timer` has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.paused_since.is_some() {
+            return Some(Instant::now() + Duration::from_millis(1));
+        }
+        match &self.state {
+            ConnState::Backoff { until, .. } => Some(*until),
+            ConnState::Connecting { since, .. } | ConnState::Handshaking { since, .. } => {
+                Some(*since + CONNECT_TIMEOUT)
+            }
+            ConnState::Open { .. } => Some(self.last_frame + self.stale_after),
+            ConnState::Idle | ConnState::Closed => None,
+        }
+    }
+
+    fn connect(&mut self, registry: &Registry) {
+        match self.begin_connect(registry) {
+            Ok(state) => self.set_state(state),
+            Err(e) => self.retry_later(registry, Ended::Other(e)),
+        }
+    }
+
+    fn begin_connect(&mut self, registry: &Registry) -> Result<ConnState, String> {
+        let uri: tungstenite::http::Uri = self
+            .cfg
+            .url
+            .parse()
+            .map_err(|e| format!("bad url {:?}: {e}", self.cfg.url))?;
+        let tls = uri.scheme_str() == Some("wss");
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("no host in {:?}", self.cfg.url))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // Blocking DNS: a cost only at (re)connect, and loopback/IP literals
+        // resolve without a lookup.
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let mut tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        registry
+            .register(
+                &mut tcp,
+                self.token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("register: {e}"))?;
+        tracing::debug!("connection {} connecting to {host}:{port}", self.id);
+        Ok(ConnState::Connecting {
+            tcp,
+            host,
+            tls,
+            since: Instant::now(),
+        })
+    }
+
+    /// The URL with credentials; never logged.
+    fn request_url(&self) -> String {
+        let base = &self.cfg.url;
+        let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+        let slash = if after_scheme.contains('/') { "" } else { "/" };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!(
+            "{base}{slash}{sep}api_key={}&access_token={}",
+            self.cfg.api_key,
+            self.cfg.access_token.expose()
+        )
+    }
+
+    /// Handles a readiness event for this connection's socket.
+    pub fn on_event(&mut self, registry: &Registry) {
+        let state = std::mem::replace(&mut self.state, ConnState::Idle);
+        match state {
+            ConnState::Connecting {
+                tcp,
+                host,
+                tls,
+                since,
+            } => {
+                match tcp.take_error() {
+                    Ok(Some(e)) | Err(e) => {
+                        return self.fail(
+                            registry,
+                            Some(tcp),
+                            Ended::Other(format!("connect: {e}")),
+                        )
+                    }
+                    Ok(None) => {}
+                }
+                match tcp.peer_addr() {
+                    Err(e) if e.kind() == ErrorKind::NotConnected => {
+                        self.state = ConnState::Connecting {
+                            tcp,
+                            host,
+                            tls,
+                            since,
+                        };
+                        return;
+                    }
+                    Err(e) => {
+                        return self.fail(
+                            registry,
+                            Some(tcp),
+                            Ended::Other(format!("connect: {e}")),
+                        )
+                    }
+                    Ok(_) => {}
+                }
+                let _ = tcp.set_nodelay(true);
+                let stream = match wrap(tcp, &host, tls, None) {
+                    Ok(s) => s,
+                    Err(e) => return self.retry_later(registry, Ended::Other(format!("tls: {e}"))),
+                };
+                let req = match self.request_url().into_client_request() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return self
+                            .retry_later(registry, Ended::Other(format!("bad request url: {e}")))
+                    }
+                };
+                self.handshake_step(registry, tungstenite::client(req, stream), since);
+            }
+            ConnState::Handshaking { mid, since } => {
+                self.handshake_step(registry, mid.handshake(), since);
+            }
+            ConnState::Open { ws, since } => {
+                self.state = ConnState::Open { ws, since };
+                self.read_frames(registry);
+            }
+            other => self.state = other,
+        }
+    }
+
+    fn handshake_step(
+        &mut self,
+        registry: &Registry,
+        r: Result<
+            (
+                WebSocket<WireStream>,
+                tungstenite::handshake::client::Response,
+            ),
+            HandshakeError<ClientHandshake<WireStream>>,
+        >,
+        since: Instant,
+    ) {
+        match r {
+            Ok((ws, _)) => self.opened(registry, ws),
+            Err(HandshakeError::Interrupted(mid)) => self.set_state(ConnState::Handshaking {
+                mid: Box::new(mid),
+                since,
+            }),
+            Err(HandshakeError::Failure(tungstenite::Error::Http(resp)))
+                if matches!(resp.status().as_u16(), 401 | 403) =>
+            {
+                self.retry_later(registry, Ended::Auth(resp.status().as_u16()))
+            }
+            Err(HandshakeError::Failure(e)) => {
+                self.retry_later(registry, Ended::Other(format!("upgrade: {e}")))
+            }
+        }
+    }
+
+    fn opened(&mut self, registry: &Registry, mut ws: WebSocket<WireStream>) {
+        let stats = Arc::clone(&self.stats);
+        let st = &stats.conns[usize::from(self.id - 1)];
+        let n = st.opens.fetch_add(1, Ordering::Relaxed);
+        if n > 0 {
+            st.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let down = self.down_since.take().map(|t| t.elapsed());
+        if let Some(d) = down {
+            st.down_micros
+                .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        }
+        if n > 0 {
+            tracing::info!(
+                "connection {} ({}) reopened after {} ms down; resubscribing {} instruments",
+                self.id,
+                self.role.as_str(),
+                down.map_or(0, |d| d.as_millis()),
+                self.desired.len()
+            );
+        } else {
+            tracing::info!(
+                "connection {} ({}) open; subscribing {} instruments",
+                self.id,
+                self.role.as_str(),
+                self.desired.len()
+            );
+        }
+        self.backoff.reset();
+        self.last_frame = Instant::now();
+        for req in subscription_requests(&self.desired) {
+            let _ = ws.write(Message::text(req.to_json()));
+        }
+        let _ = ws.flush();
+        self.set_state(ConnState::Open {
+            ws: Box::new(ws),
+            since: Instant::now(),
+        });
+        // Frames may already sit behind the HTTP 101 in tungstenite's buffer:
+        // mio will not signal them again.
+        self.read_frames(registry);
+    }
+
+    /// Reads and decodes frames until the socket would block, the ring is
+    /// full, or the connection ends.
+    fn read_frames(&mut self, registry: &Registry) {
+        if self.paused_since.is_some() {
+            return;
+        }
+        let ConnState::Open { ws, .. } = &mut self.state else {
+            return;
+        };
+        let id = self.id;
+        let st = &self.stats.conns[usize::from(id - 1)];
+        let end = loop {
+            match ws.read() {
+                Ok(Message::Binary(payload)) => {
+                    let recv = self.clock.now_micros();
+                    let t0 = Instant::now();
+                    self.last_frame = t0;
+                    if payload.len() <= 4 {
+                        st.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let mut n = 0u64;
+                    for r in decode_message(&payload) {
+                        match r {
+                            Ok(tick) => {
+                                let s = Stamped {
+                                    tick,
+                                    recv_micros: recv,
+                                    connection_id: id,
+                                };
+                                if self.overflow.is_empty() {
+                                    if let Err(rtrb::PushError::Full(s)) = self.producer.push(s) {
+                                        self.overflow.push_back(s);
+                                    }
+                                } else {
+                                    self.overflow.push_back(s);
+                                }
+                                n += 1;
+                            }
+                            Err(e) => {
+                                let k = st.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                                if k <= 10 || k.is_power_of_two() {
+                                    tracing::warn!("connection {id}: decode error #{k}: {e}");
+                                }
+                            }
+                        }
+                    }
+                    st.ticks.fetch_add(n, Ordering::Relaxed);
+                    st.frames.fetch_add(1, Ordering::Relaxed);
+                    st.last_tick_micros.store(recv, Ordering::Relaxed);
+                    let _ = self.hist.record_n(t0.elapsed().as_nanos().max(1) as u64, n);
+                    self.wake.notify();
+                    if !self.overflow.is_empty() {
+                        self.paused_since = Some(Instant::now());
+                        st.ring_stalls.fetch_add(1, Ordering::Relaxed);
+                        break None;
+                    }
+                }
+                Ok(Message::Text(t)) => {
+                    self.last_frame = Instant::now();
+                    match parse_text(t.as_str(), &mut self.scratch) {
+                        TextFrame::Error(msg) => {
+                            st.server_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!("connection {id}: Kite says error: {msg}");
+                        }
+                        TextFrame::Message(msg) => {
+                            tracing::info!("connection {id}: Kite says: {msg}")
+                        }
+                        TextFrame::Order(o) => tracing::info!(
+                            "connection {id}: order update {:?} {:?}",
+                            o.order_id,
+                            o.status
+                        ),
+                        TextFrame::Unknown { kind, raw } => {
+                            tracing::info!(
+                                "connection {id}: text frame of type {kind:?}: {}",
+                                raw.chars().take(300).collect::<String>()
+                            )
+                        }
+                    }
+                }
+                Ok(Message::Close(frame)) => break Some(format!("closed by server ({frame:?})")),
+                Ok(_) => self.last_frame = Instant::now(),
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Some(format!("read: {e}")),
+            }
+        };
+        // Push out pongs, close replies and queued subscriptions.
+        if end.is_none() {
+            if let ConnState::Open { ws, .. } = &mut self.state {
+                match ws.flush() {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return self.drop_open(registry, Ended::Other(format!("write: {e}"))),
+                }
+            }
+        }
+        if let Some(why) = end {
+            self.drop_open(registry, Ended::Other(why));
+        }
+    }
+
+    /// Timers: backoff expiry, connect timeout, stale feed, ring-full resume.
+    pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
+        if let Some(since) = self.paused_since {
+            if self.drain_overflow() {
+                self.paused_since = None;
+                self.st()
+                    .ring_stall_micros
+                    .fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.read_frames(registry);
+            }
+        }
+        match &self.state {
+            ConnState::Idle if self.wanted() => {
+                self.down_since.get_or_insert(now);
+                self.connect(registry);
+            }
+            ConnState::Backoff { until, .. } if now >= *until => {
+                if self.wanted() {
+                    self.connect(registry);
+                } else {
+                    self.set_state(ConnState::Idle);
+                }
+            }
+            ConnState::Connecting { since, .. } | ConnState::Handshaking { since, .. }
+                if now >= *since + CONNECT_TIMEOUT =>
+            {
+                let state = std::mem::replace(&mut self.state, ConnState::Idle);
+                self.discard(registry, state);
+                self.retry_later(
+                    registry,
+                    Ended::Other(format!("no connection within {CONNECT_TIMEOUT:?}")),
+                );
+            }
+            ConnState::Open { .. }
+                if self.paused_since.is_none()
+                    && now.duration_since(self.last_frame) >= self.stale_after =>
+            {
+                self.st().stale.fetch_add(1, Ordering::Relaxed);
+                let quiet = now.duration_since(self.last_frame);
+                self.drop_open(
+                    registry,
+                    Ended::Other(format!(
+                        "stale: no frame (not even a heartbeat) for {} ms",
+                        quiet.as_millis()
+                    )),
+                );
+            }
+            ConnState::Open { .. } if !self.wanted() => {
+                tracing::info!("connection {}: nothing subscribed; closing", self.id);
+                let state = std::mem::replace(&mut self.state, ConnState::Idle);
+                self.discard(registry, state);
+                self.set_state(ConnState::Idle);
+            }
+            _ => {}
+        }
+        if self.hist.len() > 0 {
+            publish(&self.stats.latency.receive_to_ring_ns, &self.hist);
+        }
+    }
+
+    /// Moves overflow into the ring; true when it is empty.
+    fn drain_overflow(&mut self) -> bool {
+        while let Some(s) = self.overflow.pop_front() {
+            if let Err(rtrb::PushError::Full(s)) = self.producer.push(s) {
+                self.overflow.push_front(s);
+                self.wake.notify();
+                return false;
+            }
+        }
+        self.wake.notify();
+        true
+    }
+
+    fn drop_open(&mut self, registry: &Registry, why: Ended) {
+        let state = std::mem::replace(&mut self.state, ConnState::Idle);
+        if let ConnState::Open { since, .. } = &state {
+            tracing::warn!(
+                "connection {} ({}) lost after {} s open: {}; reconnecting",
+                self.id,
+                self.role.as_str(),
+                since.elapsed().as_secs(),
+                match &why {
+                    Ended::Auth(c) => format!("HTTP {c}"),
+                    Ended::Other(s) => s.clone(),
+                }
+            );
+        }
+        self.discard(registry, state);
+        self.down_since = Some(Instant::now());
+        self.retry_later(registry, why);
+    }
+
+    fn fail(&mut self, registry: &Registry, tcp: Option<TcpStream>, why: Ended) {
+        if let Some(mut tcp) = tcp {
+            let _ = registry.deregister(&mut tcp);
+        }
+        self.retry_later(registry, why);
+    }
+
+    /// Deregisters and closes whatever socket `state` holds.
+    fn discard(&mut self, registry: &Registry, state: ConnState) {
+        match state {
+            ConnState::Connecting { mut tcp, .. } => {
+                let _ = registry.deregister(&mut tcp);
+            }
+            ConnState::Handshaking { mut mid, .. } => {
+                let _ = registry.deregister(mid.get_mut().get_mut().tcp_mut());
+            }
+            ConnState::Open { mut ws, .. } => {
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                let _ = registry.deregister(ws.get_mut().tcp_mut());
+            }
+            _ => {}
+        }
+    }
+
+    fn retry_later(&mut self, _registry: &Registry, why: Ended) {
+        let delay = self.backoff.next_delay();
+        let auth = matches!(why, Ended::Auth(_));
+        match &why {
+            Ended::Auth(code) => {
+                self.st().auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "connection {} ({}): Kite refused the credentials (HTTP {code}): api_key {:?}, access_token {}. \
+                     The token may be expired (they expire daily). Retrying in {} ms",
+                    self.id,
+                    self.role.as_str(),
+                    self.cfg.api_key,
+                    self.cfg.access_token.redacted(),
+                    delay.as_millis()
+                );
+            }
+            Ended::Other(msg) => {
+                self.errors_logged += 1;
+                if self.errors_logged <= 20 || self.errors_logged.is_power_of_two() {
+                    tracing::warn!(
+                        "connection {} ({}): {msg}; retrying in {} ms",
+                        self.id,
+                        self.role.as_str(),
+                        delay.as_millis()
+                    );
+                }
+            }
+        }
+        self.down_since.get_or_insert_with(Instant::now);
+        self.set_state(ConnState::Backoff {
+            until: Instant::now() + delay,
+            auth,
+        });
+    }
+
+    /// Closes the connection for good and hands every received tick to the
+    /// ring (waiting for the writer to make room, at most `limit`).
+    pub fn shutdown(&mut self, registry: &Registry, limit: Duration) -> usize {
+        let state = std::mem::replace(&mut self.state, ConnState::Idle);
+        self.discard(registry, state);
+        self.set_state(ConnState::Closed);
+        let until = Instant::now() + limit;
+        while !self.drain_overflow() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        publish(&self.stats.latency.receive_to_ring_ns, &self.hist);
+        self.overflow.len()
+    }
+
+    /// Adds instruments (in `mode`); sends the requests if open.
+    pub fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
+        let mut new = BTreeMap::new();
+        for &t in tokens {
+            self.desired.insert(t, mode);
+            new.insert(t, mode);
+        }
+        self.send(subscription_requests(&new));
+    }
+
+    /// Removes instruments; sends the request if open.
+    pub fn unsubscribe(&mut self, tokens: &[u32]) {
+        let gone: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| self.desired.remove(t).is_some())
+            .collect();
+        if !gone.is_empty() {
+            self.send(
+                gone.chunks(BATCH)
+                    .map(|c| ClientRequest::Unsubscribe(c.to_vec()))
+                    .collect(),
+            );
+        }
+    }
+
+    fn send(&mut self, reqs: Vec<ClientRequest>) {
+        self.st()
+            .subscribed
+            .store(self.desired.len() as u64, Ordering::Relaxed);
+        if let ConnState::Open { ws, .. } = &mut self.state {
+            for r in reqs {
+                let _ = ws.write(Message::text(r.to_json()));
+            }
+            let _ = ws.flush();
+        }
+    }
+}
+
+/// Subscribe messages for every token, then one mode message per mode, in
+/// batches: what a connection sends on every (re)open.
+pub fn subscription_requests(desired: &BTreeMap<u32, Mode>) -> Vec<ClientRequest> {
+    let tokens: Vec<u32> = desired.keys().copied().collect();
+    let mut out: Vec<ClientRequest> = tokens
+        .chunks(BATCH)
+        .map(|c| ClientRequest::Subscribe(c.to_vec()))
+        .collect();
+    for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+        let of_mode: Vec<u32> = desired
+            .iter()
+            .filter(|(_, m)| **m == mode)
+            .map(|(t, _)| *t)
+            .collect();
+        out.extend(
+            of_mode
+                .chunks(BATCH)
+                .map(|c| ClientRequest::Mode(mode, c.to_vec())),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resubscription_sends_every_token_then_each_mode() {
+        let mut d = BTreeMap::new();
+        for t in 1..=1200u32 {
+            d.insert(t, if t % 3 == 0 { Mode::Full } else { Mode::Quote });
+        }
+        let reqs = subscription_requests(&d);
+        let subs: usize = reqs
+            .iter()
+            .map(|r| {
+                if let ClientRequest::Subscribe(v) = r {
+                    v.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        assert_eq!(subs, 1200);
+        assert!(reqs.iter().all(|r| match r {
+            ClientRequest::Subscribe(v) | ClientRequest::Mode(_, v) => v.len() <= BATCH,
+            _ => false,
+        }));
+        let full: usize = reqs
+            .iter()
+            .map(|r| {
+                if let ClientRequest::Mode(Mode::Full, v) = r {
+                    v.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        assert_eq!(full, 400);
+        // subscribe before mode, as Kite requires
+        let first_mode = reqs
+            .iter()
+            .position(|r| matches!(r, ClientRequest::Mode(..)))
+            .unwrap();
+        assert!(reqs[..first_mode]
+            .iter()
+            .all(|r| matches!(r, ClientRequest::Subscribe(_))));
+    }
+}

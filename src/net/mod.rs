@@ -1,0 +1,10 @@
+//! Networking for the capture engine: the transport under each Kite
+//! connection, reconnect backoff, and the connection state machine.
+
+pub mod backoff;
+pub mod conn;
+pub mod stream;
+
+pub use backoff::Backoff;
+pub use conn::{ConnState, Connection};
+pub use stream::WireStream;

@@ -1,0 +1,228 @@
+//! Daily JSONL files: `DATA_DIR/market_data_YYYY-MM-DD.jsonl`, opened for
+//! append (a restart never truncates), one open at a time.
+//!
+//! When a file is opened, a torn last line (a crash mid-write) is moved to
+//! `market_data_YYYY-MM-DD.jsonl.torn-<epoch s>` and the file cut back to its
+//! last `\n`, so appending resumes on a line boundary and every line in the
+//! file parses. The repair is logged and counted.
+//!
+//! The writer reaches files through [`DaySink`] so tests can inject failures
+//! (a full disk) without a special filesystem.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::clock::LocalDate;
+
+/// Where the writer's bytes go, by day.
+pub trait DaySink: Send {
+    /// Appends `data` to the file of `date`; returns the bytes accepted.
+    fn write(&mut self, date: LocalDate, data: &[u8]) -> io::Result<usize>;
+    /// Flushes the current file to stable storage.
+    fn sync(&mut self) -> io::Result<()>;
+    /// The file written last.
+    fn current_path(&self) -> Option<PathBuf>;
+}
+
+/// The file name of a day.
+pub fn daily_name(date: LocalDate) -> String {
+    format!("market_data_{date}.jsonl")
+}
+
+/// The real daily files.
+#[derive(Debug)]
+pub struct DailyFiles {
+    dir: PathBuf,
+    current: Option<(LocalDate, File, PathBuf)>,
+    opened: Arc<AtomicU64>,
+    repaired: Arc<AtomicU64>,
+}
+
+impl DailyFiles {
+    /// Files under `dir` (created if missing). `opened` and `repaired` count
+    /// opens and torn-tail repairs.
+    pub fn new(dir: &Path, opened: Arc<AtomicU64>, repaired: Arc<AtomicU64>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(DailyFiles {
+            dir: dir.to_owned(),
+            current: None,
+            opened,
+            repaired,
+        })
+    }
+
+    fn open(&mut self, date: LocalDate) -> io::Result<&mut File> {
+        if self.current.as_ref().is_none_or(|(d, _, _)| *d != date) {
+            if let Some((_, mut f, p)) = self.current.take() {
+                f.flush()?;
+                if let Err(e) = f.sync_data() {
+                    tracing::warn!("fsync of {} on rotation failed: {e}", p.display());
+                }
+            }
+            let path = self.dir.join(daily_name(date));
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&path)?;
+            if repair_torn_tail(&mut file, &path)? {
+                self.repaired.fetch_add(1, Ordering::Relaxed);
+            }
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("writing {}", path.display());
+            self.current = Some((date, file, path));
+        }
+        match &mut self.current {
+            Some((_, f, _)) => Ok(f),
+            None => Err(io::Error::other("no current file")),
+        }
+    }
+}
+
+impl DaySink for DailyFiles {
+    fn write(&mut self, date: LocalDate, data: &[u8]) -> io::Result<usize> {
+        self.open(date)?.write(data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some((_, f, _)) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn current_path(&self) -> Option<PathBuf> {
+        self.current.as_ref().map(|(_, _, p)| p.clone())
+    }
+}
+
+/// If `file` does not end in `\n`, moves the bytes after its last `\n` into
+/// a `.torn-<epoch>` file beside it and truncates. Returns whether it did.
+pub fn repair_torn_tail(file: &mut File, path: &Path) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(false);
+    }
+    // Find the last newline, scanning back in blocks.
+    let mut end = len;
+    let mut cut = 0u64;
+    let mut block = vec![0u8; 64 * 1024];
+    'scan: while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(i) = block[..n].iter().rposition(|&b| b == b'\n') {
+            cut = start + i as u64 + 1;
+            break 'scan;
+        }
+        end = start;
+    }
+    let mut tail = Vec::with_capacity((len - cut) as usize);
+    file.seek(SeekFrom::Start(cut))?;
+    file.read_to_end(&mut tail)?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.torn-{secs}", path.display()));
+    std::fs::write(&aside, &tail)?;
+    file.set_len(cut)?;
+    file.sync_data()?;
+    tracing::warn!(
+        "{}: torn last line ({} bytes) from an earlier crash moved to {}; appending resumes at byte {cut}",
+        path.display(),
+        tail.len(),
+        aside.display()
+    );
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(d: u8) -> LocalDate {
+        LocalDate {
+            year: 2026,
+            month: 11,
+            day: d,
+        }
+    }
+
+    #[test]
+    fn appends_never_truncate_and_days_get_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = || Arc::new(AtomicU64::new(0));
+        let mut f = DailyFiles::new(dir.path(), counters(), counters()).unwrap();
+        f.write(date(24), b"a\n").unwrap();
+        f.write(date(25), b"b\n").unwrap();
+        drop(f);
+        let mut f = DailyFiles::new(dir.path(), counters(), counters()).unwrap();
+        f.write(date(25), b"c\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("market_data_2026-11-24.jsonl")).unwrap(),
+            "a\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("market_data_2026-11-25.jsonl")).unwrap(),
+            "b\nc\n"
+        );
+        assert!(f
+            .current_path()
+            .unwrap()
+            .ends_with("market_data_2026-11-25.jsonl"));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_moved_aside_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("market_data_2026-11-25.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let repaired = Arc::new(AtomicU64::new(0));
+        let mut f = DailyFiles::new(
+            dir.path(),
+            Arc::new(AtomicU64::new(0)),
+            Arc::clone(&repaired),
+        )
+        .unwrap();
+        f.write(date(25), b"{\"a\":3}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        assert_eq!(repaired.load(Ordering::Relaxed), 1);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".torn-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
+            "{\"a\":"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_one_torn_line_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "no newline at all").unwrap();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        assert!(repair_torn_tail(&mut file, &path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,425 @@
+//! The writer thread: drains the rings in chunks, formats JSONL into a large
+//! buffer, and writes it with few large `write` calls.
+//!
+//! - **Flush rule**: the buffer is written when it reaches `buffer_size`
+//!   (≥ 1 MiB), or when its oldest tick has waited `flush_interval`, or at
+//!   the end. Nothing waits longer than `flush_interval` (plus one write).
+//! - **fsync policy**: `batch` syncs after every write, `interval` at most
+//!   every `fsync_interval`, `never` leaves it to the OS; rotation and
+//!   shutdown always sync.
+//! - **Rotation**: each tick's receive time picks its day (in the configured
+//!   zone); a new day writes out the buffer, then switches file.
+//! - **Write errors** (disk full, EIO) are counted and logged, and retried
+//!   with backoff from where the write stopped: no byte is written twice or
+//!   lost. While writes fail the buffer may grow to `max_buffer`; past that
+//!   the writer stops draining, the rings fill, and the event loop stops
+//!   reading the sockets (backpressure into the kernel).
+//! - **Idle**: spin briefly, then park until woken by the event loop or the
+//!   flush deadline (a named choice: spin-then-park; on 2 cores a pure spin
+//!   would take the event loop's core).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::clock::{LocalDate, ZoneClock};
+use super::files::DaySink;
+use super::line::LineFormatter;
+use crate::config::FsyncPolicy;
+use crate::engine::stats::{new_histogram, publish, Stats};
+use crate::pipeline::{Stamped, Wake};
+
+/// How the writer behaves.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Zone for lines and the day boundary.
+    pub zone: ZoneClock,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Longest wait of a received tick before it is written.
+    pub flush_interval: Duration,
+    /// With `Interval`: longest time between syncs.
+    pub fsync_interval: Duration,
+    /// Write when the buffer holds this much.
+    pub buffer_size: usize,
+    /// Stop draining the rings past this much unwritten (while writes fail).
+    pub max_buffer: usize,
+    /// Pin the thread to this core.
+    pub core: Option<usize>,
+}
+
+impl WriterConfig {
+    /// Defaults: 1 MiB writes, 64 MiB ceiling while the disk fails.
+    pub fn new(zone: ZoneClock, fsync: FsyncPolicy, flush_interval: Duration) -> Self {
+        WriterConfig {
+            zone,
+            fsync,
+            flush_interval,
+            fsync_interval: Duration::from_secs(1),
+            buffer_size: 1 << 20,
+            max_buffer: 64 << 20,
+            core: None,
+        }
+    }
+}
+
+/// A running writer.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    wake: Arc<Wake>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread `tickcap-writer` over `rings`.
+    pub fn spawn(
+        cfg: WriterConfig,
+        rings: Vec<rtrb::Consumer<Stamped>>,
+        sink: Box<dyn DaySink>,
+        stats: Arc<Stats>,
+        wake: Arc<Wake>,
+    ) -> std::io::Result<Writer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let wk = Arc::clone(&wake);
+        let thread = std::thread::Builder::new()
+            .name("tickcap-writer".into())
+            .spawn(move || {
+                pin(cfg.core);
+                wk.register_current();
+                let mut w = WriterLoop::new(cfg, rings, sink, stats, wk);
+                w.run(&st);
+            })?;
+        Ok(Writer {
+            stop,
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// The wake signal the producer notifies.
+    pub fn wake(&self) -> &Arc<Wake> {
+        &self.wake
+    }
+
+    /// Asks the writer to drain everything, write, sync and exit; waits.
+    pub fn finish(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            if t.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn pin(core: Option<usize>) {
+    let Some(id) = core else { return };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    match cores.into_iter().find(|c| c.id == id) {
+        Some(c) if core_affinity::set_for_current(c) => {
+            tracing::info!("writer pinned to core {id}")
+        }
+        Some(_) => tracing::warn!("writer: pinning to core {id} FAILED; running unpinned"),
+        None => tracing::warn!("writer: core {id} not available for pinning; running unpinned"),
+    }
+}
+
+struct WriterLoop {
+    cfg: WriterConfig,
+    fmt: LineFormatter,
+    rings: Vec<rtrb::Consumer<Stamped>>,
+    sink: Box<dyn DaySink>,
+    stats: Arc<Stats>,
+    wake: Arc<Wake>,
+    buf: Vec<u8>,
+    /// Receive times of the lines in `buf` (for the latency histogram).
+    recv: Vec<i64>,
+    /// Day of the lines in `buf`.
+    day: Option<LocalDate>,
+    /// Bytes of `buf` already written (a write failed part-way).
+    written: usize,
+    oldest: Option<Instant>,
+    dirty_since_sync: bool,
+    last_sync: Instant,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    hist: Histogram<u64>,
+    last_publish: Instant,
+}
+
+impl WriterLoop {
+    fn new(
+        cfg: WriterConfig,
+        rings: Vec<rtrb::Consumer<Stamped>>,
+        sink: Box<dyn DaySink>,
+        stats: Arc<Stats>,
+        wake: Arc<Wake>,
+    ) -> Self {
+        let cap = cfg.buffer_size + (256 << 10);
+        WriterLoop {
+            fmt: LineFormatter::new(cfg.zone.clone()),
+            buf: Vec::with_capacity(cap),
+            recv: Vec::with_capacity(cap / 128),
+            cfg,
+            rings,
+            sink,
+            stats,
+            wake,
+            day: None,
+            written: 0,
+            oldest: None,
+            dirty_since_sync: false,
+            last_sync: Instant::now(),
+            retry_at: None,
+            retry_delay: Duration::from_millis(50),
+            hist: new_histogram(),
+            last_publish: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut idle_spins = 0u32;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let drained = if self.buf.len() < self.cfg.max_buffer {
+                self.drain()
+            } else {
+                0
+            };
+            let now = Instant::now();
+            let due = self
+                .oldest
+                .is_some_and(|t| now.duration_since(t) >= self.cfg.flush_interval);
+            let can_retry = self.retry_at.is_none_or(|t| now >= t);
+            if !self.buf.is_empty()
+                && can_retry
+                && (self.buf.len() >= self.cfg.buffer_size || due || stopping)
+            {
+                self.write_out();
+            }
+            if self.cfg.fsync == FsyncPolicy::Interval
+                && self.dirty_since_sync
+                && now.duration_since(self.last_sync) >= self.cfg.fsync_interval
+            {
+                self.sync();
+            }
+            if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
+                publish(&self.stats.latency.receive_to_written_us, &self.hist);
+                self.last_publish = now;
+            }
+            if stopping && drained == 0 && self.rings_empty() {
+                if self.buf.is_empty() {
+                    break;
+                }
+                if self.retry_at.is_some() {
+                    // Shutting down on a failing disk: keep retrying (the
+                    // data is not ours to drop), but do not spin.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                continue;
+            }
+            if drained > 0 {
+                idle_spins = 0;
+                continue;
+            }
+            idle_spins += 1;
+            if idle_spins < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle_spins < 128 {
+                std::thread::yield_now();
+                continue;
+            }
+            // Park until woken or the flush/retry deadline.
+            self.wake.going_to_sleep();
+            if !self.rings_empty() || stop.load(Ordering::SeqCst) {
+                self.wake.awake();
+                continue;
+            }
+            let mut timeout = Duration::from_millis(100);
+            if let Some(t) = self.oldest {
+                timeout = timeout
+                    .min((t + self.cfg.flush_interval).saturating_duration_since(Instant::now()));
+            }
+            if let Some(t) = self.retry_at {
+                timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+            }
+            std::thread::park_timeout(timeout);
+            self.wake.awake();
+            idle_spins = 64;
+        }
+        if self.dirty_since_sync || self.cfg.fsync != FsyncPolicy::Batch {
+            self.sync();
+        }
+        publish(&self.stats.latency.receive_to_written_us, &self.hist);
+    }
+
+    fn rings_empty(&self) -> bool {
+        self.rings.iter().all(|r| r.is_empty())
+    }
+
+    /// Formats what the rings hold; returns the ticks taken. Stops at a day
+    /// boundary: the old day's lines are written (and synced) before the
+    /// first line of the new day is formatted.
+    fn drain(&mut self) -> usize {
+        let mut total = 0;
+        for i in 0..self.rings.len() {
+            let n = self.rings[i].slots().min(8192);
+            if n == 0 {
+                continue;
+            }
+            let Ok(chunk) = self.rings[i].read_chunk(n) else {
+                continue;
+            };
+            let (a, b) = chunk.as_slices();
+            let mut taken = 0;
+            let mut new_day = false;
+            for st in a.iter().chain(b) {
+                let day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
+                if self.day != Some(day) {
+                    if !self.buf.is_empty() {
+                        new_day = true;
+                        break;
+                    }
+                    self.day = Some(day);
+                }
+                self.fmt
+                    .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
+                self.recv.push(st.recv_micros);
+                taken += 1;
+            }
+            chunk.commit(taken);
+            total += taken;
+            if taken > 0 && self.oldest.is_none() {
+                self.oldest = Some(Instant::now());
+            }
+            if new_day {
+                // Rotation: the old day's lines go to the old file first.
+                self.write_out_blocking();
+                self.sync();
+                self.day = None;
+            }
+        }
+        self.stats
+            .writer
+            .buffered_bytes
+            .store((self.buf.len() - self.written) as u64, Ordering::Relaxed);
+        total
+    }
+
+    /// Rotation must not mix days in one buffer: retry until the old day is out.
+    fn write_out_blocking(&mut self) {
+        while !self.buf.is_empty() {
+            if let Some(t) = self.retry_at {
+                std::thread::sleep(t.saturating_duration_since(Instant::now()));
+            }
+            self.write_out();
+        }
+    }
+
+    /// Writes `buf[written..]`; on error keeps it for a retry.
+    fn write_out(&mut self) {
+        let Some(day) = self.day else { return };
+        let w = &self.stats.writer;
+        while self.written < self.buf.len() {
+            match self.sink.write(day, &self.buf[self.written..]) {
+                Ok(0) => {
+                    self.fail(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "write returned 0",
+                    ));
+                    return;
+                }
+                Ok(n) => {
+                    self.written += n;
+                    w.writes.fetch_add(1, Ordering::Relaxed);
+                    w.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+        let now_micros = crate::engine::Clock::system().now_micros();
+        for &t in &self.recv {
+            let _ = self.hist.record((now_micros - t).max(1) as u64);
+        }
+        w.lines.fetch_add(self.recv.len() as u64, Ordering::Relaxed);
+        w.last_flush_micros.store(now_micros, Ordering::Relaxed);
+        w.buffered_bytes.store(0, Ordering::Relaxed);
+        if self.retry_at.take().is_some() {
+            tracing::info!("writes succeed again; nothing was lost");
+            if let Ok(mut e) = w.last_error.lock() {
+                *e = None;
+            }
+        }
+        self.retry_delay = Duration::from_millis(50);
+        self.buf.clear();
+        self.recv.clear();
+        self.written = 0;
+        self.oldest = None;
+        self.dirty_since_sync = true;
+        if let Ok(mut p) = w.current_file.try_lock() {
+            let cur = self.sink.current_path();
+            if *p != cur {
+                *p = cur;
+            }
+        }
+        if self.cfg.fsync == FsyncPolicy::Batch {
+            self.sync();
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        let w = &self.stats.writer;
+        let n = w.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 10 || n.is_power_of_two() {
+            tracing::error!(
+                "write failed ({e}); {} bytes kept in memory and retried in {:?} (error #{n})",
+                self.buf.len() - self.written,
+                self.retry_delay
+            );
+        }
+        if let Ok(mut le) = w.last_error.lock() {
+            *le = Some(e.to_string());
+        }
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(2));
+    }
+
+    fn sync(&mut self) {
+        match self.sink.sync() {
+            Ok(()) => {
+                self.stats.writer.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.dirty_since_sync = false;
+            }
+            Err(e) => {
+                self.stats
+                    .writer
+                    .write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!("fsync failed: {e}");
+            }
+        }
+        self.last_sync = Instant::now();
+    }
+}
