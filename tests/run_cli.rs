@@ -1,0 +1,151 @@
+//! `tickcap run` as a process: SIGTERM in mid-stream drains every received
+//! tick to disk and exits 0 within 2 s; configuration errors exit 2 naming
+//! the key.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::read_capture;
+use tickcap::replay::{ReplayConfig, Server};
+
+fn write_config(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let text = format!(
+        "[kite]\nurl = {url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {data:?}\n\
+         [primary]\ninstruments = [256, 512, 768, 1024, 256265]\n[secondary]\ninstruments = [1281]\n{extra}",
+        data = data.display().to_string()
+    );
+    let path = dir.join("tickcap.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn sigterm_mid_stream_drains_everything_and_exits_0_within_2s() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        20_000,
+    ))
+    .unwrap();
+    let cfg = write_config(dir.path(), &feed.url(), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = dir.path().join("data");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || feed.report().sent > 20_000),
+        "no data flowing"
+    );
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    while t0.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t0.elapsed();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("still running 5 s after SIGTERM");
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // "stopped in X ms: N ticks received, all written"
+    let line = err
+        .lines()
+        .find(|l| l.contains("ticks received, all written"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let n: usize = line
+        .split(": ")
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 20_000 / 2);
+    let cap = read_capture(&data);
+    assert_eq!(cap.lines, n);
+    assert_eq!(cap.assert_matches_synthetic(1), n);
+    assert!(
+        !err.contains("\"t\""),
+        "the access token leaked into the log"
+    );
+}
+
+#[test]
+fn configuration_errors_exit_2_and_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, needle) in [
+        ("[storage.extra]\n", "extra"),
+        ("[engine]\nringcapacity = 5\n", "ringcapacity"),
+        ("[tertiary]\nmode = \"fastest\"\n", "tertiary.mode"),
+    ] {
+        let cfg = write_config(dir.path(), "ws://127.0.0.1:9", extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle) && err.contains("tickcap.toml"),
+            "{needle}: {err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["run", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}
+
+#[test]
+fn demo_runs_captures_and_reports_lossless() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("md");
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args([
+            "demo",
+            "--duration",
+            "2",
+            "--rate",
+            "3000",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(lossless)"), "{stdout}");
+    let cap = read_capture(&data);
+    assert!(cap.lines > 3000, "{}", cap.lines);
+    cap.assert_matches_synthetic(1);
+}
