@@ -32,6 +32,7 @@ fn sigterm_mid_stream_drains_everything_and_exits_0_within_2s() {
     ))
     .unwrap();
     let cfg = write_config(dir.path(), &feed.url(), "");
+    #[allow(clippy::zombie_processes)] // waited for below, killed and reaped on timeout
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickcap"))
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -59,6 +60,7 @@ fn sigterm_mid_stream_drains_everything_and_exits_0_within_2s() {
     let took = t0.elapsed();
     let Some(status) = status else {
         let _ = child.kill();
+        let _ = child.wait();
         panic!("still running 5 s after SIGTERM");
     };
     let mut err = String::new();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::Config;
-use crate::net::Connection;
+use crate::net::{Connection, Context};
 use crate::pipeline::{ring, Wake};
 use crate::sink::files::{DailyFiles, DaySink};
 use crate::sink::writer::{Writer, WriterConfig};
@@ -170,25 +170,19 @@ impl Engine {
         let writer = Writer::spawn(wcfg, consumers, sink, Arc::clone(&stats), Arc::clone(&wake))
             .map_err(|e| EngineError::Thread("writer", e))?;
 
-        let stale = Duration::from_millis(config.stale_after_ms);
-        let cap = Duration::from_millis(config.reconnect_max_ms);
+        let ctx = Context {
+            stats: Arc::clone(&stats),
+            wake: Arc::clone(&wake),
+            clock: opts.clock,
+            stale_after: Duration::from_millis(config.stale_after_ms),
+            reconnect_max: Duration::from_millis(config.reconnect_max_ms),
+        };
         let mut conns: Vec<Connection> = config
             .connections
             .iter()
             .zip(producers)
             .enumerate()
-            .map(|(i, (c, p))| {
-                Connection::new(
-                    c.clone(),
-                    Token(i),
-                    p,
-                    Arc::clone(&stats),
-                    Arc::clone(&wake),
-                    opts.clock,
-                    stale,
-                    cap,
-                )
-            })
+            .map(|(i, (c, p))| Connection::new(c.clone(), Token(i), p, &ctx))
             .collect();
         if config.tertiary_warm {
             conns[2].set_warm(true);

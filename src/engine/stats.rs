@@ -131,8 +131,10 @@ pub struct WriterStats {
 /// Latency histograms, in microseconds (receive→ring is in nanoseconds).
 #[derive(Debug)]
 pub struct Latency {
-    /// Receive (frame read) → ticks in the ring, nanoseconds.
-    pub receive_to_ring_ns: Mutex<Histogram<u64>>,
+    /// Receive (frame read) → ticks in the ring, nanoseconds, per
+    /// connection (each is published by its own connection; see
+    /// [`Stats::receive_to_ring_ns`] for all of them).
+    pub receive_to_ring_ns: [Mutex<Histogram<u64>>; 3],
     /// Receive → line accepted by `write(2)`, microseconds.
     pub receive_to_written_us: Mutex<Histogram<u64>>,
 }
@@ -164,7 +166,7 @@ impl Default for Stats {
             conns: Default::default(),
             writer: WriterStats::default(),
             latency: Latency {
-                receive_to_ring_ns: Mutex::new(new_histogram()),
+                receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),
             },
             started_micros: AtomicI64::new(0),
@@ -184,6 +186,15 @@ impl Stats {
     /// Lines written.
     pub fn lines_written(&self) -> u64 {
         self.writer.lines.load(Ordering::Relaxed)
+    }
+
+    /// Receive → ring over all connections, nanoseconds.
+    pub fn receive_to_ring_ns(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for h in &self.latency.receive_to_ring_ns {
+            let _ = all.add(Stats::histogram(h));
+        }
+        all
     }
 
     /// A copy of a histogram (waits for the publishing thread's brief copy).

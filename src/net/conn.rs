@@ -36,8 +36,8 @@ use super::Backoff;
 use crate::config::{ConnectionConfig, Role};
 use crate::engine::stats::{new_histogram, publish, ConnStats, StateName, Stats};
 use crate::engine::Clock;
-use crate::kite::{decode_message, parse_text, ClientRequest, Mode, TextFrame};
-use crate::pipeline::{Stamped, Wake};
+use crate::kite::{parse_text, ClientRequest, Mode, TextFrame};
+use crate::pipeline::{push_frame, Stamped, Wake};
 
 /// A connect or upgrade that takes longer than this is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +115,21 @@ enum Ended {
     Other(String),
 }
 
+/// What every connection of one engine shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Live counters.
+    pub stats: Arc<Stats>,
+    /// The writer's wake-up.
+    pub wake: Arc<Wake>,
+    /// The receive clock.
+    pub clock: Clock,
+    /// No frame for this long = stale.
+    pub stale_after: Duration,
+    /// Cap of the reconnect backoff.
+    pub reconnect_max: Duration,
+}
+
 /// One of the three Kite connections.
 pub struct Connection {
     role: Role,
@@ -156,12 +171,15 @@ impl Connection {
         cfg: ConnectionConfig,
         token: Token,
         producer: rtrb::Producer<Stamped>,
-        stats: Arc<Stats>,
-        wake: Arc<Wake>,
-        clock: Clock,
-        stale_after: Duration,
-        reconnect_max: Duration,
+        ctx: &Context,
     ) -> Self {
+        let Context {
+            stats,
+            wake,
+            clock,
+            stale_after,
+            reconnect_max,
+        } = ctx.clone();
         let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
         let id = cfg.role.connection_id();
         Connection {
@@ -470,32 +488,19 @@ impl Connection {
                         st.heartbeats.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let mut n = 0u64;
-                    for r in decode_message(&payload) {
-                        match r {
-                            Ok(tick) => {
-                                let s = Stamped {
-                                    tick,
-                                    recv_micros: recv,
-                                    connection_id: id,
-                                };
-                                if self.overflow.is_empty() {
-                                    if let Err(rtrb::PushError::Full(s)) = self.producer.push(s) {
-                                        self.overflow.push_back(s);
-                                    }
-                                } else {
-                                    self.overflow.push_back(s);
-                                }
-                                n += 1;
+                    let n = push_frame(
+                        &payload,
+                        recv,
+                        id,
+                        &mut self.producer,
+                        &mut self.overflow,
+                        |e| {
+                            let k = st.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                            if k <= 10 || k.is_power_of_two() {
+                                tracing::warn!("connection {id}: decode error #{k}: {e}");
                             }
-                            Err(e) => {
-                                let k = st.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                                if k <= 10 || k.is_power_of_two() {
-                                    tracing::warn!("connection {id}: decode error #{k}: {e}");
-                                }
-                            }
-                        }
-                    }
+                        },
+                    );
                     st.ticks.fetch_add(n, Ordering::Relaxed);
                     st.frames.fetch_add(1, Ordering::Relaxed);
                     st.last_tick_micros.store(recv, Ordering::Relaxed);
@@ -607,8 +612,11 @@ impl Connection {
             }
             _ => {}
         }
-        if self.hist.len() > 0 {
-            publish(&self.stats.latency.receive_to_ring_ns, &self.hist);
+        if !self.hist.is_empty() {
+            publish(
+                &self.stats.latency.receive_to_ring_ns[usize::from(self.id - 1)],
+                &self.hist,
+            );
         }
     }
 
@@ -714,7 +722,10 @@ impl Connection {
         while !self.drain_overflow() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
-        publish(&self.stats.latency.receive_to_ring_ns, &self.hist);
+        publish(
+            &self.stats.latency.receive_to_ring_ns[usize::from(self.id - 1)],
+            &self.hist,
+        );
         self.overflow.len()
     }
 
