@@ -148,7 +148,8 @@ impl Engine {
                 .map_err(|source| EngineError::DataDir {
                     dir: dir.display().to_string(),
                     source,
-                })?;
+                })?
+                .with_retention(config.storage.retention_days);
                 Box::new(files) as Box<dyn DaySink>
             }
         };

@@ -32,6 +32,61 @@ pub fn daily_name(date: LocalDate) -> String {
     format!("market_data_{date}.jsonl")
 }
 
+/// The date in a daily file's name (`market_data_YYYY-MM-DD.jsonl`), or
+/// `None` for any other name.
+pub fn date_of_name(name: &str) -> Option<LocalDate> {
+    let d = name.strip_prefix("market_data_")?.strip_suffix(".jsonl")?;
+    let b = d.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| d.get(r)?.parse::<u16>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(LocalDate {
+        year: i32::from(year),
+        month: month as u8,
+        day: day as u8,
+    })
+}
+
+/// Deletes daily files more than `keep_days` days before `today` (only
+/// names matching the daily pattern; never `today`'s). `keep_days = 0`
+/// keeps everything. Returns the files removed.
+pub fn apply_retention(dir: &Path, today: LocalDate, keep_days: u32) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if keep_days == 0 {
+        return Ok(removed);
+    }
+    let cutoff = days_from_civil(today) - i64::from(keep_days);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(date) = name.to_str().and_then(date_of_name) else {
+            continue;
+        };
+        if date != today && days_from_civil(date) < cutoff {
+            std::fs::remove_file(entry.path())?;
+            tracing::info!(
+                "retention: removed {} (older than {keep_days} days)",
+                entry.path().display()
+            );
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
+pub fn days_from_civil(d: LocalDate) -> i64 {
+    let (m, day) = (i64::from(d.month), i64::from(d.day));
+    let y = i64::from(d.year) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The real daily files.
 #[derive(Debug)]
 pub struct DailyFiles {
@@ -39,6 +94,7 @@ pub struct DailyFiles {
     current: Option<(LocalDate, File, PathBuf)>,
     opened: Arc<AtomicU64>,
     repaired: Arc<AtomicU64>,
+    retention_days: u32,
 }
 
 impl DailyFiles {
@@ -51,7 +107,15 @@ impl DailyFiles {
             current: None,
             opened,
             repaired,
+            retention_days: 0,
         })
+    }
+
+    /// Deletes daily files older than `days` whenever a day's file is opened
+    /// (at start and after each rotation). 0 keeps everything.
+    pub fn with_retention(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
     }
 
     fn open(&mut self, date: LocalDate) -> io::Result<&mut File> {
@@ -73,6 +137,9 @@ impl DailyFiles {
             }
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::info!("writing {}", path.display());
+            if let Err(e) = apply_retention(&self.dir, date, self.retention_days) {
+                tracing::warn!("retention in {} failed: {e}", self.dir.display());
+            }
             self.current = Some((date, file, path));
         }
         match &mut self.current {
@@ -210,6 +277,53 @@ mod tests {
             std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
             "{\"a\":"
         );
+    }
+
+    #[test]
+    fn retention_removes_only_old_daily_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "market_data_2026-10-01.jsonl",
+            "market_data_2026-11-20.jsonl",
+            "market_data_2026-11-25.jsonl",
+            "market_data_2026-01-01.jsonl.torn-5",
+            "notes.jsonl",
+            "market_data_2026-13-01.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), "x\n").unwrap();
+        }
+        let removed = apply_retention(dir.path(), date(25), 30).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(removed[0].ends_with("market_data_2026-10-01.jsonl"));
+        assert!(dir.path().join("market_data_2026-11-20.jsonl").exists());
+        assert!(dir.path().join("notes.jsonl").exists());
+        assert!(apply_retention(dir.path(), date(25), 0).unwrap().is_empty());
+        // keep 1 day: yesterday's stays, older goes; today's is never removed
+        let removed = apply_retention(dir.path(), date(25), 1).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(dir.path().join("market_data_2026-11-25.jsonl").exists());
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        assert_eq!(
+            days_from_civil(LocalDate {
+                year: 1970,
+                month: 1,
+                day: 1
+            }),
+            0
+        );
+        assert_eq!(
+            days_from_civil(LocalDate {
+                year: 2024,
+                month: 2,
+                day: 29
+            }),
+            19_782
+        );
+        assert_eq!(date_of_name("market_data_2026-11-25.jsonl"), Some(date(25)));
+        assert_eq!(date_of_name("market_data_2026-11-25.jsonl.torn-1"), None);
     }
 
     #[test]
