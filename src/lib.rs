@@ -14,3 +14,4 @@ pub mod net;
 pub mod pipeline;
 pub mod replay;
 pub mod sink;
+pub mod status;

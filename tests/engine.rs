@@ -32,7 +32,7 @@ fn config(url: &str, dir: &Path, primary: usize, secondary: usize, extra: &str) 
         .collect();
     let text = format!(
         "[kite]\nurl = {url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {dir:?}\n\
-         flush_interval_ms = 20\n[primary]\ninstruments = [{}, 256265]\n[secondary]\ninstruments = [{}]\n{extra}",
+         flush_interval_ms = 20\n[status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [{}, 256265]\n[secondary]\ninstruments = [{}]\n{extra}",
         p.join(","),
         s.join(","),
         dir = dir.display().to_string(),

@@ -14,7 +14,7 @@ use tickcap::replay::{ReplayConfig, Server};
 fn write_config(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
     let data = dir.join("data");
     let text = format!(
-        "[kite]\nurl = {url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {data:?}\n\
+        "[kite]\nurl = {url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {data:?}\n[status]\nlisten = \"127.0.0.1:0\"\n\
          [primary]\ninstruments = [256, 512, 768, 1024, 256265]\n[secondary]\ninstruments = [1281]\n{extra}",
         data = data.display().to_string()
     );

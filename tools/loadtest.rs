@@ -83,7 +83,7 @@ fn one(rate: u64, a: &Args) -> Run {
         .map(|i| ((i << 8) | 1).to_string())
         .collect();
     let text = format!(
-        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nfsync = \"interval\"\n\
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nfsync = \"interval\"\n[status]\nlisten = \"127.0.0.1:0\"\n\
          [primary]\nmode = {:?}\ninstruments = [{}]\n",
         feed.url(),
         dir.path().display().to_string(),

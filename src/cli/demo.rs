@@ -25,6 +25,9 @@ pub struct Args {
     /// Where the daily JSONL files go.
     #[arg(long, default_value = "./market_data")]
     data_dir: PathBuf,
+    /// Status port address (if taken, a free port is used and printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    status: std::net::SocketAddr,
 }
 
 /// NSE stocks (INFY, RELIANCE, HDFCBANK, TCS, ICICIBANK, SBIN, ITC, LT,
@@ -38,12 +41,16 @@ const PRIMARY: &[u32] = &[
 const SECONDARY: &[u32] = &[884_737, 2_714_625, 492_033];
 
 /// The demo's configuration, as TOML (so it goes through the same validation as a user's file).
-pub fn demo_config(feed_url: &str, data_dir: &std::path::Path) -> String {
+pub fn demo_config(
+    feed_url: &str,
+    data_dir: &std::path::Path,
+    status: std::net::SocketAddr,
+) -> String {
     let list = |t: &[u32]| t.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     format!(
         "[kite]\nurl = {url:?}\napi_key = \"demo\"\naccess_token = \"demo-access-token\"\n\n\
          [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\n\n\
-         [primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
+         [status]\nlisten = \"{status}\"\n\n[primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
          [tertiary]\nfailover_after_ms = 3000\n",
         url = feed_url,
         dir = data_dir.display().to_string(),
@@ -68,16 +75,25 @@ pub fn run(args: Args) -> Result<(), Failure> {
         args.rate,
     ))
     .context("starting the built-in replay feed on 127.0.0.1")?;
-    let text = demo_config(&feed.url(), &args.data_dir);
-    let cfg = Config::parse(&text, std::path::Path::new("<demo>"), &Env::default())
-        .map_err(Failure::usage)?;
+    let parse = |status| {
+        let text = demo_config(&feed.url(), &args.data_dir, status);
+        Config::parse(&text, std::path::Path::new("<demo>"), &Env::default())
+    };
+    let cfg = parse(args.status).map_err(Failure::usage)?;
     super::run::describe(&cfg);
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))
             .context("installing signal handlers")?;
     }
-    let engine = Engine::start(cfg, Options::default())?;
+    let engine = match Engine::start(cfg, Options::default()) {
+        Err(crate::engine::EngineError::Status { addr, source }) => {
+            eprintln!("tickcap demo: status port {addr} unavailable ({source}); using a free port");
+            let cfg = parse(([127, 0, 0, 1], 0).into()).map_err(Failure::usage)?;
+            Engine::start(cfg, Options::default())?
+        }
+        other => other?,
+    };
     let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     println!(
         "tickcap demo: replay feed at {} ({} ticks/s), capturing into {}",
@@ -85,6 +101,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         args.rate,
         dir.display()
     );
+    if let Some(a) = engine.status_addr() {
+        println!(
+            "  status: http://{a}/  (JSON: /health /connections /instruments /storage /metrics)"
+        );
+    }
     println!(
         "  stop with Ctrl-C{}",
         duration.map_or(String::new(), |d| format!(

@@ -41,13 +41,12 @@ pub fn describe(cfg: &Config) {
 pub fn run(args: Args) -> Result<(), Failure> {
     let cfg = Config::load(&args.config, &Env::from_process()).map_err(Failure::usage)?;
     describe(&cfg);
-    let engine = Engine::start(
-        cfg,
-        Options {
-            handle_signals: true,
-            ..Options::default()
-        },
-    )?;
+    let opts = Options {
+        handle_signals: true,
+        config_path: Some(args.config.clone()),
+        ..Options::default()
+    };
+    let engine = Engine::start(cfg, opts)?;
     engine.wait();
     Ok(())
 }

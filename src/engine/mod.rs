@@ -14,6 +14,8 @@
 //! received tick to the rings, lets the writer drain, write and fsync, and
 //! returns.
 
+pub mod history;
+pub mod reload;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,11 +31,17 @@ use crate::pipeline::{ring, Wake};
 use crate::sink::files::{DailyFiles, DaySink};
 use crate::sink::writer::{Writer, WriterConfig};
 use crate::sink::ZoneClock;
+use crate::status::api::{route, View};
+use crate::status::{Rates, Request, StatusPort};
+use history::History;
 pub use stats::Stats;
 
 /// Tokens 0..3 are the Kite connections.
 const WAKER: Token = Token(10);
 const SIGNALS: Token = Token(11);
+/// The status port's listener; its clients are `STATUS_CLIENTS..`.
+const STATUS_LISTENER: Token = Token(12);
+const STATUS_CLIENTS: usize = 100;
 /// The loop wakes at least this often to run timers.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the writer to take what the rings cannot hold.
@@ -92,6 +100,15 @@ pub enum EngineError {
     /// The time zone did not resolve (config validation normally catches it).
     #[error("{0}")]
     Zone(String),
+    /// The status port could not listen.
+    #[error("status port {addr}: {source}")]
+    Status {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How to run the engine beyond its config.
@@ -102,6 +119,8 @@ pub struct Options {
     pub handle_signals: bool,
     /// Where the writer's bytes go (default: the daily files in `data_dir`).
     pub sink: Option<Box<dyn DaySink>>,
+    /// The config file, for SIGHUP and `POST /reload` (none: reload is refused).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -109,6 +128,7 @@ impl Default for Options {
         Options {
             clock: Clock::system(),
             handle_signals: false,
+            config_path: None,
             sink: None,
         }
     }
@@ -121,6 +141,7 @@ pub struct Engine {
     waker: Arc<Waker>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
+    status_addr: Option<std::net::SocketAddr>,
 }
 
 impl Engine {
@@ -192,6 +213,7 @@ impl Engine {
             let mut s = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
                 signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGHUP,
             ])
             .map_err(EngineError::Signals)?;
             poll.registry()
@@ -201,9 +223,43 @@ impl Engine {
         } else {
             None
         };
+        let listen: std::net::SocketAddr =
+            config
+                .status_listen
+                .parse()
+                .map_err(|e| EngineError::Status {
+                    addr: config.status_listen.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")),
+                })?;
+        let status = StatusPort::bind(listen, poll.registry(), STATUS_LISTENER, STATUS_CLIENTS)
+            .map_err(|source| EngineError::Status {
+                addr: config.status_listen.clone(),
+                source,
+            })?;
+        let status_addr = status.local_addr();
+        if let Some(a) = status_addr {
+            tracing::info!("status port on http://{a}/");
+        }
+        let mut history = History::default();
+        let now = opts.clock.now_micros();
+        for c in &config.connections {
+            if !c.instruments.is_empty() {
+                history.record(
+                    now,
+                    "config",
+                    c.role.connection_id(),
+                    &c.instruments,
+                    Some(c.mode),
+                );
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
         let stats2 = Arc::clone(&stats);
+        let zone2 = ZoneClock::new(&config.storage.timezone)
+            .map_err(|e| EngineError::Zone(e.to_string()))?;
+        let clock = opts.clock;
+        let config_path = opts.config_path.take();
         let thread = std::thread::Builder::new()
             .name("tickcap-loop".into())
             .spawn(move || {
@@ -214,6 +270,12 @@ impl Engine {
                     stop: st,
                     writer: Some(writer),
                     stats: stats2,
+                    status,
+                    history,
+                    config,
+                    config_path,
+                    zone: zone2,
+                    clock,
                 };
                 l.run();
             })
@@ -223,7 +285,13 @@ impl Engine {
             waker,
             stats,
             thread: Some(thread),
+            status_addr,
         })
+    }
+
+    /// Where the status port listens.
+    pub fn status_addr(&self) -> Option<std::net::SocketAddr> {
+        self.status_addr
     }
 
     /// The live counters.
@@ -274,9 +342,62 @@ struct EventLoop {
     stop: Arc<AtomicBool>,
     writer: Option<Writer>,
     stats: Arc<Stats>,
+    status: StatusPort,
+    history: History,
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    zone: ZoneClock,
+    clock: Clock,
 }
 
 impl EventLoop {
+    /// SIGHUP: reread the config (errors are logged; the running one stays).
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::warn!("SIGHUP ignored: no config file (started without --config)");
+            return;
+        };
+        let now = self.clock.now_micros();
+        if let Err(e) = reload::reload(
+            &path,
+            &mut self.config,
+            &mut self.conns,
+            &mut self.history,
+            now,
+        ) {
+            tracing::error!("reload rejected, running config kept: {e}");
+        }
+    }
+
+    fn on_status_event(&mut self, token: Token) {
+        let registry = self.poll.registry();
+        let http = self.status.http_counts();
+        let (conns, stats, config, history, zone, clock, path) = (
+            &mut self.conns,
+            &*self.stats,
+            &mut self.config,
+            &mut self.history,
+            &mut self.zone,
+            self.clock,
+            self.config_path.as_deref(),
+        );
+        self.status
+            .on_event(registry, token, &mut |req: &Request, rates: &Rates| {
+                let mut view = View {
+                    conns: &mut conns[..],
+                    stats,
+                    config: &mut *config,
+                    config_path: path,
+                    history: &mut *history,
+                    rates,
+                    clock,
+                    zone: &mut *zone,
+                    http,
+                    page: crate::status::PAGE,
+                };
+                route(&mut view, req)
+            });
+    }
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         for c in &mut self.conns {
@@ -305,13 +426,23 @@ impl EventLoop {
                     Token(i) if i < self.conns.len() => {
                         self.conns[i].on_event(self.poll.registry())
                     }
+                    t if self.status.owns(t) => self.on_status_event(t),
                     SIGNALS => {
                         if let Some(s) = &mut self.signals {
+                            let mut hup = false;
                             for sig in s.pending() {
+                                if sig == signal_hook::consts::SIGHUP {
+                                    hup = true;
+                                    continue;
+                                }
                                 tracing::info!(
                                     "signal {sig}: stopping; draining every received tick to disk"
                                 );
                                 self.stop.store(true, Ordering::SeqCst);
+                            }
+                            if hup {
+                                tracing::info!("SIGHUP: reloading the configuration");
+                                self.reload();
                             }
                         }
                     }
@@ -325,6 +456,9 @@ impl EventLoop {
             for c in &mut self.conns {
                 c.on_timer(self.poll.registry(), now);
             }
+            let secs = self.clock.now_micros() / 1_000_000;
+            self.status
+                .on_timer(self.poll.registry(), now, secs, &self.stats);
             if now.duration_since(last_log) >= Duration::from_secs(60) {
                 let total = self.stats.ticks_received();
                 tracing::info!(

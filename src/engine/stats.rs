@@ -120,6 +120,8 @@ pub struct WriterStats {
     pub files_opened: std::sync::Arc<AtomicU64>,
     /// Torn last lines repaired at open.
     pub torn_repaired: std::sync::Arc<AtomicU64>,
+    /// Lines written into the current day's file since it was opened (or since start).
+    pub lines_today: AtomicU64,
     /// Bytes formatted but not yet written (the writer's lag).
     pub buffered_bytes: AtomicU64,
     /// The file written last.
@@ -147,9 +149,45 @@ pub fn new_histogram() -> Histogram<u64> {
     }
 }
 
+/// What the writer saw of one instrument.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstrumentSeen {
+    /// Ticks written.
+    pub ticks: u64,
+    /// Receive time of the last one, epoch µs.
+    pub last_micros: i64,
+    /// The connection that delivered the last one.
+    pub connection_id: u8,
+}
+
+/// Token → what the writer saw, published by the writer about once a second.
+pub type InstrumentMap =
+    std::collections::HashMap<u32, InstrumentSeen, std::hash::BuildHasherDefault<TokenHasher>>;
+
+/// A hasher for `u32` instrument tokens (Fibonacci hashing): the writer
+/// updates one map entry per tick, so SipHash would be most of the cost.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// Everything the engine counts.
 #[derive(Debug)]
 pub struct Stats {
+    /// Per instrument, as written (published by the writer ~1/s).
+    pub instruments: Mutex<InstrumentMap>,
     /// Per connection (index = connection id − 1).
     pub conns: [ConnStats; 3],
     /// The writer.
@@ -163,6 +201,7 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            instruments: Mutex::new(InstrumentMap::default()),
             conns: Default::default(),
             writer: WriterStats::default(),
             latency: Latency {

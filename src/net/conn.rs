@@ -739,6 +739,49 @@ impl Connection {
         self.send(subscription_requests(&new));
     }
 
+    /// Changes the mode of instruments it carries; sends the request if open.
+    pub fn set_mode(&mut self, tokens: &[u32], mode: Mode) {
+        let mut changed = Vec::new();
+        for t in tokens {
+            if let Some(m) = self.desired.get_mut(t) {
+                *m = mode;
+                changed.push(*t);
+            }
+        }
+        if !changed.is_empty() {
+            self.send(
+                changed
+                    .chunks(BATCH)
+                    .map(|c| ClientRequest::Mode(mode, c.to_vec()))
+                    .collect(),
+            );
+        }
+    }
+
+    /// The configured mode of the connection.
+    pub fn mode(&self) -> Mode {
+        self.cfg.mode
+    }
+
+    /// Its configuration (URL, key; the token stays redacted in any output).
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.cfg
+    }
+
+    /// Replaces URL and credentials; used from the next connect on.
+    pub fn set_endpoint(&mut self, cfg: &ConnectionConfig) {
+        self.cfg.url = cfg.url.clone();
+        self.cfg.api_key = cfg.api_key.clone();
+        self.cfg.access_token = cfg.access_token.clone();
+        self.cfg.mode = cfg.mode;
+    }
+
+    /// (capacity, ticks waiting) of its ring, plus its overflow.
+    pub fn ring_occupancy(&self) -> (usize, usize) {
+        let cap = self.producer.buffer().capacity();
+        (cap, cap - self.producer.slots() + self.overflow.len())
+    }
+
     /// Removes instruments; sends the request if open.
     pub fn unsubscribe(&mut self, tokens: &[u32]) {
         let gone: Vec<u32> = tokens

@@ -29,7 +29,7 @@ use super::clock::{LocalDate, ZoneClock};
 use super::files::DaySink;
 use super::line::LineFormatter;
 use crate::config::FsyncPolicy;
-use crate::engine::stats::{new_histogram, publish, Stats};
+use crate::engine::stats::{new_histogram, publish, InstrumentMap, InstrumentSeen, Stats};
 use crate::pipeline::{Stamped, Wake};
 
 /// How the writer behaves.
@@ -161,6 +161,7 @@ struct WriterLoop {
     retry_delay: Duration,
     hist: Histogram<u64>,
     last_publish: Instant,
+    seen: InstrumentMap,
 }
 
 impl WriterLoop {
@@ -190,6 +191,7 @@ impl WriterLoop {
             retry_delay: Duration::from_millis(50),
             hist: new_histogram(),
             last_publish: Instant::now(),
+            seen: InstrumentMap::default(),
         }
     }
 
@@ -221,6 +223,9 @@ impl WriterLoop {
             }
             if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
                 publish(&self.stats.latency.receive_to_written_us, &self.hist);
+                if let Ok(mut m) = self.stats.instruments.try_lock() {
+                    m.clone_from(&self.seen);
+                }
                 self.last_publish = now;
             }
             if stopping && drained == 0 && self.rings_empty() {
@@ -269,6 +274,9 @@ impl WriterLoop {
             self.sync();
         }
         publish(&self.stats.latency.receive_to_written_us, &self.hist);
+        if let Ok(mut m) = self.stats.instruments.lock() {
+            m.clone_from(&self.seen);
+        }
     }
 
     fn rings_empty(&self) -> bool {
@@ -303,6 +311,13 @@ impl WriterLoop {
                 self.fmt
                     .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
                 self.recv.push(st.recv_micros);
+                let e = self
+                    .seen
+                    .entry(st.tick.instrument_token)
+                    .or_insert(InstrumentSeen::default());
+                e.ticks += 1;
+                e.last_micros = st.recv_micros;
+                e.connection_id = st.connection_id;
                 taken += 1;
             }
             chunk.commit(taken);
@@ -315,6 +330,7 @@ impl WriterLoop {
                 self.write_out_blocking();
                 self.sync();
                 self.day = None;
+                self.stats.writer.lines_today.store(0, Ordering::Relaxed);
             }
         }
         self.stats
@@ -364,6 +380,8 @@ impl WriterLoop {
             let _ = self.hist.record((now_micros - t).max(1) as u64);
         }
         w.lines.fetch_add(self.recv.len() as u64, Ordering::Relaxed);
+        w.lines_today
+            .fetch_add(self.recv.len() as u64, Ordering::Relaxed);
         w.last_flush_micros.store(now_micros, Ordering::Relaxed);
         w.buffered_bytes.store(0, Ordering::Relaxed);
         if self.retry_at.take().is_some() {
