@@ -29,7 +29,7 @@ use super::clock::{LocalDate, ZoneClock};
 use super::files::DaySink;
 use super::line::LineFormatter;
 use crate::config::FsyncPolicy;
-use crate::engine::stats::{new_histogram, publish, InstrumentMap, InstrumentSeen, Stats};
+use crate::engine::stats::{new_histogram, publish, InstrumentMap, Stats};
 use crate::pipeline::{Stamped, Wake};
 
 /// How the writer behaves.
@@ -311,10 +311,7 @@ impl WriterLoop {
                 self.fmt
                     .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
                 self.recv.push(st.recv_micros);
-                let e = self
-                    .seen
-                    .entry(st.tick.instrument_token)
-                    .or_insert(InstrumentSeen::default());
+                let e = self.seen.entry(st.tick.instrument_token).or_default();
                 e.ticks += 1;
                 e.last_micros = st.recv_micros;
                 e.connection_id = st.connection_id;

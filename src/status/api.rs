@@ -268,6 +268,9 @@ fn connections(v: &mut View<'_>) -> Vec<Value> {
     out
 }
 
+/// (connection id, role, instruments with modes).
+type ConnInstruments = (u8, &'static str, Vec<(u32, Mode)>);
+
 fn instruments(v: &mut View<'_>) -> Value {
     let now = v.clock.now_micros();
     let seen = v
@@ -280,7 +283,7 @@ fn instruments(v: &mut View<'_>) -> Value {
     let mut all = BTreeSet::new();
     let mut rows = Vec::new();
     let mut silent = Vec::new();
-    let mut entries: Vec<(u8, &'static str, Vec<(u32, Mode)>)> = Vec::new();
+    let mut entries: Vec<ConnInstruments> = Vec::new();
     for c in v.conns.iter() {
         entries.push((
             c.id(),
