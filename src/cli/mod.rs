@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod decode;
 mod demo;
+mod doctor;
 pub mod replay;
 mod run;
+mod status;
 
 /// Exit code for a usage or configuration error (clap uses 2 as well).
 pub const EXIT_USAGE: u8 = 2;
@@ -29,6 +31,10 @@ enum Command {
     Run(run::Args),
     /// Start the built-in replay feed on loopback and capture it (no account needed).
     Demo(demo::Args),
+    /// Live terminal view of a running service (its status port).
+    Status(status::Args),
+    /// Diagnose config, credentials, reachability, market hours and a running service.
+    Doctor(doctor::Args),
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
     /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
@@ -72,6 +78,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Replay(args) => replay::run(*args),
     };
     match result {

@@ -46,6 +46,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The peer.
     pub peer: Option<SocketAddr>,
+    /// The client asked to close after this request (`Connection: close`, or HTTP/1.0).
+    pub close: bool,
 }
 
 impl Request {
@@ -156,7 +158,12 @@ fn parse(input: &[u8], peer: Option<SocketAddr>) -> Parsed {
     }
     let mut content_length = 0usize;
     let mut authorization = None;
+    let mut close = req.version == Some(0);
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            close = v.contains("close") || (close && !v.contains("keep-alive"));
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             match std::str::from_utf8(h.value)
                 .ok()
@@ -196,6 +203,7 @@ fn parse(input: &[u8], peer: Option<SocketAddr>) -> Parsed {
             authorization,
             body: input[head_len..head_len + content_length].to_vec(),
             peer,
+            close,
         },
         head_len + content_length,
     )
@@ -373,7 +381,10 @@ fn service(
                 *served += 1;
                 c.input.drain(..used);
                 let resp = handle(&req);
-                serialize(&mut c.output, &resp, true);
+                serialize(&mut c.output, &resp, !req.close);
+                if req.close {
+                    c.close_when_sent = true;
+                }
                 if c.output.len() > MAX_PENDING_OUT {
                     return false;
                 }

@@ -1,0 +1,129 @@
+//! `tickcap status`: a terminal view of a running service's status port.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Failure;
+use crate::status::client;
+
+/// Arguments of `tickcap status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service's status port.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Print one snapshot and exit.
+    #[arg(long)]
+    once: bool,
+    /// Print the raw `/health` JSON and exit.
+    #[arg(long)]
+    json: bool,
+}
+
+fn fetch(url: &str, path: &str) -> Result<Value, String> {
+    let r = client::get(url, path).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("{url}{path}: HTTP {}", r.status));
+    }
+    r.json().ok_or_else(|| format!("{url}{path}: not JSON"))
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders the dashboard text from the four endpoints.
+pub fn render(url: &str) -> Result<String, String> {
+    let h = fetch(url, "/health")?;
+    let c = fetch(url, "/connections")?;
+    let m = fetch(url, "/metrics")?;
+    let st = fetch(url, "/storage")?;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "tickcap at {url}   status: {}   {}",
+        s(&h["status"]).to_uppercase(),
+        s(&h["timestamp"])
+    );
+    let _ = writeln!(
+        o,
+        "uptime {} s   ticks/s {}   received {}   written {}   instruments {}   data fresh: {}",
+        s(&h["uptime_seconds"]),
+        s(&h["ticks_per_second"]),
+        s(&m["ticks_received"]),
+        s(&m["lines_written"]),
+        s(&h["subscribed_instruments"]),
+        s(&h["data_fresh"])
+    );
+    if let Some(r) = h["reasons"].as_array().filter(|r| !r.is_empty()) {
+        let _ = writeln!(o, "why: {}", r.iter().map(s).collect::<Vec<_>>().join("; "));
+    }
+    let _ = writeln!(o, "\n  #  role        state        mode   instr    ticks/s        ticks  last tick (s)  reconnects");
+    for x in c["connections"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "  {}  {:<10}  {:<11}  {:<5}  {:>5}  {:>9}  {:>11}  {:>13}  {:>10}",
+            s(&x["connection_id"]),
+            s(&x["role"]),
+            s(&x["state"]),
+            s(&x["mode"]),
+            s(&x["subscribed_instruments"]),
+            s(&x["tick_rate"]),
+            s(&x["tick_count"]),
+            s(&x["seconds_since_last_tick"]),
+            s(&x["reconnects"])
+        );
+    }
+    let l = &m["latency"];
+    let _ = writeln!(
+        o,
+        "\nlatency µs   receive→ring p50 {} p99 {} max {}   receive→written p50 {} p99 {} max {}",
+        s(&l["receive_to_ring_us"]["p50"]),
+        s(&l["receive_to_ring_us"]["p99"]),
+        s(&l["receive_to_ring_us"]["max"]),
+        s(&l["receive_to_written_us"]["p50"]),
+        s(&l["receive_to_written_us"]["p99"]),
+        s(&l["receive_to_written_us"]["max"])
+    );
+    let _ = writeln!(
+        o,
+        "storage      {}   {} bytes in {} file(s)   lines today {}   fsync {}   last flush {}   write errors {}",
+        s(&st["current_file"]),
+        s(&st["total_bytes"]),
+        s(&st["file_count"]),
+        s(&st["lines_written_today"]),
+        s(&st["fsync_policy"]),
+        s(&st["last_flush"]),
+        s(&st["write_errors"])
+    );
+    Ok(o)
+}
+
+/// Runs the view.
+pub fn run(args: Args) -> Result<(), Failure> {
+    if args.json {
+        let h = fetch(&args.url, "/health").map_err(|e| anyhow::anyhow!(e))?;
+        println!("{h}");
+        return Ok(());
+    }
+    if args.once {
+        print!("{}", render(&args.url).map_err(|e| anyhow::anyhow!(e))?);
+        return Ok(());
+    }
+    loop {
+        let text = render(&args.url).unwrap_or_else(|e| {
+            format!("cannot reach the service: {e}\n(retrying every second; Ctrl-C to quit)\n")
+        });
+        // Home, clear, draw: refresh in place.
+        print!("\x1b[H\x1b[2J{text}");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
