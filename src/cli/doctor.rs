@@ -232,11 +232,11 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
         let stream = rustls::StreamOwned::new(conn, tcp);
         tungstenite::client(url.as_str(), stream)
             .map(|_| ())
-            .map_err(|e| describe(e))
+            .map_err(describe)
     } else {
         tungstenite::client(url.as_str(), tcp)
             .map(|_| ())
-            .map_err(|e| describe(e))
+            .map_err(describe)
     };
     match result {
         Ok(()) => r.ok(format!("{}: reachable; WebSocket upgrade accepted (credentials valid)", c.url)),
