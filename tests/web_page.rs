@@ -1,0 +1,128 @@
+//! The status web page in a real headless browser (Debian's chromium): it
+//! loads against a running engine, shows live numbers, and they change.
+//! `.ci/run` installs chromium; elsewhere the test is skipped (with a note)
+//! when no chromium is on the PATH, unless `CI` is set.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickcap::config::{Config, Env};
+use tickcap::engine::{Engine, Options};
+use tickcap::replay::{ReplayConfig, Server};
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+fn browse(bin: &str, profile: &Path, extra: &[&str], url: &str) -> std::process::Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium")
+}
+
+/// The number shown in the element with `id` in a DOM dump.
+fn shown(dom: &str, id: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let text = &dom[at..];
+    let start = text.find('>')? + 1;
+    let end = text[start..].find('<')? + start;
+    text[start..end].replace(',', "").trim().parse().ok()
+}
+
+#[test]
+fn the_page_shows_live_numbers_that_change() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium (see .ci/run)"
+        );
+        eprintln!("skipped: no chromium on PATH (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        2_000,
+    ))
+    .unwrap();
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n[status]\nlisten = \"127.0.0.1:0\"\n\
+         [primary]\ninstruments = [256, 512, 256265]\n[secondary]\ninstruments = [2562]\n",
+        feed.url(),
+        dir.path().join("data").display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let engine = Engine::start(cfg, Options::default()).unwrap();
+    let stats = Arc::clone(engine.stats());
+    assert!(common::wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 100));
+    let url = format!("http://{}/", engine.status_addr().unwrap());
+
+    let first = browse(&bin, &dir.path().join("p1"), &["--dump-dom"], &url);
+    let dom1 = String::from_utf8_lossy(&first.stdout).into_owned();
+    let n1 = shown(&dom1, "total-ticks")
+        .unwrap_or_else(|| panic!("no live number in the page:\n{dom1}"));
+    assert!(n1 > 0);
+    assert!(
+        dom1.contains("primary") && dom1.contains("open"),
+        "connections table not filled"
+    );
+    assert!(dom1.contains("market_data_"), "storage table not filled");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = browse(&bin, &dir.path().join("p2"), &["--dump-dom"], &url);
+    let n2 = shown(&String::from_utf8_lossy(&second.stdout), "total-ticks").unwrap();
+    assert!(n2 > n1, "the numbers do not change: {n1} then {n2}");
+
+    let shot = dir.path().join("status.png");
+    let out = browse(
+        &bin,
+        &dir.path().join("p3"),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1000",
+        ],
+        &url,
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 10_000, "screenshot too small to show anything");
+    if let Ok(keep) = std::env::var("TICKCAP_KEEP_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep);
+    }
+    engine.stop();
+}
