@@ -23,6 +23,8 @@ struct Args {
     rates: Vec<u64>,
     instruments: u32,
     mode: String,
+    /// Poll the status port's /metrics this many times a second during each run.
+    poll_metrics: u32,
 }
 
 fn args() -> Args {
@@ -33,6 +35,7 @@ fn args() -> Args {
         ],
         instruments: 200,
         mode: "quote".into(),
+        poll_metrics: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +50,7 @@ fn args() -> Args {
             }
             "--instruments" => a.instruments = v.parse().expect("--instruments N"),
             "--mode" => a.mode = v,
+            "--poll-metrics" => a.poll_metrics = v.parse().expect("--poll-metrics N"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -94,6 +98,22 @@ fn one(rate: u64, a: &Args) -> Run {
     let start = Instant::now();
     let engine = Engine::start(cfg, Options::default()).expect("engine");
     let stats: Arc<Stats> = Arc::clone(engine.stats());
+    let polling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let poller = (a.poll_metrics > 0).then(|| {
+        let url = format!("http://{}", engine.status_addr().expect("status port"));
+        let (per_s, polling) = (a.poll_metrics, Arc::clone(&polling));
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            while polling.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = tickcap::status::client::get(&url, "/metrics");
+                n += 1;
+                let due = t0 + Duration::from_secs_f64(n as f64 / f64::from(per_s));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            n
+        })
+    });
     let limit = Duration::from_secs_f64(a.seconds * 4.0 + 10.0);
     while !feed.count_reached() && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
@@ -102,6 +122,10 @@ fn one(rate: u64, a: &Args) -> Run {
     let sent = feed.report().sent;
     while stats.lines_written() < sent && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    polling.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = poller {
+        let _ = p.join();
     }
     feed.halt();
     engine.stop();
@@ -123,8 +147,15 @@ fn one(rate: u64, a: &Args) -> Run {
 fn main() {
     let a = args();
     println!(
-        "load test: {} s per rate, {} instruments in {} mode, feed and engine on loopback",
-        a.seconds, a.instruments, a.mode
+        "load test: {} s per rate, {} instruments in {} mode, feed and engine on loopback{}",
+        a.seconds,
+        a.instruments,
+        a.mode,
+        if a.poll_metrics > 0 {
+            format!(", polling /metrics {}/s", a.poll_metrics)
+        } else {
+            String::new()
+        }
     );
     println!(
         "{:>9} {:>10} {:>10} {:>11} {:>8} | receive→ring µs p50/p90/p99/p99.9/max | receive→written µs p50/p90/p99/p99.9/max | stalls",
