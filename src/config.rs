@@ -172,6 +172,8 @@ struct RawConn {
     access_token: Option<Secret>,
     failover_after_ms: Option<u64>,
     warm: Option<bool>,
+    mirror: Option<bool>,
+    dedup_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -267,6 +269,11 @@ pub struct Config {
     pub failover_after_ms: u64,
     /// Keep the tertiary connected while idle.
     pub tertiary_warm: bool,
+    /// Hot standby: the tertiary mirrors the primary (with its own key) and
+    /// the writer drops the second copy of each tick.
+    pub tertiary_mirror: bool,
+    /// Two copies of a tick further apart than this are both kept.
+    pub dedup_window_ms: u64,
     /// Capacity of each SPSC ring, in ticks.
     pub ring_capacity: usize,
     /// Core the writer thread is pinned to.
@@ -344,7 +351,12 @@ impl Config {
                     default_mode: Mode|
          -> Result<ConnectionConfig, ConfigError> {
             let section = role.as_str();
-            if role != Role::Tertiary && (c.failover_after_ms.is_some() || c.warm.is_some()) {
+            if role != Role::Tertiary
+                && (c.failover_after_ms.is_some()
+                    || c.warm.is_some()
+                    || c.mirror.is_some()
+                    || c.dedup_window_ms.is_some())
+            {
                 return Err(invalid(
                     &format!("{section}.failover_after_ms"),
                     "only [tertiary] takes failover settings".into(),
@@ -422,7 +434,23 @@ impl Config {
         };
         let primary = conn(Role::Primary, &raw.primary, Mode::Quote)?;
         let secondary = conn(Role::Secondary, &raw.secondary, Mode::Full)?;
-        let tertiary = conn(Role::Tertiary, &raw.tertiary, Mode::Quote)?;
+        let mut tertiary = conn(Role::Tertiary, &raw.tertiary, Mode::Quote)?;
+        let mirror = raw.tertiary.mirror.unwrap_or(false);
+        if mirror {
+            if raw.tertiary.api_key.is_none() || raw.tertiary.access_token.is_none() {
+                return Err(invalid(
+                    "tertiary.mirror",
+                    "a hot standby needs its own api_key and access_token in [tertiary] (Kite may deliver a token \
+                     only once per key when two connections of one key subscribe it)"
+                        .into(),
+                ));
+            }
+            if !tertiary.instruments.is_empty() {
+                return Err(invalid("tertiary.instruments", "with mirror = true the tertiary carries primary's instruments; leave this empty".into()));
+            }
+            tertiary.instruments = primary.instruments.clone();
+            tertiary.mode = primary.mode;
+        }
         let p: HashSet<u32> = primary.instruments.iter().copied().collect();
         let both: Vec<u32> = secondary
             .instruments
@@ -509,6 +537,12 @@ impl Config {
             status_token: raw.status.token.clone(),
             failover_after_ms: raw.tertiary.failover_after_ms.unwrap_or(3000),
             tertiary_warm: raw.tertiary.warm.unwrap_or(false),
+            tertiary_mirror: mirror,
+            dedup_window_ms: raw
+                .tertiary
+                .dedup_window_ms
+                .unwrap_or(1000)
+                .clamp(1, 60_000),
             ring_capacity,
             writer_core: raw.engine.writer_core,
             stale_after_ms: raw.engine.stale_after_ms.unwrap_or(5000).max(100),

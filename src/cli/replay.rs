@@ -27,6 +27,10 @@ pub struct Args {
     /// Serve recorded tickcap JSONL files, in order.
     #[arg(long, num_args = 1.., value_name = "FILE.jsonl")]
     from: Vec<PathBuf>,
+    /// Synthetic: send every subscriber of an instrument the same ticks (as
+    /// Kite does), for hot-standby tests; default: each tick to one connection.
+    #[arg(long)]
+    broadcast: bool,
     /// Seed of the synthetic random walks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -60,7 +64,8 @@ pub struct Args {
     /// Most packets per binary message.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65535))]
     batch: u64,
-    /// Fault: drop each connection abruptly (no close frame) this many seconds after it opens.
+    /// Fault: drop each connection abruptly (no close frame) at a random time
+    /// between 0.5 and 1.5 × S seconds after it opens (seeded by --seed).
     #[arg(long, value_name = "S")]
     drop_every: Option<f64>,
     /// Fault: every S seconds, send nothing (no data, no heartbeat) for --stall-for.
@@ -141,6 +146,7 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
     cfg.max_connections_per_key = args.max_connections;
     cfg.max_instruments = args.max_instruments;
     cfg.max_batch = args.batch as usize;
+    cfg.broadcast = args.broadcast;
     cfg.faults = Faults {
         drop_every: seconds("drop-every", args.drop_every)?,
         stall_every: seconds("stall-every", args.stall_every)?,

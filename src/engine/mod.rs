@@ -14,6 +14,7 @@
 //! received tick to the rings, lets the writer drain, write and fsync, and
 //! returns.
 
+pub mod failover;
 pub mod history;
 pub mod reload;
 pub mod stats;
@@ -33,6 +34,7 @@ use crate::sink::writer::{Writer, WriterConfig};
 use crate::sink::ZoneClock;
 use crate::status::api::{route, View};
 use crate::status::{Rates, Request, StatusPort};
+use failover::Failover;
 use history::History;
 pub use stats::Stats;
 
@@ -189,6 +191,9 @@ impl Engine {
         );
         wcfg.fsync_interval = Duration::from_millis(config.storage.fsync_interval_ms);
         wcfg.core = config.writer_core;
+        wcfg.dedup_window_micros = config
+            .tertiary_mirror
+            .then(|| config.dedup_window_ms as i64 * 1000);
         let writer = Writer::spawn(wcfg, consumers, sink, Arc::clone(&stats), Arc::clone(&wake))
             .map_err(|e| EngineError::Thread("writer", e))?;
 
@@ -260,6 +265,10 @@ impl Engine {
             .map_err(|e| EngineError::Zone(e.to_string()))?;
         let clock = opts.clock;
         let config_path = opts.config_path.take();
+        let failover = Failover::new(
+            Duration::from_millis(config.failover_after_ms),
+            !config.tertiary_mirror,
+        );
         let thread = std::thread::Builder::new()
             .name("tickcap-loop".into())
             .spawn(move || {
@@ -276,6 +285,7 @@ impl Engine {
                     config_path,
                     zone: zone2,
                     clock,
+                    failover,
                 };
                 l.run();
             })
@@ -348,6 +358,7 @@ struct EventLoop {
     config_path: Option<std::path::PathBuf>,
     zone: ZoneClock,
     clock: Clock,
+    failover: Failover,
 }
 
 impl EventLoop {
@@ -372,7 +383,7 @@ impl EventLoop {
     fn on_status_event(&mut self, token: Token) {
         let registry = self.poll.registry();
         let http = self.status.http_counts();
-        let (conns, stats, config, history, zone, clock, path) = (
+        let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
             &*self.stats,
             &mut self.config,
@@ -380,6 +391,7 @@ impl EventLoop {
             &mut self.zone,
             self.clock,
             self.config_path.as_deref(),
+            &self.failover,
         );
         self.status
             .on_event(registry, token, &mut |req: &Request, rates: &Rates| {
@@ -394,6 +406,7 @@ impl EventLoop {
                     zone: &mut *zone,
                     http,
                     page: crate::status::PAGE,
+                    failover,
                 };
                 route(&mut view, req)
             });
@@ -415,6 +428,18 @@ impl EventLoop {
                 .map_or(MAX_POLL_WAIT, |t| {
                     t.saturating_duration_since(now).min(MAX_POLL_WAIT)
                 });
+            // While a connection with instruments is down, check the
+            // failover deadline often.
+            let wait = if self
+                .conns
+                .iter()
+                .take(2)
+                .any(|c| !c.desired().is_empty() && !c.is_open())
+            {
+                wait.min(Duration::from_millis(10))
+            } else {
+                wait
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!("poll failed: {e}; stopping");
@@ -456,6 +481,8 @@ impl EventLoop {
             for c in &mut self.conns {
                 c.on_timer(self.poll.registry(), now);
             }
+            self.failover
+                .step(now, self.clock.now_micros(), &mut self.conns, &self.stats);
             let secs = self.clock.now_micros() / 1_000_000;
             self.status
                 .on_timer(self.poll.registry(), now, secs, &self.stats);
@@ -485,7 +512,11 @@ impl EventLoop {
             w.finish();
         }
         let received = self.stats.ticks_received();
-        let written = self.stats.lines_written();
+        let dropped = self.stats.writer.dedup_dropped.load(Ordering::Relaxed);
+        let written = self.stats.lines_written() + dropped;
+        if dropped > 0 {
+            tracing::info!("hot standby: {dropped} second copies dropped");
+        }
         if stuck > 0 || received != written {
             tracing::error!("stopped with {received} ticks received but {written} written ({stuck} never reached the writer)");
         } else {

@@ -122,6 +122,10 @@ pub struct WriterStats {
     pub torn_repaired: std::sync::Arc<AtomicU64>,
     /// Lines written into the current day's file since it was opened (or since start).
     pub lines_today: AtomicU64,
+    /// Hot standby: second copies dropped.
+    pub dedup_dropped: AtomicU64,
+    /// Hot standby: of each dropped pair, which connection was first (index = id).
+    pub dedup_first_by: [AtomicU64; 4],
     /// Bytes formatted but not yet written (the writer's lag).
     pub buffered_bytes: AtomicU64,
     /// The file written last.
@@ -139,6 +143,8 @@ pub struct Latency {
     pub receive_to_ring_ns: [Mutex<Histogram<u64>>; 3],
     /// Receive → line accepted by `write(2)`, microseconds.
     pub receive_to_written_us: Mutex<Histogram<u64>>,
+    /// Hot standby: how much earlier the first copy of a tick arrived, µs.
+    pub dedup_lead_us: Mutex<Histogram<u64>>,
 }
 
 /// A new histogram for 1 unit .. 1 hour of µs at 3 significant digits.
@@ -207,6 +213,7 @@ impl Default for Stats {
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),
+                dedup_lead_us: Mutex::new(new_histogram()),
             },
             started_micros: AtomicI64::new(0),
         }

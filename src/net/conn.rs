@@ -147,6 +147,11 @@ pub struct Connection {
     paused_since: Option<Instant>,
     last_frame: Instant,
     down_since: Option<Instant>,
+    /// A frame (data or heartbeat) arrived since the last open.
+    framed_since_open: bool,
+    /// Receive time of the first tick after [`Connection::mark`], epoch µs.
+    first_tick_since_mark: Option<i64>,
+    marked: bool,
     stale_after: Duration,
     stats: Arc<Stats>,
     wake: Arc<Wake>,
@@ -200,6 +205,9 @@ impl Connection {
             paused_since: None,
             last_frame: Instant::now(),
             down_since: None,
+            framed_since_open: false,
+            first_tick_since_mark: None,
+            marked: false,
             stale_after,
             stats,
             wake,
@@ -232,6 +240,31 @@ impl Connection {
     /// Whether it is open.
     pub fn is_open(&self) -> bool {
         matches!(self.state, ConnState::Open { .. })
+    }
+
+    /// How long it has not been open (None while open or idle on purpose).
+    pub fn down_for(&self, now: Instant) -> Option<Duration> {
+        if self.is_open() {
+            return None;
+        }
+        self.down_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Open, resubscribed, and a frame (ticks or a heartbeat) has arrived
+    /// since: the connection demonstrably works again.
+    pub fn is_delivering(&self) -> bool {
+        self.is_open() && self.framed_since_open
+    }
+
+    /// Starts watching for the next tick (see [`Connection::first_tick_since_mark`]).
+    pub fn mark(&mut self) {
+        self.marked = true;
+        self.first_tick_since_mark = None;
+    }
+
+    /// Receive time of the first tick since [`Connection::mark`], epoch µs.
+    pub fn first_tick_since_mark(&self) -> Option<i64> {
+        self.first_tick_since_mark
     }
 
     /// Whether it should be connected.
@@ -453,6 +486,7 @@ impl Connection {
             );
         }
         self.backoff.reset();
+        self.framed_since_open = false;
         self.last_frame = Instant::now();
         for req in subscription_requests(&self.desired) {
             let _ = ws.write(Message::text(req.to_json()));
@@ -484,6 +518,7 @@ impl Connection {
                     let recv = self.clock.now_micros();
                     let t0 = Instant::now();
                     self.last_frame = t0;
+                    self.framed_since_open = true;
                     if payload.len() <= 4 {
                         st.heartbeats.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -503,6 +538,9 @@ impl Connection {
                     );
                     st.ticks.fetch_add(n, Ordering::Relaxed);
                     st.frames.fetch_add(1, Ordering::Relaxed);
+                    if self.marked && n > 0 && self.first_tick_since_mark.is_none() {
+                        self.first_tick_since_mark = Some(recv);
+                    }
                     st.last_tick_micros.store(recv, Ordering::Relaxed);
                     let _ = self.hist.record_n(t0.elapsed().as_nanos().max(1) as u64, n);
                     self.wake.notify();

@@ -93,9 +93,21 @@ pub struct ReplayConfig {
     pub max_batch: usize,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Synthetic source: every connection subscribed to an instrument gets
+    /// the *same* ticks (as Kite broadcasts one exchange feed), each
+    /// generated once; without it each tick goes to one connection.
+    pub broadcast: bool,
 }
 
 impl ReplayConfig {
+    /// The synthetic seed (or 0 for a recorded source): seeds fault timing too.
+    pub fn seed(&self) -> u64 {
+        match self.source {
+            Source::Synthetic { seed } => seed,
+            Source::Recorded { .. } => 0,
+        }
+    }
+
     /// A synthetic feed on `listen` at `rate` ticks/s with Kite's limits.
     pub fn synthetic(listen: SocketAddr, rate: u64) -> Self {
         ReplayConfig {
@@ -110,6 +122,7 @@ impl ReplayConfig {
             max_instruments: 3000,
             max_batch: 512,
             heartbeat: Duration::from_secs(1),
+            broadcast: false,
         }
     }
 }
@@ -139,6 +152,8 @@ struct Shared {
     /// Synthetic instruments, global so that a token's `volume_traded`
     /// sequence continues across connections (a failover keeps counting).
     instruments: Mutex<HashMap<u32, Instrument>>,
+    /// Broadcast mode: each instrument's recent ticks, shared by all sessions.
+    broadcast: Mutex<HashMap<u32, synthetic::Broadcast>>,
     /// Last `volume_traded` sent per token (recorded source).
     last_volume: Mutex<HashMap<u32, u32>>,
     /// Ticks sent per connection number.
@@ -176,6 +191,7 @@ impl Server {
             halted: AtomicBool::new(false),
             counters: Counters::default(),
             instruments: Mutex::new(HashMap::new()),
+            broadcast: Mutex::new(HashMap::new()),
             last_volume: Mutex::new(HashMap::new()),
             per_connection: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),

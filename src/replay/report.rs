@@ -75,6 +75,11 @@ pub(super) fn build(sh: &Shared) -> Report {
         .map(|(id, n)| (id.to_string(), n.load(Ordering::Relaxed)))
         .collect();
     let last_volume = match sh.cfg.source {
+        Source::Synthetic { .. } if sh.cfg.broadcast => lock(&sh.broadcast)
+            .iter()
+            .filter(|(_, b)| b.volume() > 0)
+            .map(|(t, b)| (t.to_string(), u64::from(b.volume())))
+            .collect(),
         Source::Synthetic { .. } => lock(&sh.instruments)
             .values()
             .filter(|i| i.volume() > 0)

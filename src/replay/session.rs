@@ -147,7 +147,7 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     let counter = Arc::new(AtomicU64::new(0));
     lock(&shared.per_connection).push((id, Arc::clone(&counter)));
     tracing::info!("replay: connection {id} from {peer} open");
-    let mut s = Session::new(shared, counter);
+    let mut s = Session::new(shared, counter, id);
     let end = s.run(&mut ws);
     tracing::info!("replay: connection {id} closed: {end}");
 }
@@ -166,10 +166,14 @@ struct Session<'a> {
     backed_up: bool,
     /// Index of the next recorded tick to consider.
     rec_pos: usize,
+    /// Broadcast mode: the next sequence number per instrument.
+    cursors: HashMap<u32, u64>,
+    /// Connection number (seeds the drop timing).
+    id: u32,
 }
 
 impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, sent: Arc<AtomicU64>) -> Self {
+    fn new(shared: &'a Shared, sent: Arc<AtomicU64>, id: u32) -> Self {
         Session {
             shared,
             sent,
@@ -180,6 +184,8 @@ impl<'a> Session<'a> {
             out: Vec::with_capacity(64 * 1024),
             backed_up: false,
             rec_pos: 0,
+            cursors: HashMap::new(),
+            id,
         }
     }
 
@@ -190,7 +196,15 @@ impl<'a> Session<'a> {
         let start = Instant::now();
         let mut next_hb = start + cfg.heartbeat;
         let mut next_read = start;
-        let drop_at = f.drop_every.map(|d| start + d);
+        // Each connection drops at a random time in [0.5, 1.5] × drop_every
+        // (seeded by --seed and the connection number), so that several
+        // connections do not all drop at once.
+        let mut rng = super::synthetic::SplitMix::new(
+            cfg.seed() ^ u64::from(self.id).wrapping_mul(0x9e37_79b9),
+        );
+        let drop_at = f
+            .drop_every
+            .map(|d| start + d.mul_f64(0.5 + (rng.below(1000) as f64) / 1000.0));
         let mut next_stall = f.stall_every.map(|d| start + d);
         let mut stall_until: Option<Instant> = None;
         let mut next_error = f.error_every.map(|d| start + d);
@@ -360,6 +374,7 @@ impl<'a> Session<'a> {
             Ok(ClientRequest::Unsubscribe(tokens)) => {
                 for t in &tokens {
                     self.modes.remove(t);
+                    self.cursors.remove(t);
                 }
                 self.order.retain(|t| self.modes.contains_key(t));
                 None
@@ -410,16 +425,32 @@ impl<'a> Session<'a> {
                     let now_secs = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()) as u32;
-                    let mut instruments = lock(&shared.instruments);
-                    for _ in 0..granted {
-                        let token = self.order[self.cursor % self.order.len()];
-                        self.cursor = self.cursor.wrapping_add(1);
-                        let mode = self.modes.get(&token).copied().unwrap_or(Mode::Quote);
-                        let inst = instruments
-                            .entry(token)
-                            .or_insert_with(|| Instrument::new(token, *seed));
-                        let t = inst.next_tick(mode, now_secs);
-                        push(&mut b, &t, &mut self.ticks);
+                    if shared.cfg.broadcast {
+                        let mut map = lock(&shared.broadcast);
+                        for _ in 0..granted {
+                            let token = self.order[self.cursor % self.order.len()];
+                            self.cursor = self.cursor.wrapping_add(1);
+                            let mode = self.modes.get(&token).copied().unwrap_or(Mode::Quote);
+                            let feed = map
+                                .entry(token)
+                                .or_insert_with(|| super::synthetic::Broadcast::new(token, *seed));
+                            let next = *self.cursors.entry(token).or_insert_with(|| feed.head());
+                            let (t, used) = feed.get(next, now_secs);
+                            self.cursors.insert(token, used + 1);
+                            push(&mut b, &in_mode(&t, mode), &mut self.ticks);
+                        }
+                    } else {
+                        let mut instruments = lock(&shared.instruments);
+                        for _ in 0..granted {
+                            let token = self.order[self.cursor % self.order.len()];
+                            self.cursor = self.cursor.wrapping_add(1);
+                            let mode = self.modes.get(&token).copied().unwrap_or(Mode::Quote);
+                            let inst = instruments
+                                .entry(token)
+                                .or_insert_with(|| Instrument::new(token, *seed));
+                            let t = inst.next_tick(mode, now_secs);
+                            push(&mut b, &t, &mut self.ticks);
+                        }
                     }
                     n = granted;
                 }

@@ -159,6 +159,58 @@ impl Instrument {
     }
 }
 
+/// Broadcast mode: one instrument's ticks, generated once (in full mode,
+/// re-shaped per subscriber) and kept for a while so that every connection
+/// subscribed to it can send the same ones.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    inst: Instrument,
+    log: std::collections::VecDeque<Tick>,
+    /// Sequence number of `log[0]`.
+    base: u64,
+}
+
+/// Ticks kept per instrument for lagging connections.
+const BROADCAST_KEEP: usize = 65_536;
+
+impl Broadcast {
+    /// The instrument `token` for `seed`.
+    pub fn new(token: u32, seed: u64) -> Self {
+        Broadcast {
+            inst: Instrument::new(token, seed),
+            log: std::collections::VecDeque::new(),
+            base: 0,
+        }
+    }
+
+    /// The sequence number the next new tick will get.
+    pub fn head(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    /// Last `volume_traded` generated.
+    pub fn volume(&self) -> u32 {
+        self.inst.volume()
+    }
+
+    /// Tick number `seq` (generating it when it is the next one); a `seq`
+    /// that fell out of the log is moved up to the oldest kept. Returns the
+    /// tick and the sequence number actually used.
+    pub fn get(&mut self, seq: u64, now_secs: u32) -> (Tick, u64) {
+        let seq = seq.clamp(self.base, self.head());
+        if seq == self.head() {
+            let t = self.inst.next_tick(Mode::Full, now_secs);
+            self.log.push_back(t);
+            if self.log.len() > BROADCAST_KEEP {
+                self.log.pop_front();
+                self.base += 1;
+            }
+            return (t, self.head() - 1);
+        }
+        (self.log[(seq - self.base) as usize], seq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +234,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn broadcast_hands_every_reader_the_same_ticks_once() {
+        let mut b = Broadcast::new(408_065, 1);
+        let (a1, s1) = b.get(b.head(), 0);
+        let (a2, s2) = b.get(s1 + 1, 0);
+        // a second reader that starts at the first tick sees the same two
+        assert_eq!(b.get(s1, 0), (a1, s1));
+        assert_eq!(b.get(s2, 0), (a2, s2));
+        assert_eq!((a1.volume_traded, a2.volume_traded), (1, 2));
+        assert_eq!(b.head(), 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`clock`]: epoch times as ISO 8601 in the configured zone.
 
 pub mod clock;
+pub mod dedup;
 pub mod files;
 pub mod line;
 pub mod number;

@@ -49,6 +49,8 @@ pub struct WriterConfig {
     pub max_buffer: usize,
     /// Pin the thread to this core.
     pub core: Option<usize>,
+    /// Hot standby: drop second copies within this window (µs).
+    pub dedup_window_micros: Option<i64>,
 }
 
 impl WriterConfig {
@@ -62,6 +64,7 @@ impl WriterConfig {
             buffer_size: 1 << 20,
             max_buffer: 64 << 20,
             core: None,
+            dedup_window_micros: None,
         }
     }
 }
@@ -162,6 +165,7 @@ struct WriterLoop {
     hist: Histogram<u64>,
     last_publish: Instant,
     seen: InstrumentMap,
+    dedup: Option<super::dedup::Dedup>,
 }
 
 impl WriterLoop {
@@ -173,6 +177,7 @@ impl WriterLoop {
         wake: Arc<Wake>,
     ) -> Self {
         let cap = cfg.buffer_size + (256 << 10);
+        let dedup = cfg.dedup_window_micros.map(super::dedup::Dedup::new);
         WriterLoop {
             fmt: LineFormatter::new(cfg.zone.clone()),
             buf: Vec::with_capacity(cap),
@@ -192,6 +197,7 @@ impl WriterLoop {
             hist: new_histogram(),
             last_publish: Instant::now(),
             seen: InstrumentMap::default(),
+            dedup,
         }
     }
 
@@ -226,6 +232,7 @@ impl WriterLoop {
                 if let Ok(mut m) = self.stats.instruments.try_lock() {
                     m.clone_from(&self.seen);
                 }
+                self.publish_dedup();
                 self.last_publish = now;
             }
             if stopping && drained == 0 && self.rings_empty() {
@@ -277,6 +284,18 @@ impl WriterLoop {
         if let Ok(mut m) = self.stats.instruments.lock() {
             m.clone_from(&self.seen);
         }
+        self.publish_dedup();
+    }
+
+    fn publish_dedup(&self) {
+        if let Some(d) = &self.dedup {
+            let w = &self.stats.writer;
+            w.dedup_dropped.store(d.dropped, Ordering::Relaxed);
+            for (i, n) in d.first_by.iter().enumerate() {
+                w.dedup_first_by[i].store(*n, Ordering::Relaxed);
+            }
+            publish(&self.stats.latency.dedup_lead_us, &d.lead);
+        }
     }
 
     fn rings_empty(&self) -> bool {
@@ -301,13 +320,17 @@ impl WriterLoop {
             let mut new_day = false;
             for st in a.iter().chain(b) {
                 let day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
-                if self.day != Some(day) {
-                    if !self.buf.is_empty() {
-                        new_day = true;
-                        break;
-                    }
-                    self.day = Some(day);
+                if self.day != Some(day) && !self.buf.is_empty() {
+                    new_day = true;
+                    break;
                 }
+                if let Some(d) = &mut self.dedup {
+                    if !d.keep(st) {
+                        taken += 1;
+                        continue;
+                    }
+                }
+                self.day = Some(day);
                 self.fmt
                     .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
                 self.recv.push(st.recv_micros);

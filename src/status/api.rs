@@ -45,6 +45,8 @@ pub struct View<'a> {
     pub http: (usize, u64, u64),
     /// The page.
     pub page: &'static str,
+    /// Takeovers.
+    pub failover: &'a crate::engine::failover::Failover,
 }
 
 impl View<'_> {
@@ -90,6 +92,7 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
             body: v.page.as_bytes().to_vec(),
         },
         "/health" => Response::json(200, &health(v)),
+        "/failovers" => Response::json(200, &failovers(v)),
         "/connections" => Response::json(200, &json!({ "connections": connections(v) })),
         "/instruments" => Response::json(200, &instruments(v)),
         "/storage" => Response::json(200, &storage(v)),
@@ -196,9 +199,14 @@ pub fn health(v: &mut View<'_>) -> Value {
     if !fresh {
         reasons.push("no tick in the last 5 s".to_owned());
     }
+    for (from, n) in v.failover.carrying() {
+        reasons.push(format!(
+            "failover: the tertiary carries {n} instruments of connection {from}"
+        ));
+    }
     let status = if active == 0 {
         "down"
-    } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o) && fresh {
+    } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o) && fresh && !v.failover.is_active() {
         "healthy"
     } else {
         "degraded"
@@ -264,6 +272,15 @@ fn connections(v: &mut View<'_>) -> Vec<Value> {
     for (i, e) in out.iter_mut().enumerate() {
         let last = v.stats.conns[i].last_tick_micros.load(Ordering::Relaxed);
         e["last_tick_time"] = v.iso(last);
+    }
+    if let Some(t) = out.get_mut(2) {
+        t["carrying"] = json!(v
+            .failover
+            .carrying()
+            .iter()
+            .map(|(from, n)| json!({"for_connection": from, "instruments": n}))
+            .collect::<Vec<_>>());
+        t["mirror"] = json!(v.config.tertiary_mirror);
     }
     out
 }
@@ -548,6 +565,28 @@ fn prometheus(v: &mut View<'_>) -> String {
         "Receive time of the last tick.",
         &per_conn(&|i| c(i).last_tick_micros.load(Ordering::Relaxed) as f64 / 1e6),
     );
+    let one = |x: f64| [(String::new(), x)];
+    family(
+        &mut o,
+        "tickcap_failover_takeovers_total",
+        "counter",
+        "Takeovers by the tertiary.",
+        &one(v.failover.takeovers as f64),
+    );
+    family(
+        &mut o,
+        "tickcap_failover_active",
+        "gauge",
+        "1 while the tertiary carries a failed connection's instruments.",
+        &one(f64::from(u8::from(v.failover.is_active()))),
+    );
+    family(
+        &mut o,
+        "tickcap_dedup_dropped_total",
+        "counter",
+        "Hot standby: second copies dropped.",
+        &one(s.writer.dedup_dropped.load(Ordering::Relaxed) as f64),
+    );
     let w = &s.writer;
     family(
         &mut o,
@@ -695,9 +734,11 @@ fn parse_body(body: &[u8], need_mode: bool) -> Result<Body, Response> {
 }
 
 /// Which connection carries each token now.
+/// (The tertiary's instruments count only where no user connection has
+/// them: a takeover or a mirror carries them on the others' behalf.)
 fn owners(conns: &[Connection]) -> BTreeMap<u32, u8> {
     let mut m = BTreeMap::new();
-    for c in conns {
+    for c in conns.iter().rev() {
         for t in c.desired().keys() {
             m.insert(*t, c.id());
         }
@@ -741,6 +782,9 @@ fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
         );
     }
     v.conns[idx].subscribe(&b.tokens, mode);
+    if id == 1 && v.config.tertiary_mirror {
+        v.conns[2].subscribe(&b.tokens, mode);
+    }
     v.history
         .record(v.clock.now_micros(), "subscribe", id, &b.tokens, Some(mode));
     tracing::info!(
@@ -778,6 +822,9 @@ fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     }
     for (id, tokens) in &by_conn {
         v.conns[usize::from(id - 1)].unsubscribe(tokens);
+        if *id == 1 && v.config.tertiary_mirror {
+            v.conns[2].unsubscribe(tokens);
+        }
         v.history
             .record(v.clock.now_micros(), "unsubscribe", *id, tokens, None);
     }
@@ -812,6 +859,9 @@ fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
     }
     for (id, tokens) in &by_conn {
         v.conns[usize::from(id - 1)].set_mode(tokens, mode);
+        if *id == 1 && v.config.tertiary_mirror {
+            v.conns[2].set_mode(tokens, mode);
+        }
         v.history
             .record(v.clock.now_micros(), "mode", *id, tokens, Some(mode));
     }
@@ -819,4 +869,44 @@ fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
         200,
         &json!({"status": "ok", "mode": mode.as_str(), "tokens": b.tokens}),
     )
+}
+
+fn failovers(v: &mut View<'_>) -> Value {
+    let records: Vec<crate::engine::failover::Record> = v.failover.records().to_vec();
+    let list: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "connection_id": r.connection_id,
+                "start": v.iso(r.start_micros),
+                "end": r.end_micros.map(|e| v.iso(e)),
+                "active": r.end_micros.is_none(),
+                "instruments": r.instruments,
+                "not_carried": r.not_carried,
+                "duration_seconds": r.end_micros.map(|e| (e - r.start_micros) as f64 / 1e6),
+                "last_tick_before": v.iso(r.last_tick_before_micros),
+                "gap_ms": r.gap_ms(),
+                "gap_without_tertiary_ms": r.outage_ms(),
+            })
+        })
+        .collect();
+    let w = &v.stats.writer;
+    let lead = Stats::histogram(&v.stats.latency.dedup_lead_us);
+    json!({
+        "failover_after_ms": v.config.failover_after_ms,
+        "takeovers": v.failover.takeovers,
+        "active": v.failover.is_active(),
+        "failovers": list,
+        "hot_standby": {
+            "enabled": v.config.tertiary_mirror,
+            "dedup_window_ms": v.config.dedup_window_ms,
+            "duplicates_dropped": w.dedup_dropped.load(Ordering::Relaxed),
+            "first_by_connection": {
+                "1": w.dedup_first_by[1].load(Ordering::Relaxed),
+                "2": w.dedup_first_by[2].load(Ordering::Relaxed),
+                "3": w.dedup_first_by[3].load(Ordering::Relaxed),
+            },
+            "lead_us": percentiles(&lead, 1.0),
+        },
+    })
 }

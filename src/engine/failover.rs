@@ -1,0 +1,316 @@
+//! Failover: the tertiary connection takes over the instruments of a primary
+//! or secondary that has not been open for `failover_after_ms`, and hands
+//! them back once that connection delivers again.
+//!
+//! Timeline of one takeover (make before break, both ways):
+//!
+//! ```text
+//!  primary:   ticks ─┤ down ·········· reconnecting ···· open, resubscribed ─ frame ─ ticks ──
+//!  tertiary:         │  failover_after │ subscribe ─ ticks ───────────────────────────┤ unsubscribe
+//!                    │◄── gap with the tertiary ──►│                                   │
+//!                    │◄──────── gap without it (the primary's outage) ───────────────►│
+//! ```
+//!
+//! - **Takeover** starts when the failed connection has been down for
+//!   `failover_after_ms`; the tertiary (connected on demand, or already
+//!   connected when `warm`) subscribes the failed connection's instruments
+//!   in their modes. If both fail, it carries primary's first, then
+//!   secondary's, while its 3000-instrument capacity lasts, and logs and
+//!   records which it could not carry.
+//! - **Handback** waits until the recovered connection is open, has
+//!   resubscribed, and has delivered a frame (a tick or a heartbeat) — proof
+//!   that it works — and only then unsubscribes the tertiary. Unsubscribing
+//!   first would open a second gap if the recovered connection failed again
+//!   right after its handshake; keeping both for the short overlap costs at
+//!   most one heartbeat interval of double subscription.
+//! - Ticks written during a takeover carry `connection_id` 3.
+//! - Each takeover is recorded (start, end, instruments, the gap observed with
+//!   the tertiary and the gap the failed connection alone would have left).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::MAX_INSTRUMENTS;
+use crate::engine::Stats;
+use crate::kite::Mode;
+use crate::net::Connection;
+
+/// Records kept.
+const KEEP: usize = 500;
+
+/// What the tertiary can carry of the failed connections' instruments.
+/// `failed` in priority order (primary first); instruments the tertiary
+/// already has are neither carried again nor refused.
+pub fn plan(
+    failed: &[&BTreeMap<u32, Mode>],
+    tertiary: &BTreeMap<u32, Mode>,
+    capacity: usize,
+) -> (Vec<(u32, Mode)>, Vec<u32>) {
+    let mut room = capacity.saturating_sub(tertiary.len());
+    let mut carried = Vec::new();
+    let mut refused = Vec::new();
+    for list in failed {
+        for (&t, &m) in list.iter() {
+            if tertiary.contains_key(&t) || carried.iter().any(|(c, _)| *c == t) {
+                continue;
+            }
+            if room > 0 {
+                carried.push((t, m));
+                room -= 1;
+            } else {
+                refused.push(t);
+            }
+        }
+    }
+    (carried, refused)
+}
+
+/// One takeover, for the status port and the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// The connection that failed.
+    pub connection_id: u8,
+    /// When the tertiary took over, epoch µs.
+    pub start_micros: i64,
+    /// When it handed back (None while active).
+    pub end_micros: Option<i64>,
+    /// Instruments carried.
+    pub instruments: usize,
+    /// Instruments it could not carry (capacity).
+    pub not_carried: Vec<u32>,
+    /// Last tick from the failed connection before it failed, epoch µs.
+    pub last_tick_before_micros: i64,
+    /// First tick on the tertiary after the takeover, epoch µs.
+    pub tertiary_first_tick_micros: Option<i64>,
+    /// First tick from the recovered connection, epoch µs.
+    pub recovered_first_tick_micros: Option<i64>,
+}
+
+impl Record {
+    /// The gap observed with the tertiary: last tick before the failure →
+    /// first tick on the tertiary, ms.
+    pub fn gap_ms(&self) -> Option<f64> {
+        let first = self.tertiary_first_tick_micros?;
+        (self.last_tick_before_micros > 0)
+            .then(|| (first - self.last_tick_before_micros) as f64 / 1000.0)
+    }
+
+    /// The gap the failed connection alone would have left, ms.
+    pub fn outage_ms(&self) -> Option<f64> {
+        let first = self.recovered_first_tick_micros?;
+        (self.last_tick_before_micros > 0)
+            .then(|| (first - self.last_tick_before_micros) as f64 / 1000.0)
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    record: usize,
+    carried: Vec<(u32, Mode)>,
+}
+
+/// The failover state, stepped by the event loop's timers.
+#[derive(Debug)]
+pub struct Failover {
+    after: Duration,
+    enabled: bool,
+    active: [Option<Active>; 2],
+    records: Vec<Record>,
+    /// Takeovers so far.
+    pub takeovers: u64,
+}
+
+impl Failover {
+    /// Takeover after `after` down; disabled when the tertiary mirrors the
+    /// primary (hot standby) — then it carries it all the time.
+    pub fn new(after: Duration, enabled: bool) -> Self {
+        Failover {
+            after,
+            enabled,
+            active: [None, None],
+            records: Vec::new(),
+            takeovers: 0,
+        }
+    }
+
+    /// Whether a takeover is active.
+    pub fn is_active(&self) -> bool {
+        self.active.iter().any(Option::is_some)
+    }
+
+    /// Active takeovers: (failed connection id, instruments carried).
+    pub fn carrying(&self) -> Vec<(u8, usize)> {
+        self.active
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.as_ref().map(|a| (i as u8 + 1, a.carried.len())))
+            .collect()
+    }
+
+    /// Every takeover, oldest first.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Starts or ends takeovers as the connections' states require.
+    pub fn step(&mut self, now: Instant, now_micros: i64, conns: &mut [Connection], stats: &Stats) {
+        if !self.enabled || conns.len() < 3 {
+            return;
+        }
+        for i in 0..2 {
+            match &self.active[i] {
+                None => {
+                    let due = !conns[i].desired().is_empty()
+                        && conns[i].down_for(now).is_some_and(|d| d >= self.after);
+                    if due {
+                        self.take_over(i, now, now_micros, conns, stats);
+                    }
+                }
+                Some(a) => {
+                    let rec = a.record;
+                    if self.records[rec].tertiary_first_tick_micros.is_none() {
+                        self.records[rec].tertiary_first_tick_micros =
+                            conns[2].first_tick_since_mark();
+                    }
+                    if conns[i].is_delivering() {
+                        self.hand_back(i, now_micros, conns);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_over(
+        &mut self,
+        i: usize,
+        now: Instant,
+        now_micros: i64,
+        conns: &mut [Connection],
+        stats: &Stats,
+    ) {
+        let (failed, rest) = conns.split_at_mut(2);
+        let tertiary = &mut rest[0];
+        let (carried, refused) = plan(&[failed[i].desired()], tertiary.desired(), MAX_INSTRUMENTS);
+        let down = failed[i].down_for(now).unwrap_or_default();
+        let role = failed[i].role().as_str();
+        if refused.is_empty() {
+            tracing::warn!(
+                "connection {} ({role}) down for {} ms: tertiary takes over its {} instruments",
+                i + 1,
+                down.as_millis(),
+                carried.len()
+            );
+        } else {
+            tracing::error!(
+                "connection {} ({role}) down for {} ms: tertiary takes over {} instruments; {} NOT carried (tertiary full): {:?}",
+                i + 1,
+                down.as_millis(),
+                carried.len(),
+                refused.len(),
+                &refused[..refused.len().min(50)]
+            );
+        }
+        for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+            let tokens: Vec<u32> = carried
+                .iter()
+                .filter(|(_, m)| *m == mode)
+                .map(|(t, _)| *t)
+                .collect();
+            if !tokens.is_empty() {
+                tertiary.subscribe(&tokens, mode);
+            }
+        }
+        tertiary.mark();
+        failed[i].mark();
+        if self.records.len() == KEEP {
+            self.records.remove(0);
+            for a in self.active.iter_mut().flatten() {
+                a.record = a.record.saturating_sub(1);
+            }
+        }
+        self.records.push(Record {
+            connection_id: i as u8 + 1,
+            start_micros: now_micros,
+            end_micros: None,
+            instruments: carried.len(),
+            not_carried: refused,
+            last_tick_before_micros: stats.conns[i].last_tick_micros.load(Ordering::Relaxed),
+            tertiary_first_tick_micros: None,
+            recovered_first_tick_micros: None,
+        });
+        self.takeovers += 1;
+        self.active[i] = Some(Active {
+            record: self.records.len() - 1,
+            carried,
+        });
+    }
+
+    fn hand_back(&mut self, i: usize, now_micros: i64, conns: &mut [Connection]) {
+        let Some(a) = self.active[i].take() else {
+            return;
+        };
+        // Keep what the other active takeover also carries.
+        let other: Vec<u32> = self
+            .active
+            .iter()
+            .flatten()
+            .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
+            .collect();
+        let tokens: Vec<u32> = a
+            .carried
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| !other.contains(t))
+            .collect();
+        conns[2].unsubscribe(&tokens);
+        let r = &mut self.records[a.record];
+        r.end_micros = Some(now_micros);
+        r.recovered_first_tick_micros = conns[i].first_tick_since_mark();
+        tracing::info!(
+            "connection {} delivers again: tertiary hands back {} instruments after {} ms (gap with the tertiary {:?} ms, without it {:?} ms)",
+            i + 1,
+            tokens.len(),
+            (now_micros - r.start_micros) / 1000,
+            r.gap_ms().map(|g| g.round()),
+            r.outage_ms().map(|g| g.round())
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(tokens: std::ops::Range<u32>, mode: Mode) -> BTreeMap<u32, Mode> {
+        tokens.map(|t| (t, mode)).collect()
+    }
+
+    #[test]
+    fn primary_first_then_secondary_while_capacity_lasts() {
+        let p = list(1..2991, Mode::Quote); // 2990
+        let s = list(5000..5020, Mode::Full); // 20
+        let (carried, refused) = plan(&[&p, &s], &BTreeMap::new(), 3000);
+        assert_eq!(carried.len(), 3000);
+        assert!(carried[..2990].iter().all(|(_, m)| *m == Mode::Quote));
+        assert_eq!(
+            carried[2990..]
+                .iter()
+                .filter(|(_, m)| *m == Mode::Full)
+                .count(),
+            10
+        );
+        assert_eq!(refused, (5010..5020).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn instruments_already_on_the_tertiary_count_against_capacity_but_are_not_refused() {
+        let p = list(1..6, Mode::Quote);
+        let t = list(3..5, Mode::Quote);
+        let (carried, refused) = plan(&[&p], &t, 3);
+        assert_eq!(carried.iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
+        assert_eq!(refused, [2, 5]);
+    }
+}
