@@ -119,6 +119,9 @@ pub struct Failover {
     enabled: bool,
     active: [Option<Active>; 2],
     records: Vec<Record>,
+    /// Handed-back records still waiting for the recovered connection's
+    /// first tick (its first frame may have been a heartbeat): (record, connection index).
+    awaiting: Vec<(usize, usize)>,
     /// Takeovers so far.
     pub takeovers: u64,
 }
@@ -132,6 +135,7 @@ impl Failover {
             enabled,
             active: [None, None],
             records: Vec::new(),
+            awaiting: Vec::new(),
             takeovers: 0,
         }
     }
@@ -160,6 +164,17 @@ impl Failover {
         if !self.enabled || conns.len() < 3 {
             return;
         }
+        let records = &mut self.records;
+        self.awaiting.retain(|&(rec, i)| {
+            match (records.get_mut(rec), conns[i].first_tick_since_mark()) {
+                (Some(r), Some(first)) => {
+                    r.recovered_first_tick_micros = Some(first);
+                    false
+                }
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+        });
         for i in 0..2 {
             match &self.active[i] {
                 None => {
@@ -229,6 +244,10 @@ impl Failover {
             self.records.remove(0);
             for a in self.active.iter_mut().flatten() {
                 a.record = a.record.saturating_sub(1);
+                self.awaiting.retain_mut(|(rec, _)| {
+                    *rec = rec.wrapping_sub(1);
+                    *rec != usize::MAX
+                });
             }
         }
         self.records.push(Record {
@@ -269,6 +288,9 @@ impl Failover {
         let r = &mut self.records[a.record];
         r.end_micros = Some(now_micros);
         r.recovered_first_tick_micros = conns[i].first_tick_since_mark();
+        if r.recovered_first_tick_micros.is_none() {
+            self.awaiting.push((a.record, i));
+        }
         tracing::info!(
             "connection {} delivers again: tertiary hands back {} instruments after {} ms (gap with the tertiary {:?} ms, without it {:?} ms)",
             i + 1,

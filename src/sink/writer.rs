@@ -302,56 +302,83 @@ impl WriterLoop {
         self.rings.iter().all(|r| r.is_empty())
     }
 
-    /// Formats what the rings hold; returns the ticks taken. Stops at a day
+    /// Formats what the rings hold, merged by receive time across rings (so
+    /// the file is in receive order and, in hot standby, the copy kept is the
+    /// one that arrived first); returns the ticks taken. Stops at a day
     /// boundary: the old day's lines are written (and synced) before the
     /// first line of the new day is formatted.
     fn drain(&mut self) -> usize {
-        let mut total = 0;
-        for i in 0..self.rings.len() {
-            let n = self.rings[i].slots().min(8192);
-            if n == 0 {
-                continue;
-            }
-            let Ok(chunk) = self.rings[i].read_chunk(n) else {
-                continue;
-            };
-            let (a, b) = chunk.as_slices();
-            let mut taken = 0;
-            let mut new_day = false;
-            for st in a.iter().chain(b) {
-                let day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
-                if self.day != Some(day) && !self.buf.is_empty() {
-                    new_day = true;
-                    break;
+        let mut chunks: Vec<rtrb::chunks::ReadChunk<'_, Stamped>> =
+            Vec::with_capacity(self.rings.len());
+        for r in self.rings.iter_mut() {
+            let n = r.slots().min(8192);
+            if n > 0 {
+                if let Ok(c) = r.read_chunk(n) {
+                    chunks.push(c);
                 }
-                if let Some(d) = &mut self.dedup {
-                    if !d.keep(st) {
-                        taken += 1;
-                        continue;
-                    }
+            }
+        }
+        if chunks.is_empty() {
+            return 0;
+        }
+        let views: Vec<(&[Stamped], &[Stamped])> = chunks.iter().map(|c| c.as_slices()).collect();
+        let lens: Vec<usize> = views.iter().map(|(a, b)| a.len() + b.len()).collect();
+        let at = |k: usize, i: usize| -> &Stamped {
+            let (a, b) = views[k];
+            if i < a.len() {
+                &a[i]
+            } else {
+                &b[i - a.len()]
+            }
+        };
+        let mut pos = vec![0usize; views.len()];
+        let mut new_day = false;
+        loop {
+            // The ring whose next tick was received first.
+            let mut pick: Option<usize> = None;
+            for k in 0..views.len() {
+                if pos[k] < lens[k]
+                    && pick.is_none_or(|p| at(k, pos[k]).recv_micros < at(p, pos[p]).recv_micros)
+                {
+                    pick = Some(k);
                 }
-                self.day = Some(day);
-                self.fmt
-                    .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
-                self.recv.push(st.recv_micros);
-                let e = self.seen.entry(st.tick.instrument_token).or_default();
-                e.ticks += 1;
-                e.last_micros = st.recv_micros;
-                e.connection_id = st.connection_id;
-                taken += 1;
             }
-            chunk.commit(taken);
-            total += taken;
-            if taken > 0 && self.oldest.is_none() {
-                self.oldest = Some(Instant::now());
+            let Some(k) = pick else { break };
+            let st = at(k, pos[k]);
+            let day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
+            if self.day != Some(day) && !self.buf.is_empty() {
+                new_day = true;
+                break;
             }
-            if new_day {
-                // Rotation: the old day's lines go to the old file first.
-                self.write_out_blocking();
-                self.sync();
-                self.day = None;
-                self.stats.writer.lines_today.store(0, Ordering::Relaxed);
+            pos[k] += 1;
+            if let Some(d) = &mut self.dedup {
+                if !d.keep(st) {
+                    continue;
+                }
             }
+            self.day = Some(day);
+            self.fmt
+                .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
+            self.recv.push(st.recv_micros);
+            let e = self.seen.entry(st.tick.instrument_token).or_default();
+            e.ticks += 1;
+            e.last_micros = st.recv_micros;
+            e.connection_id = st.connection_id;
+        }
+        drop(views);
+        let total: usize = pos.iter().sum();
+        for (c, n) in chunks.into_iter().zip(&pos) {
+            c.commit(*n);
+        }
+        if total > 0 && self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        if new_day {
+            // Rotation: the old day's lines go to the old file first.
+            self.write_out_blocking();
+            self.sync();
+            self.day = None;
+            self.stats.writer.lines_today.store(0, Ordering::Relaxed);
         }
         self.stats
             .writer

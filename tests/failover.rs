@@ -1,0 +1,274 @@
+//! Failover against real replay feeds on loopback: the primary gets its own
+//! feed, the tertiary another; killing the primary's feed makes the
+//! tertiary take over within `failover_after_ms` plus a connect, and hand
+//! back when the feed returns. Hot standby: primary and a mirroring
+//! tertiary (own key) on one broadcasting feed that drops either connection
+//! at random; the file holds every tick exactly once.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{read_capture, wait_until};
+use serde_json::Value;
+use tickcap::config::{Config, Env};
+use tickcap::engine::{Engine, Options};
+use tickcap::replay::{Faults, ReplayConfig, Server};
+use tickcap::status::client;
+
+fn feed_on(addr: SocketAddr, rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -> Server {
+    let mut cfg = ReplayConfig::synthetic(addr, rate);
+    tweak(&mut cfg);
+    // The port of a stopped feed can take a moment to be free again.
+    for _ in 0..100 {
+        if let Ok(s) = Server::start(cfg.clone()) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cannot listen on {addr}");
+}
+
+fn engine(text: &str) -> (Engine, String) {
+    let cfg = Config::parse(text, Path::new("t.toml"), &Env::default()).unwrap();
+    let e = Engine::start(cfg, Options::default()).unwrap();
+    let url = format!("http://{}", e.status_addr().unwrap());
+    (e, url)
+}
+
+fn get(url: &str, path: &str) -> Value {
+    client::get(url, path).unwrap().json().unwrap()
+}
+
+/// Lines per connection id for `token`, as (receive µs, connection id), in file order.
+fn timeline(dir: &Path, token: u32) -> Vec<(i64, u8)> {
+    let cap = read_capture(dir);
+    cap.by_token[&token]
+        .iter()
+        .zip(&cap.conn_ids[&token])
+        .map(|(r, c)| (r.at_micros, *c))
+        .collect()
+}
+
+#[test]
+fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let addr = primary_feed.local_addr();
+    let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512]\n\
+         [tertiary]\nurl = {:?}\nfailover_after_ms = 1000\n[engine]\nreconnect_max_ms = 500\n",
+        primary_feed.url(),
+        dir.path().display().to_string(),
+        tertiary_feed.url()
+    );
+    let (engine, url) = engine(&text);
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 500));
+    assert_eq!(get(&url, "/health")["status"], "healthy");
+
+    // Kill the primary's feed for 10 s.
+    primary_feed.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || get(&url, "/failovers")["active"]
+            == true),
+        "no takeover"
+    );
+    assert!(wait_until(Duration::from_secs(5), || stats.conns[2]
+        .ticks
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 100));
+    let h = get(&url, "/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"].to_string().contains("failover"), "{h}");
+    let conns = get(&url, "/connections");
+    assert_eq!(
+        conns["connections"][2]["carrying"][0]["instruments"], 2,
+        "{conns}"
+    );
+    std::thread::sleep(Duration::from_secs(9));
+
+    // The feed returns on the same port.
+    let primary_feed = feed_on(addr, 2_000, |_| {});
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&url, "/failovers")
+            ["active"]
+            == false),
+        "no handback"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let f = get(&url, "/failovers");
+    let rec = &f["failovers"][0];
+    assert_eq!(f["takeovers"], 1);
+    assert_eq!(rec["instruments"], 2);
+    let gap = rec["gap_ms"].as_f64().unwrap();
+    let outage = rec["gap_without_tertiary_ms"].as_f64().unwrap();
+    eprintln!("measured: gap with the tertiary {gap:.0} ms, without it {outage:.0} ms (failover_after_ms = 1000)");
+    assert!(
+        gap < 1000.0 + 1000.0,
+        "gap {gap} ms exceeds failover_after + a connect"
+    );
+    assert!(outage > 9_000.0, "outage {outage} ms");
+    assert_eq!(
+        get(&url, "/connections")["connections"][2]["state"],
+        "idle",
+        "the tertiary lets go"
+    );
+    primary_feed.halt();
+    tertiary_feed.halt();
+    std::thread::sleep(Duration::from_millis(300));
+    engine.stop();
+
+    // The file: connection 1, then 3 during the takeover, then 1 again; the
+    // largest gap between consecutive ticks is bounded by the takeover.
+    let t = timeline(dir.path(), 256);
+    let ids: Vec<u8> = t.iter().map(|x| x.1).collect();
+    let first3 = ids
+        .iter()
+        .position(|&c| c == 3)
+        .expect("tertiary ticks in the file");
+    let last3 = ids.iter().rposition(|&c| c == 3).unwrap();
+    assert!(ids[..first3].iter().all(|&c| c == 1));
+    assert!(
+        ids[last3 + 1..].iter().all(|&c| c == 1) && last3 + 1 < ids.len(),
+        "the primary resumes after the handback"
+    );
+    let max_gap = t.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+    assert!(max_gap < 2_000_000, "largest gap {max_gap} µs");
+}
+
+#[test]
+fn both_primary_and_secondary_failing_are_carried_primary_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_feed = feed_on("127.0.0.1:0".parse().unwrap(), 3_000, |_| {});
+    let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 3_000, |_| {});
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512]\n[secondary]\ninstruments = [1281]\n\
+         [tertiary]\nurl = {:?}\nfailover_after_ms = 500\n[engine]\nreconnect_max_ms = 500\n",
+        user_feed.url(),
+        dir.path().display().to_string(),
+        tertiary_feed.url()
+    );
+    let (engine, url) = engine(&text);
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 300));
+    let addr = user_feed.local_addr();
+    user_feed.stop();
+    assert!(wait_until(Duration::from_secs(5), || get(
+        &url,
+        "/failovers"
+    )["failovers"]
+        .as_array()
+        .map_or(0, Vec::len)
+        == 2));
+    let f = get(&url, "/failovers");
+    let from: Vec<u64> = f["failovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["connection_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(from, [1, 2], "primary first");
+    assert!(wait_until(Duration::from_secs(5), || get(
+        &url,
+        "/connections"
+    )["connections"][2]["subscribed_instruments"]
+        == 3));
+    let user_feed = feed_on(addr, 3_000, |_| {});
+    assert!(wait_until(Duration::from_secs(10), || get(
+        &url,
+        "/failovers"
+    )["active"]
+        == false));
+    assert!(wait_until(Duration::from_secs(5), || get(
+        &url,
+        "/connections"
+    )["connections"][2]["subscribed_instruments"]
+        == 0));
+    user_feed.halt();
+    tertiary_feed.halt();
+    std::thread::sleep(Duration::from_millis(300));
+    engine.stop();
+    for token in [256, 1281] {
+        assert!(
+            timeline(dir.path(), token).iter().any(|x| x.1 == 3),
+            "{token} carried by the tertiary"
+        );
+    }
+}
+
+#[test]
+fn hot_standby_with_random_drops_writes_every_tick_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = feed_on("127.0.0.1:0".parse().unwrap(), 4_000, |c| {
+        c.broadcast = true;
+        c.faults = Faults {
+            drop_every: Some(Duration::from_millis(900)),
+            ..Faults::default()
+        };
+    });
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 256265]\n\
+         [tertiary]\napi_key = \"k2\"\naccess_token = \"t2\"\nmirror = true\n[engine]\nreconnect_max_ms = 300\n",
+        feed.url(),
+        dir.path().display().to_string(),
+    );
+    let (engine, url) = engine(&text);
+    let stats = Arc::clone(engine.stats());
+    assert!(
+        wait_until(Duration::from_secs(20), || feed.report().faults.drops >= 6),
+        "{:?}",
+        feed.report()
+    );
+    feed.halt();
+    std::thread::sleep(Duration::from_millis(500));
+    let f = get(&url, "/failovers");
+    engine.stop();
+    let report = feed.stop();
+    let hs = &f["hot_standby"];
+    assert_eq!(hs["enabled"], true);
+    assert!(hs["duplicates_dropped"].as_u64().unwrap() > 1000, "{hs}");
+    assert!(hs["lead_us"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(f["takeovers"], 0, "a mirror needs no takeover");
+
+    let cap = read_capture(dir.path());
+    let mut both = [false; 4];
+    for (token, recs) in &cap.by_token {
+        for c in &cap.conn_ids[token] {
+            both[usize::from(*c)] = true;
+        }
+        if *token == 256_265 {
+            continue; // index packets carry no volume
+        }
+        let vols: Vec<u32> = recs.iter().map(|r| r.tick.volume_traded).collect();
+        let want: Vec<u32> = (1..=vols.len() as u32).collect();
+        assert_eq!(
+            vols, want,
+            "instrument {token}: every tick exactly once, in order"
+        );
+        assert_eq!(
+            u64::from(*vols.last().unwrap()),
+            report.last_volume[&token.to_string()]
+        );
+    }
+    assert!(
+        both[1] && both[3],
+        "both connections delivered first at some point"
+    );
+    let dropped = stats
+        .writer
+        .dedup_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stats.ticks_received(), stats.lines_written() + dropped);
+}
