@@ -6,6 +6,7 @@
 //! - [`sink`]: JSONL lines, zone-aware times, (later) the writer and rotation;
 //! - [`cli`]: the `tickcap` subcommands; `main.rs` only calls [`cli::main`].
 
+pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod engine;

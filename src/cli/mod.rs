@@ -11,6 +11,7 @@ mod doctor;
 pub mod replay;
 mod run;
 mod status;
+mod tools;
 
 /// Exit code for a usage or configuration error (clap uses 2 as well).
 pub const EXIT_USAGE: u8 = 2;
@@ -35,6 +36,12 @@ enum Command {
     Status(status::Args),
     /// Diagnose config, credentials, reachability, market hours and a running service.
     Doctor(doctor::Args),
+    /// The data directory: daily files, sizes, tick counts, time ranges; --cleanup.
+    Storage(tools::StorageArgs),
+    /// Statistics (and --plot charts) of captured files.
+    Analyze(tools::AnalyzeArgs),
+    /// Check captured files: well-formed, ordered, and (with --replay-report) complete.
+    Verify(tools::VerifyArgs),
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
     /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
@@ -78,6 +85,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Storage(args) => tools::storage(args),
+        Command::Analyze(args) => tools::analyze(args),
+        Command::Verify(args) => tools::verify(args),
         Command::Status(args) => status::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Replay(args) => replay::run(*args),

@@ -1,0 +1,8 @@
+//! Tools over captured JSONL: `storage` (what is on disk), `analyze`
+//! (statistics and plots) and `verify` (is the capture whole?).
+
+pub mod analyze;
+pub mod plot;
+pub mod scan;
+pub mod storage;
+pub mod verify;

@@ -1,0 +1,411 @@
+//! Reading captured JSONL fast: files are mapped (memmap2), split at line
+//! boundaries into one range per core, and each line is parsed with
+//! simd-json (in place, in a reused per-thread scratch buffer). What a line
+//! says is reduced to a small [`Line`]; what is wrong with it to a
+//! [`LineError`] with its line number.
+
+use std::path::Path;
+
+use simd_json::prelude::*;
+
+use crate::kite::Mode;
+
+/// The fields the tools use from one line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Line {
+    /// `instrument_token`.
+    pub token: u32,
+    /// `mode`.
+    pub mode: Mode,
+    /// `connection_id`.
+    pub connection_id: u8,
+    /// `timestamp`, epoch µs.
+    pub ts_micros: i64,
+    /// `last_price`.
+    pub last_price: f64,
+    /// `volume_traded` (quote and full ticks of tradable instruments).
+    pub volume: Option<u32>,
+    /// `tradable`.
+    pub tradable: bool,
+}
+
+/// Why a line was not understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// Not valid UTF-8 (the byte offset of the first bad byte in the line).
+    NotUtf8(usize),
+    /// The last line of the file has no `\n`: a write cut short.
+    Torn,
+    /// Not a JSON object.
+    Json(String),
+    /// A key the contract requires is missing or has the wrong type.
+    Key(String),
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineError::NotUtf8(at) => write!(f, "not UTF-8 (bad byte at column {})", at + 1),
+            LineError::Torn => f.write_str("torn last line (no newline: a write cut short)"),
+            LineError::Json(e) => write!(f, "not JSON: {e}"),
+            LineError::Key(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The keys the official client gives each kind of tick, then tickcap's two.
+pub fn contract_keys(mode: Mode, index: bool) -> &'static [&'static str] {
+    const LTP: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "timestamp",
+        "connection_id",
+    ];
+    const IQ: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "ohlc",
+        "change",
+        "timestamp",
+        "connection_id",
+    ];
+    const IF: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "ohlc",
+        "change",
+        "exchange_timestamp",
+        "timestamp",
+        "connection_id",
+    ];
+    const Q: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+        "ohlc",
+        "change",
+        "timestamp",
+        "connection_id",
+    ];
+    const F: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+        "ohlc",
+        "change",
+        "last_trade_time",
+        "oi",
+        "oi_day_high",
+        "oi_day_low",
+        "exchange_timestamp",
+        "depth",
+        "timestamp",
+        "connection_id",
+    ];
+    match (mode, index) {
+        (Mode::Ltp, _) => LTP,
+        (Mode::Quote, true) => IQ,
+        (Mode::Full, true) => IF,
+        (Mode::Quote, false) => Q,
+        (Mode::Full, false) => F,
+    }
+}
+
+/// Parses `timestamp` text as tickcap writes it (`YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM`
+/// or `Z`) into epoch µs; other ISO forms go through jiff.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in b.get(r)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + i64::from(c - b'0');
+        }
+        Some(v)
+    };
+    let fast = || -> Option<i64> {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        let date = crate::sink::LocalDate {
+            year: num(0..4)? as i32,
+            month: num(5..7)? as u8,
+            day: num(8..10)? as u8,
+        };
+        let secs = crate::sink::files::days_from_civil(date) * 86_400
+            + num(11..13)? * 3600
+            + num(14..16)? * 60
+            + num(17..19)?;
+        let (mut micros, mut i) = (0i64, 19);
+        if b[19] == b'.' {
+            i = 20;
+            let mut digits = 0;
+            while i < b.len() && b[i].is_ascii_digit() {
+                if digits < 6 {
+                    micros = micros * 10 + i64::from(b[i] - b'0');
+                    digits += 1;
+                }
+                i += 1;
+            }
+            for _ in digits..6 {
+                micros *= 10;
+            }
+        }
+        let offset = match b.get(i)? {
+            b'Z' if i + 1 == b.len() => 0,
+            c @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+                let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+                if *c == b'-' {
+                    -o
+                } else {
+                    o
+                }
+            }
+            _ => return None,
+        };
+        Some((secs - offset) * 1_000_000 + micros)
+    };
+    fast().or_else(|| {
+        s.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_microsecond())
+    })
+}
+
+/// Parses one line (without its `\n`). With `strict`, every key of the
+/// contract for the tick's kind must be present.
+pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>, strict: bool) -> Result<Line, LineError> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(LineError::NotUtf8(e.valid_up_to()));
+    }
+    scratch.clear();
+    scratch.extend_from_slice(line);
+    let v = simd_json::to_borrowed_value(scratch).map_err(|e| LineError::Json(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| LineError::Json("not an object".into()))?;
+    let key = |k: &str| LineError::Key(format!("missing or mistyped key {k:?}"));
+    let token = obj
+        .get("instrument_token")
+        .and_then(|x| x.as_u64())
+        .and_then(|x| u32::try_from(x).ok())
+        .ok_or_else(|| key("instrument_token"))?;
+    let mode: Mode = obj
+        .get("mode")
+        .and_then(|x| x.as_str())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| key("mode"))?;
+    let connection_id = obj
+        .get("connection_id")
+        .and_then(|x| x.as_u64())
+        .filter(|c| (1..=3).contains(c))
+        .ok_or_else(|| key("connection_id"))? as u8;
+    let ts = obj
+        .get("timestamp")
+        .and_then(|x| x.as_str())
+        .and_then(parse_timestamp)
+        .ok_or_else(|| key("timestamp"))?;
+    let last_price = obj
+        .get("last_price")
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| key("last_price"))?;
+    let tradable = obj
+        .get("tradable")
+        .and_then(|x| x.as_bool())
+        .ok_or_else(|| key("tradable"))?;
+    let volume = obj
+        .get("volume_traded")
+        .and_then(|x| x.as_u64())
+        .and_then(|x| u32::try_from(x).ok());
+    if strict {
+        for k in contract_keys(mode, !tradable) {
+            if !obj.contains_key(*k) {
+                return Err(key(k));
+            }
+        }
+        if obj.len() != contract_keys(mode, !tradable).len() {
+            return Err(LineError::Key(format!(
+                "{} keys, the contract has {} for a {mode} tick",
+                obj.len(),
+                contract_keys(mode, !tradable).len()
+            )));
+        }
+    }
+    Ok(Line {
+        token,
+        mode,
+        connection_id,
+        ts_micros: ts,
+        last_price,
+        volume,
+        tradable,
+    })
+}
+
+/// What a thread folds lines into; merged in file order afterwards.
+pub trait Fold: Send + Sized {
+    /// One line: its 1-based number within this part, and what it says.
+    fn line(&mut self, no: usize, line: Result<Line, LineError>);
+    /// Appends the results of the part that follows this one, whose line
+    /// numbers start after `lines_before` lines.
+    fn merge(&mut self, next: Self, lines_before: usize);
+}
+
+/// Splits `bytes` into at most `parts` ranges ending at line boundaries.
+pub fn split(bytes: &[u8], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for p in 1..parts.max(1) {
+        let guess = (bytes.len() * p / parts).max(start);
+        let end = match bytes[guess..].iter().position(|&b| b == b'\n') {
+            Some(i) => guess + i + 1,
+            None => bytes.len(),
+        };
+        if end > start {
+            out.push(start..end);
+            start = end;
+        }
+    }
+    if start < bytes.len() || out.is_empty() {
+        out.push(start..bytes.len());
+    }
+    out
+}
+
+/// Reads one file with `threads` threads into a fold made by `make`.
+/// Returns the fold and the number of lines (blank lines are skipped but counted).
+pub fn scan<F: Fold>(
+    path: &Path,
+    threads: usize,
+    strict: bool,
+    make: impl Fn() -> F + Sync,
+) -> std::io::Result<(F, usize)> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok((make(), 0));
+    }
+    // SAFETY: read-only map of a file we only read; a capture that is being
+    // appended to only grows past the mapped length. Truncation by another
+    // process while we read is the one unsafe case (documented in the README).
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let bytes: &[u8] = &map;
+    let parts = split(bytes, threads);
+    let results: Vec<(F, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|r| {
+                let chunk = &bytes[r.clone()];
+                let last = r.end == bytes.len();
+                let make = &make;
+                s.spawn(move || {
+                    let mut f = make();
+                    let mut scratch = Vec::with_capacity(4096);
+                    let mut no = 0;
+                    let mut rest = chunk;
+                    while !rest.is_empty() {
+                        no += 1;
+                        let (line, torn) = match rest.iter().position(|&b| b == b'\n') {
+                            Some(i) => {
+                                let l = &rest[..i];
+                                rest = &rest[i + 1..];
+                                (l, false)
+                            }
+                            None => {
+                                let l = rest;
+                                rest = &[];
+                                (l, last)
+                            }
+                        };
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        if torn {
+                            f.line(no, Err(LineError::Torn));
+                        } else {
+                            f.line(no, parse_line(line, &mut scratch, strict));
+                        }
+                    }
+                    (f, no)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| (make(), 0)))
+            .collect()
+    });
+    let mut it = results.into_iter();
+    let (mut acc, mut lines) = it.next().unwrap_or_else(|| (make(), 0));
+    for (f, n) in it {
+        acc.merge(f, lines);
+        lines += n;
+    }
+    Ok((acc, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_our_format_and_others() {
+        assert_eq!(parse_timestamp("1970-01-01T05:30:00.000001+05:30"), Some(1));
+        assert_eq!(
+            parse_timestamp("2025-11-25T10:25:23.123456+05:30"),
+            Some(1_764_046_523_123_456)
+        );
+        assert_eq!(
+            parse_timestamp("2025-11-25T04:55:23Z"),
+            Some(1_764_046_523_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2025-06-30T20:00:00-04:00"),
+            Some(1_751_328_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2025-11-25T10:25:23.5+05:30"),
+            Some(1_764_046_523_500_000)
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn split_ends_every_part_at_a_newline() {
+        let text = b"aaaa\nbb\ncccccc\nd\neeeeeeeee\n";
+        for parts in 1..6 {
+            let r = split(text, parts);
+            assert_eq!(r.first().unwrap().start, 0);
+            assert_eq!(r.last().unwrap().end, text.len());
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(text[w[0].end - 1], b'\n');
+            }
+        }
+    }
+}

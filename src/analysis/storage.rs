@@ -1,0 +1,118 @@
+//! `tickcap storage`: what the data directory holds — daily files, sizes,
+//! tick counts, first and last timestamp — and retention.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::sink::files::date_of_name;
+use crate::sink::LocalDate;
+
+/// One daily file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileInfo {
+    /// File name.
+    pub name: String,
+    /// Its day.
+    pub date: LocalDate,
+    /// Bytes.
+    pub bytes: u64,
+    /// Lines (ticks), counting a torn last line.
+    pub lines: u64,
+    /// `timestamp` of the first and last line (as written).
+    pub first: Option<String>,
+    /// Last.
+    pub last: Option<String>,
+    /// The last line lacks its newline (a crash; repaired at the next start).
+    pub torn: bool,
+}
+
+fn timestamp_of(line: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(line).ok()?;
+    let at = s.rfind("\"timestamp\":\"")? + "\"timestamp\":\"".len();
+    let end = s[at..].find('"')? + at;
+    Some(s[at..end].to_owned())
+}
+
+/// Reads one daily file's summary (mapped; counts newlines).
+pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let date = date_of_name(&name).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name} is not a daily file"),
+        )
+    })?;
+    let file = std::fs::File::open(path)?;
+    let bytes = file.metadata()?.len();
+    if bytes == 0 {
+        return Ok(FileInfo {
+            name,
+            date,
+            bytes,
+            lines: 0,
+            first: None,
+            last: None,
+            torn: false,
+        });
+    }
+    // SAFETY: read-only map; see `analysis::scan`.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let b: &[u8] = &map;
+    let newlines = b.iter().filter(|&&c| c == b'\n').count() as u64;
+    let torn = b.last() != Some(&b'\n');
+    let first_line = b.split(|&c| c == b'\n').next().unwrap_or(&[]);
+    let body = if torn { b } else { &b[..b.len() - 1] };
+    let start = match (torn, body.iter().rposition(|&c| c == b'\n')) {
+        // the last complete line of a torn file
+        (true, Some(i)) => body[..i]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |j| j + 1),
+        (true, None) => 0,
+        (false, Some(i)) => i + 1,
+        (false, None) => 0,
+    };
+    let last_line = body[start..].split(|&c| c == b'\n').next().unwrap_or(&[]);
+    Ok(FileInfo {
+        name,
+        date,
+        bytes,
+        lines: newlines + u64::from(torn),
+        first: timestamp_of(first_line),
+        last: timestamp_of(last_line),
+        torn,
+    })
+}
+
+/// Every daily file in `dir`, oldest first.
+pub fn list(dir: &Path) -> std::io::Result<Vec<FileInfo>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if date_of_name(&name).is_some() {
+            out.push(file_info(&e.path())?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The JSON summary.
+pub fn to_json(dir: &Path, files: &[FileInfo], today: LocalDate) -> Value {
+    json!({
+        "data_dir": dir.display().to_string(),
+        "today": today.to_string(),
+        "files": files.iter().map(|f| json!({
+            "name": f.name, "date": f.date.to_string(), "bytes": f.bytes, "ticks": f.lines,
+            "first_timestamp": f.first, "last_timestamp": f.last, "torn_last_line": f.torn, "today": f.date == today,
+        })).collect::<Vec<_>>(),
+        "total_files": files.len(),
+        "total_bytes": files.iter().map(|f| f.bytes).sum::<u64>(),
+        "total_ticks": files.iter().map(|f| f.lines).sum::<u64>(),
+    })
+}

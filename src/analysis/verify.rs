@@ -1,0 +1,236 @@
+//! `tickcap verify`: is a capture whole and well-formed?
+//!
+//! Every line parses and has exactly the contract's keys for its kind; a
+//! torn or non-UTF-8 line is reported with its position; timestamps never
+//! go backwards per connection (in file order, across files). With the
+//! replay feed's report: every tick sent was captured exactly once — per
+//! instrument, `volume_traded` is 1, 2, …, last_volume with nothing missing,
+//! duplicated or out of order (instruments without volume, such as
+//! indices, are checked by count).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Value};
+
+use super::scan::{Fold, Line, LineError};
+
+/// What `verify` gathers.
+#[derive(Debug, Default)]
+pub struct Check {
+    /// Good lines.
+    pub lines: u64,
+    /// Bad lines: (line, reason).
+    pub bad: Vec<(usize, String)>,
+    /// Lines whose timestamp is earlier than the previous line of the same connection.
+    pub backwards: Vec<(usize, u8)>,
+    first: [Option<(i64, usize)>; 4],
+    last: [Option<i64>; 4],
+    /// Per instrument, `volume_traded` in file order (0 where the tick has none).
+    pub volumes: HashMap<u32, Vec<u32>>,
+}
+
+impl Fold for Check {
+    fn line(&mut self, no: usize, line: Result<Line, LineError>) {
+        let l = match line {
+            Ok(l) => l,
+            Err(e) => {
+                self.bad.push((no, e.to_string()));
+                return;
+            }
+        };
+        self.lines += 1;
+        let c = usize::from(l.connection_id.min(3));
+        if self.first[c].is_none() {
+            self.first[c] = Some((l.ts_micros, no));
+        }
+        if self.last[c].is_some_and(|p| l.ts_micros < p) {
+            self.backwards.push((no, l.connection_id));
+        }
+        self.last[c] = Some(self.last[c].map_or(l.ts_micros, |p| p.max(l.ts_micros)));
+        self.volumes
+            .entry(l.token)
+            .or_default()
+            .push(l.volume.unwrap_or(0));
+    }
+
+    fn merge(&mut self, next: Self, lines_before: usize) {
+        self.lines += next.lines;
+        self.bad
+            .extend(next.bad.into_iter().map(|(n, e)| (n + lines_before, e)));
+        for c in 0..4 {
+            if let (Some(prev), Some((first, no))) = (self.last[c], next.first[c]) {
+                if first < prev {
+                    self.backwards.push((no + lines_before, c as u8));
+                }
+            }
+            if self.first[c].is_none() {
+                self.first[c] = next.first[c].map(|(t, n)| (t, n + lines_before));
+            }
+            self.last[c] = match (self.last[c], next.last[c]) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.backwards.extend(
+            next.backwards
+                .into_iter()
+                .map(|(n, c)| (n + lines_before, c)),
+        );
+        for (t, v) in next.volumes {
+            self.volumes.entry(t).or_default().extend(v);
+        }
+    }
+}
+
+/// Appends the next file's check (line numbers are per file: already reported).
+pub fn chain(all: &mut Check, next: Check) {
+    for c in 0..4 {
+        if let (Some(prev), Some((first, _))) = (all.last[c], next.first[c]) {
+            if first < prev {
+                all.backwards.push((0, c as u8));
+            }
+        }
+        all.last[c] = match (all.last[c], next.last[c]) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    all.lines += next.lines;
+    for (t, v) in next.volumes {
+        all.volumes.entry(t).or_default().extend(v);
+    }
+}
+
+/// Loss, duplication and reordering against the replay feed's report
+/// (`last_volume`: token → last volume sent; `sent`: total).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Against {
+    /// Ticks the feed sent.
+    pub sent: u64,
+    /// Ticks captured (of the report's instruments).
+    pub captured: u64,
+    /// Sent, never captured.
+    pub missing: u64,
+    /// Captured more than once.
+    pub duplicated: u64,
+    /// Captured before an earlier-sent tick of the same instrument.
+    pub out_of_order: u64,
+    /// Per instrument with a problem: (token, missing, duplicated, out of order).
+    pub worst: Vec<(u32, u64, u64, u64)>,
+}
+
+impl Against {
+    /// Whether every tick sent was captured exactly once, in order.
+    pub fn complete(&self) -> bool {
+        self.missing == 0
+            && self.duplicated == 0
+            && self.out_of_order == 0
+            && self.captured == self.sent
+    }
+}
+
+/// Compares the capture with the report's `last_volume` and `sent`.
+pub fn against_report(check: &Check, last_volume: &BTreeMap<String, u64>, sent: u64) -> Against {
+    let mut a = Against {
+        sent,
+        ..Default::default()
+    };
+    for (tok, last) in last_volume {
+        let Ok(token) = tok.parse::<u32>() else {
+            continue;
+        };
+        let empty = Vec::new();
+        let vols = check.volumes.get(&token).unwrap_or(&empty);
+        a.captured += vols.len() as u64;
+        let (missing, dup, ooo) = if vols.iter().all(|v| *v == 0) {
+            // no volume in these ticks (indices, LTP): count only
+            let n = vols.len() as u64;
+            (last.saturating_sub(n), n.saturating_sub(*last), 0)
+        } else {
+            let mut seen = vec![0u32; *last as usize + 1];
+            let mut ooo = 0u64;
+            let mut beyond = 0u64;
+            let mut prev = 0u32;
+            for &v in vols {
+                match seen.get_mut(v as usize) {
+                    Some(s) if v > 0 => *s += 1,
+                    _ => beyond += 1,
+                }
+                if v < prev {
+                    ooo += 1;
+                }
+                prev = prev.max(v);
+            }
+            let missing = seen.iter().skip(1).filter(|&&s| s == 0).count() as u64;
+            let dup = seen
+                .iter()
+                .map(|&s| u64::from(s.saturating_sub(1)))
+                .sum::<u64>()
+                + beyond;
+            (missing, dup, ooo)
+        };
+        a.missing += missing;
+        a.duplicated += dup;
+        a.out_of_order += ooo;
+        if missing + dup + ooo > 0 {
+            a.worst.push((token, missing, dup, ooo));
+        }
+    }
+    a.worst.sort_by_key(|w| std::cmp::Reverse(w.1 + w.2 + w.3));
+    a.worst.truncate(20);
+    a
+}
+
+/// The JSON form of an [`Against`].
+pub fn against_json(a: &Against) -> Value {
+    json!({
+        "sent": a.sent, "captured": a.captured, "missing": a.missing, "duplicated": a.duplicated,
+        "out_of_order": a.out_of_order, "complete": a.complete(),
+        "instruments_with_problems": a.worst.iter().map(|(t, m, d, o)| json!({"instrument_token": t, "missing": m, "duplicated": d, "out_of_order": o})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(vols: &[(u32, u32)]) -> Check {
+        let mut c = Check::default();
+        for &(t, v) in vols {
+            c.volumes.entry(t).or_default().push(v);
+        }
+        c.lines = vols.len() as u64;
+        c
+    }
+
+    fn report(pairs: &[(u32, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(t, v)| (t.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn exactly_once_is_complete() {
+        let c = check(&[(1, 1), (1, 2), (2, 1), (1, 3)]);
+        let a = against_report(&c, &report(&[(1, 3), (2, 1)]), 4);
+        assert!(a.complete(), "{a:?}");
+    }
+
+    #[test]
+    fn missing_duplicated_and_reordered_ticks_are_counted() {
+        let c = check(&[(1, 1), (1, 3), (1, 2), (1, 3), (2, 1)]);
+        let a = against_report(&c, &report(&[(1, 4), (2, 2)]), 6);
+        assert_eq!(
+            (a.missing, a.duplicated, a.out_of_order),
+            (2, 1, 1),
+            "{a:?}"
+        );
+        assert!(!a.complete());
+        assert_eq!(a.worst[0].0, 1);
+    }
+
+    #[test]
+    fn instruments_without_volume_are_checked_by_count() {
+        let c = check(&[(9, 0), (9, 0)]);
+        assert_eq!(against_report(&c, &report(&[(9, 3)]), 3).missing, 1);
+        assert!(against_report(&c, &report(&[(9, 2)]), 2).complete());
+    }
+}

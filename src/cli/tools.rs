@@ -1,0 +1,349 @@
+//! `tickcap storage`, `tickcap analyze`, `tickcap verify`: the tools over
+//! captured files.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use super::Failure;
+use crate::analysis::analyze::{self, Stats};
+use crate::analysis::{plot, scan, storage, verify};
+use crate::sink::ZoneClock;
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn zone(name: &str) -> Result<ZoneClock, Failure> {
+    ZoneClock::new(name).map_err(Failure::usage)
+}
+
+/// A spinner on stderr for long runs, only on a terminal.
+fn progress(msg: String) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(msg);
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    })
+}
+
+fn report_bad(path: &Path, bad: &[(usize, String)]) {
+    for (line, why) in bad.iter().take(20) {
+        eprintln!("{}:{line}: {why}", path.display());
+    }
+    if bad.len() > 20 {
+        eprintln!(
+            "{}: ... and {} more bad lines",
+            path.display(),
+            bad.len() - 20
+        );
+    }
+}
+
+/// Arguments of `tickcap storage`.
+#[derive(Debug, clap::Args)]
+pub struct StorageArgs {
+    /// The data directory.
+    #[arg(long, default_value = "./market_data")]
+    data_dir: PathBuf,
+    /// Zone that decides which file is today's.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Delete daily files older than --keep-days (never today's; only daily file names).
+    #[arg(long, requires = "keep_days")]
+    cleanup: bool,
+    /// With --cleanup: days to keep.
+    #[arg(long, requires = "cleanup", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_days: Option<u32>,
+}
+
+/// `tickcap storage`.
+pub fn storage(args: StorageArgs) -> Result<(), Failure> {
+    let mut z = zone(&args.timezone)?;
+    let today = z.date_of_micros(crate::engine::Clock::system().now_micros());
+    if !args.data_dir.is_dir() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is not a directory",
+            args.data_dir.display()
+        )));
+    }
+    if args.cleanup {
+        let removed = crate::sink::files::apply_retention(
+            &args.data_dir,
+            today,
+            args.keep_days.unwrap_or(30),
+        )
+        .with_context(|| format!("cleaning {}", args.data_dir.display()))?;
+        for r in &removed {
+            println!("removed {}", r.display());
+        }
+        println!("{} file(s) removed", removed.len());
+    }
+    let files = storage::list(&args.data_dir)
+        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    if args.json {
+        println!("{}", storage::to_json(&args.data_dir, &files, today));
+        return Ok(());
+    }
+    println!("{}  (today: {today})", args.data_dir.display());
+    println!(
+        "{:<32} {:>12} {:>10}  {:<32}  {:<32}",
+        "file", "bytes", "ticks", "first", "last"
+    );
+    for f in &files {
+        println!(
+            "{:<32} {:>12} {:>10}  {:<32}  {:<32}{}{}",
+            f.name,
+            f.bytes,
+            f.lines,
+            f.first.as_deref().unwrap_or("-"),
+            f.last.as_deref().unwrap_or("-"),
+            if f.date == today { "  ← today" } else { "" },
+            if f.torn { "  (torn last line)" } else { "" }
+        );
+    }
+    println!(
+        "{} file(s), {} bytes, {} ticks",
+        files.len(),
+        files.iter().map(|f| f.bytes).sum::<u64>(),
+        files.iter().map(|f| f.lines).sum::<u64>()
+    );
+    Ok(())
+}
+
+/// Arguments of `tickcap analyze`.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Captured JSONL files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Only these instruments (repeat the flag for several).
+    #[arg(long = "instrument")]
+    instruments: Vec<u32>,
+    /// Print the analysis report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write PNG charts here: ticks per second over the day, and the price of each --instrument.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Zone of the printed times and the charts' time of day.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+    /// Threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `tickcap analyze`.
+pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
+    let mut z = zone(&args.timezone)?;
+    let n = args.threads.unwrap_or_else(threads).max(1);
+    let keep_series = args.plot.is_some() && !args.instruments.is_empty();
+    let mut all = Stats::new(args.instruments.clone(), keep_series);
+    let mut per_file = Vec::new();
+    let mut bad_total = 0;
+    for path in &args.files {
+        let bar = progress(format!("analyzing {}", path.display()));
+        let (s, _) = scan::scan(path, n, false, || {
+            Stats::new(args.instruments.clone(), keep_series)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report_bad(path, &s.bad);
+        bad_total += s.bad.len();
+        analyze::combine(&mut all, &s);
+        let mut r = analyze::report(&s, &mut z);
+        r["file"] = json!(path.display().to_string());
+        per_file.push(r);
+    }
+    let overall = analyze::report(&all, &mut z);
+    if let Some(dir) = &args.plot {
+        let off = all.range.map_or(19_800, |(a, _)| offset_secs(&mut z, a));
+        let title = args
+            .files
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let written = plot::write_all(&all, dir, off, &title).map_err(|e| anyhow::anyhow!(e))?;
+        for w in &written {
+            eprintln!("wrote {}", w.display());
+        }
+    }
+    if args.json {
+        println!("{}", json!({"files": per_file, "overall": overall}));
+    } else {
+        print_summary(&overall, &args.files, bad_total);
+    }
+    Ok(())
+}
+
+/// The zone's UTC offset at `micros`, in seconds.
+fn offset_secs(z: &mut ZoneClock, micros: i64) -> i64 {
+    let mut b = Vec::new();
+    z.write_micros(&mut b, micros);
+    let s = String::from_utf8_lossy(&b);
+    let local = scan::parse_timestamp(&format!("{}Z", &s[..26])).unwrap_or(micros);
+    (local - micros) / 1_000_000
+}
+
+fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
+    println!(
+        "{} file(s): {} ticks, {} instruments, {} bad line(s)",
+        files.len(),
+        r["total_ticks"],
+        r["unique_instruments"],
+        bad
+    );
+    if let Some(t) = r["time_range"].as_object() {
+        println!(
+            "time range: {} → {} ({:.1} s)",
+            t["start"].as_str().unwrap_or("-"),
+            t["end"].as_str().unwrap_or("-"),
+            t["duration_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("modes: {}   connections: {}", r["modes"], r["connections"]);
+    let tps = &r["ticks_per_second"];
+    println!(
+        "ticks/s: mean {:.1}, peak {} at {}",
+        tps["mean"].as_f64().unwrap_or(0.0),
+        tps["peak"],
+        tps["peak_second"].as_str().unwrap_or("-")
+    );
+    println!(
+        "\n{:>10} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "instrument", "ticks", "first", "last", "min", "max", "mean", "volume", "ticks/s"
+    );
+    if let Some(m) = r["instruments"].as_object() {
+        let mut rows: Vec<(&String, &Value)> = m.iter().collect();
+        rows.sort_by_key(|(_, v)| std::cmp::Reverse(v["count"].as_u64().unwrap_or(0)));
+        for (t, v) in rows.iter().take(50) {
+            let f = |k: &str| v[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+            println!(
+                "{:>10} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.2}",
+                t,
+                v["count"],
+                f("first_price"),
+                f("last_price"),
+                f("min_price"),
+                f("max_price"),
+                f("mean_price"),
+                v["volume"].as_u64().map_or("-".into(), |x| x.to_string()),
+                v["ticks_per_second"].as_f64().unwrap_or(0.0)
+            );
+        }
+        if rows.len() > 50 {
+            println!("... {} more instruments (--json for all)", rows.len() - 50);
+        }
+    }
+}
+
+/// Arguments of `tickcap verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Captured JSONL files, in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The replay feed's exit report: check that every tick it sent was captured exactly once.
+    #[arg(long)]
+    replay_report: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tickcap verify`: exit 0 only when every check passes.
+pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    let report = match &args.replay_report {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(Failure::usage)?;
+            let r: crate::replay::Report = serde_json::from_str(text.trim()).map_err(|e| {
+                Failure::usage(anyhow::anyhow!("{}: not a replay report: {e}", p.display()))
+            })?;
+            Some(r)
+        }
+        None => None,
+    };
+    let mut all = verify::Check::default();
+    let mut files = Vec::new();
+    let mut problems = 0usize;
+    for path in &args.files {
+        let bar = progress(format!("verifying {}", path.display()));
+        let (c, lines) = scan::scan(path, threads(), true, verify::Check::default)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report_bad(path, &c.bad);
+        for (line, conn) in c.backwards.iter().take(20) {
+            eprintln!(
+                "{}:{line}: timestamp earlier than the previous line of connection {conn}",
+                path.display()
+            );
+        }
+        problems += c.bad.len() + c.backwards.len();
+        files.push(json!({"file": path.display().to_string(), "lines": lines, "ticks": c.lines, "bad_lines": c.bad.len(),
+                          "timestamps_backwards": c.backwards.len()}));
+        let bad = c.bad.len();
+        let back = c.backwards.len();
+        verify::chain(&mut all, c);
+        all.bad.extend(std::iter::repeat_n((0, String::new()), bad));
+        all.backwards.extend(std::iter::repeat_n((0, 0), back));
+    }
+    let against = report
+        .as_ref()
+        .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
+    let complete = problems == 0 && against.as_ref().is_none_or(|a| a.complete());
+    if args.json {
+        println!(
+            "{}",
+            json!({"files": files, "ticks": all.lines, "bad_lines": all.bad.len(), "timestamps_backwards": all.backwards.len(),
+            "replay": against.as_ref().map(verify::against_json), "ok": complete})
+        );
+    } else {
+        println!(
+            "{} file(s), {} ticks: {} bad line(s), {} timestamp(s) going backwards",
+            args.files.len(),
+            all.lines,
+            all.bad.len(),
+            all.backwards.len()
+        );
+        if let Some(a) = &against {
+            println!(
+                "against the replay report: sent {}, captured {}, missing {}, duplicated {}, out of order {}",
+                a.sent, a.captured, a.missing, a.duplicated, a.out_of_order
+            );
+            for (t, m, d, o) in &a.worst {
+                println!("  instrument {t}: missing {m}, duplicated {d}, out of order {o}");
+            }
+        }
+        println!(
+            "{}",
+            if complete {
+                "OK: the capture is complete"
+            } else {
+                "FAILED: see above"
+            }
+        );
+    }
+    if complete {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("verification failed").into())
+    }
+}
