@@ -150,4 +150,34 @@ fn demo_runs_captures_and_reports_lossless() {
     let cap = read_capture(&data);
     assert!(cap.lines > 3000, "{}", cap.lines);
     cap.assert_matches_synthetic(1);
+    // the storage and analysis tools on a real capture
+    let file = std::fs::read_dir(&data)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bin = env!("CARGO_BIN_EXE_tickcap");
+    let verify = Command::new(bin)
+        .args(["verify", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let analyze = Command::new(bin)
+        .args(["analyze", "--json", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&analyze.stdout).unwrap();
+    assert_eq!(v["overall"]["total_ticks"].as_u64(), Some(cap.lines as u64));
+    assert_eq!(v["overall"]["unique_instruments"], 15);
+    let storage = Command::new(bin)
+        .args(["storage", "--json", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&storage.stdout).unwrap();
+    assert_eq!(v["total_ticks"].as_u64(), Some(cap.lines as u64));
 }

@@ -1,0 +1,227 @@
+//! `tickcap storage`, `analyze` and `verify` on golden capture files
+//! (`tests/data/captures/`: one clean day with the replay report that
+//! produced it, one day with every defect: a gap, a duplicate, a non-UTF-8
+//! line, a timestamp going backwards, a missing key and a torn last line).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/captures")
+        .join(name)
+}
+
+fn tickcap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn verify_accepts_a_complete_capture_and_the_report_that_made_it() {
+    let out = tickcap(&[
+        "verify",
+        s(&data("market_data_2026-11-24.jsonl")),
+        "--replay-report",
+        s(&data("market_data_2026-11-24.report.json")),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["replay"]["captured"], 6);
+    assert_eq!(v["replay"]["complete"], true);
+}
+
+#[test]
+fn verify_reports_every_defect_with_its_position_and_exits_1() {
+    let out = tickcap(&["verify", s(&data("market_data_2026-11-25.jsonl"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "market_data_2026-11-25.jsonl:5: not UTF-8",
+        "market_data_2026-11-25.jsonl:6: timestamp earlier than the previous line of connection 1",
+        "market_data_2026-11-25.jsonl:7: missing or mistyped key \"last_price\"",
+        "market_data_2026-11-25.jsonl:8: torn last line",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn verify_counts_missing_duplicated_and_reordered_ticks_against_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    std::fs::write(&report, r#"{"sent":7,"per_connection":{},"per_mode":{},"last_volume":{"408065":6},"faults":{"drops":0,"stalls":0,"malformed":0,"auth_rejected":0,"errors":0},"elapsed_s":1.0,"rate":1.0,"heartbeats":0,"connections":1,"refused_auth":0,"refused_limit":0}"#).unwrap();
+    let out = tickcap(&[
+        "verify",
+        s(&data("market_data_2026-11-25.jsonl")),
+        "--replay-report",
+        s(&report),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // good lines carry volumes 1, 2, 4, 4, 5: 3 and 6 missing, one 4 duplicated
+    assert_eq!(v["replay"]["missing"], 2, "{v}");
+    assert_eq!(v["replay"]["duplicated"], 1, "{v}");
+    assert_eq!(v["bad_lines"], 3);
+    assert_eq!(v["timestamps_backwards"], 1);
+}
+
+#[test]
+fn analyze_reports_per_instrument_figures_and_bad_lines() {
+    let out = tickcap(&[
+        "analyze",
+        s(&data("market_data_2026-11-24.jsonl")),
+        s(&data("market_data_2026-11-25.jsonl")),
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("market_data_2026-11-25.jsonl:8: torn"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let day1 = &v["files"][0];
+    assert_eq!(day1["total_ticks"], 6);
+    assert_eq!(day1["unique_instruments"], 3);
+    assert_eq!(day1["modes"]["full"], 2);
+    assert_eq!(day1["connections"]["2"], 2);
+    let infy = &day1["instruments"]["408065"];
+    assert_eq!(
+        (
+            infy["count"].as_u64(),
+            infy["first_price"].as_f64(),
+            infy["last_price"].as_f64()
+        ),
+        (Some(3), Some(101.0), Some(99.5))
+    );
+    assert_eq!(
+        (infy["min_price"].as_f64(), infy["max_price"].as_f64()),
+        (Some(99.5), Some(102.5))
+    );
+    assert!((infy["mean_price"].as_f64().unwrap() - 101.0).abs() < 1e-9);
+    assert_eq!(infy["volume"], 2);
+    assert_eq!(
+        day1["time_range"]["start"],
+        "2026-11-24T09:15:00.000100+05:30"
+    );
+    assert_eq!(day1["ticks_per_second"]["peak"], 2);
+    let all = &v["overall"];
+    assert_eq!(all["total_ticks"], 11);
+    assert_eq!(all["bad_lines"], 0, "bad lines are per file");
+    assert_eq!(v["files"][1]["bad_lines"], 3);
+    // --instrument filters
+    let out = tickcap(&[
+        "analyze",
+        s(&data("market_data_2026-11-24.jsonl")),
+        "--instrument",
+        "884737",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["overall"]["total_ticks"], 2);
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(
+        &b[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    assert_eq!(&b[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+fn plots_are_pngs_of_the_chart_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tickcap(&[
+        "analyze",
+        s(&data("market_data_2026-11-24.jsonl")),
+        "--instrument",
+        "408065",
+        "--plot",
+        s(dir.path()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["ticks_per_second.png", "price_408065.png"] {
+        assert_eq!(
+            png_size(&dir.path().join(name)),
+            tickcap::analysis::plot::SIZE,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn storage_lists_files_and_cleanup_keeps_today() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zone = tickcap::sink::ZoneClock::new("Asia/Kolkata").unwrap();
+    let now = tickcap::engine::Clock::system().now_micros();
+    let mut day = |back: i64| zone.date_of_micros(now - back * 86_400_000_000);
+    let today = day(0);
+    let old = day(40);
+    std::fs::copy(
+        data("market_data_2026-11-24.jsonl"),
+        dir.path().join(format!("market_data_{today}.jsonl")),
+    )
+    .unwrap();
+    std::fs::copy(
+        data("market_data_2026-11-25.jsonl"),
+        dir.path().join(format!("market_data_{old}.jsonl")),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a capture").unwrap();
+    let out = tickcap(&["storage", "--data-dir", s(dir.path()), "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_files"], 2);
+    let files = v["files"].as_array().unwrap();
+    let t = files.iter().find(|f| f["today"] == true).unwrap();
+    assert_eq!(t["ticks"], 6);
+    assert_eq!(t["first_timestamp"], "2026-11-24T09:15:00.000100+05:30");
+    assert_eq!(t["last_timestamp"], "2026-11-24T09:15:02.000010+05:30");
+    let o = files.iter().find(|f| f["today"] == false).unwrap();
+    assert_eq!(o["torn_last_line"], true);
+    assert_eq!(o["ticks"], 8);
+    let out = tickcap(&[
+        "storage",
+        "--data-dir",
+        s(dir.path()),
+        "--cleanup",
+        "--keep-days",
+        "30",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 file(s) removed"));
+    assert!(dir
+        .path()
+        .join(format!("market_data_{today}.jsonl"))
+        .exists());
+    assert!(!dir.path().join(format!("market_data_{old}.jsonl")).exists());
+    assert!(dir.path().join("notes.txt").exists());
+    let out = tickcap(&["storage", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+}
