@@ -123,6 +123,8 @@ pub struct Options {
     pub sink: Option<Box<dyn DaySink>>,
     /// The config file, for SIGHUP and `POST /reload` (none: reload is refused).
     pub config_path: Option<std::path::PathBuf>,
+    /// TLS settings for `wss://` (default: webpki roots; tests add their own CA).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -131,6 +133,7 @@ impl Default for Options {
             clock: Clock::system(),
             handle_signals: false,
             config_path: None,
+            tls: None,
             sink: None,
         }
     }
@@ -203,6 +206,7 @@ impl Engine {
             clock: opts.clock,
             stale_after: Duration::from_millis(config.stale_after_ms),
             reconnect_max: Duration::from_millis(config.reconnect_max_ms),
+            tls: opts.tls.clone(),
         };
         let mut conns: Vec<Connection> = config
             .connections

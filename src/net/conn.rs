@@ -128,6 +128,8 @@ pub struct Context {
     pub stale_after: Duration,
     /// Cap of the reconnect backoff.
     pub reconnect_max: Duration,
+    /// TLS settings for `wss://` (None: webpki roots, see `stream::tls_config`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One of the three Kite connections.
@@ -159,6 +161,7 @@ pub struct Connection {
     hist: Histogram<u64>,
     scratch: Vec<u8>,
     errors_logged: u64,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -184,6 +187,7 @@ impl Connection {
             clock,
             stale_after,
             reconnect_max,
+            tls,
         } = ctx.clone();
         let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
         let id = cfg.role.connection_id();
@@ -215,6 +219,7 @@ impl Connection {
             hist: new_histogram(),
             scratch: Vec::new(),
             errors_logged: 0,
+            tls,
         }
     }
 
@@ -404,7 +409,7 @@ impl Connection {
                     Ok(_) => {}
                 }
                 let _ = tcp.set_nodelay(true);
-                let stream = match wrap(tcp, &host, tls, None) {
+                let stream = match wrap(tcp, &host, tls, self.tls.clone()) {
                     Ok(s) => s,
                     Err(e) => return self.retry_later(registry, Ended::Other(format!("tls: {e}"))),
                 };
