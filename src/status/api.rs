@@ -781,10 +781,7 @@ fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
                     "capacity_remaining": MAX_INSTRUMENTS - v.conns[idx].desired().len(), "tokens": new}),
         );
     }
-    v.conns[idx].subscribe(&b.tokens, mode);
-    if id == 1 && v.config.tertiary_mirror {
-        v.conns[2].subscribe(&b.tokens, mode);
-    }
+    apply(v, id, |c| c.subscribe(&b.tokens, mode));
     v.history
         .record(v.clock.now_micros(), "subscribe", id, &b.tokens, Some(mode));
     tracing::info!(
@@ -798,33 +795,48 @@ fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     )
 }
 
-fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
-    let b = match parse_body(body, false) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let owners = owners(v.conns);
-    let unknown: Vec<u32> = b
-        .tokens
+/// The tokens grouped by the connection that carries them; 404 naming the
+/// tokens no connection carries.
+fn by_owner(conns: &[Connection], tokens: &[u32]) -> Result<BTreeMap<u8, Vec<u32>>, Response> {
+    let owners = owners(conns);
+    let unknown: Vec<u32> = tokens
         .iter()
         .copied()
         .filter(|t| !owners.contains_key(t))
         .collect();
     if !unknown.is_empty() {
-        return Response::json(
+        return Err(Response::json(
             404,
             &json!({"error": "not subscribed on any connection", "tokens": unknown}),
-        );
+        ));
     }
     let mut by_conn: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
-    for t in &b.tokens {
+    for t in tokens {
         by_conn.entry(owners[t]).or_default().push(*t);
     }
-    for (id, tokens) in &by_conn {
-        v.conns[usize::from(id - 1)].unsubscribe(tokens);
-        if *id == 1 && v.config.tertiary_mirror {
-            v.conns[2].unsubscribe(tokens);
-        }
+    Ok(by_conn)
+}
+
+/// Applies a change to connection `id` and, when the tertiary mirrors the
+/// primary, to the tertiary as well.
+fn apply(v: &mut View<'_>, id: u8, f: impl Fn(&mut Connection)) {
+    f(&mut v.conns[usize::from(id - 1)]);
+    if id == 1 && v.config.tertiary_mirror {
+        f(&mut v.conns[2]);
+    }
+}
+
+fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
+    let b = match parse_body(body, false) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let groups = match by_owner(v.conns, &b.tokens) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    for (id, tokens) in &groups {
+        apply(v, *id, |c| c.unsubscribe(tokens));
         v.history
             .record(v.clock.now_micros(), "unsubscribe", *id, tokens, None);
     }
@@ -840,28 +852,12 @@ fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
     let Some(mode) = b.mode else {
         return Response::error(400, "\"mode\" is required");
     };
-    let owners = owners(v.conns);
-    let unknown: Vec<u32> = b
-        .tokens
-        .iter()
-        .copied()
-        .filter(|t| !owners.contains_key(t))
-        .collect();
-    if !unknown.is_empty() {
-        return Response::json(
-            404,
-            &json!({"error": "not subscribed on any connection", "tokens": unknown}),
-        );
-    }
-    let mut by_conn: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
-    for t in &b.tokens {
-        by_conn.entry(owners[t]).or_default().push(*t);
-    }
-    for (id, tokens) in &by_conn {
-        v.conns[usize::from(id - 1)].set_mode(tokens, mode);
-        if *id == 1 && v.config.tertiary_mirror {
-            v.conns[2].set_mode(tokens, mode);
-        }
+    let groups = match by_owner(v.conns, &b.tokens) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    for (id, tokens) in &groups {
+        apply(v, *id, |c| c.set_mode(tokens, mode));
         v.history
             .record(v.clock.now_micros(), "mode", *id, tokens, Some(mode));
     }
