@@ -166,7 +166,9 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
     }
     let overall = analyze::report(&all, &mut z);
     if let Some(dir) = &args.plot {
-        let off = all.range.map_or(19_800, |(a, _)| offset_secs(&mut z, a));
+        let off = all
+            .range
+            .map_or(19_800, |(a, _)| i64::from(z.offset_seconds(a)));
         let title = args
             .files
             .iter()
@@ -188,15 +190,6 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         print_summary(&overall, &args.files, bad_total);
     }
     Ok(())
-}
-
-/// The zone's UTC offset at `micros`, in seconds.
-fn offset_secs(z: &mut ZoneClock, micros: i64) -> i64 {
-    let mut b = Vec::new();
-    z.write_micros(&mut b, micros);
-    let s = String::from_utf8_lossy(&b);
-    let local = scan::parse_timestamp(&format!("{}Z", &s[..26])).unwrap_or(micros);
-    (local - micros) / 1_000_000
 }
 
 fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
@@ -282,6 +275,7 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let mut all = verify::Check::default();
     let mut files = Vec::new();
     let mut problems = 0usize;
+    let (mut bad_total, mut back_total) = (0usize, 0usize);
     for path in &args.files {
         let bar = progress(format!("verifying {}", path.display()));
         let (c, lines) = scan::scan(path, threads(), true, verify::Check::default)
@@ -299,20 +293,18 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
         problems += c.bad.len() + c.backwards.len();
         files.push(json!({"file": path.display().to_string(), "lines": lines, "ticks": c.lines, "bad_lines": c.bad.len(),
                           "timestamps_backwards": c.backwards.len()}));
-        let bad = c.bad.len();
-        let back = c.backwards.len();
+        bad_total += c.bad.len();
+        back_total += c.backwards.len();
         verify::chain(&mut all, c);
-        all.bad.extend(std::iter::repeat_n((0, String::new()), bad));
-        all.backwards.extend(std::iter::repeat_n((0, 0), back));
     }
     let against = report
         .as_ref()
         .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
-    let complete = problems == 0 && against.as_ref().is_none_or(|a| a.complete());
+    let complete = problems + all.backwards.len() == 0 && against.as_ref().is_none_or(|a| a.complete());
     if args.json {
         println!(
             "{}",
-            json!({"files": files, "ticks": all.lines, "bad_lines": all.bad.len(), "timestamps_backwards": all.backwards.len(),
+            json!({"files": files, "ticks": all.lines, "bad_lines": bad_total, "timestamps_backwards": back_total + all.backwards.len(),
             "replay": against.as_ref().map(verify::against_json), "ok": complete})
         );
     } else {
@@ -320,8 +312,8 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
             "{} file(s), {} ticks: {} bad line(s), {} timestamp(s) going backwards",
             args.files.len(),
             all.lines,
-            all.bad.len(),
-            all.backwards.len()
+            bad_total,
+            back_total + all.backwards.len()
         );
         if let Some(a) = &against {
             println!(

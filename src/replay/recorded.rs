@@ -5,7 +5,7 @@
 //! (`round(price × divisor)`, exact for every price the writer can print).
 //! A malformed line is reported with its file and line number and skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
@@ -230,11 +230,6 @@ pub fn in_mode(t: &Tick, mode: Mode) -> Tick {
         PacketKind::IndexFull | PacketKind::Full => {}
     }
     out
-}
-
-/// Whether `path` looks like something `read_recordings` should be given.
-pub fn is_jsonl(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "jsonl")
 }
 
 #[cfg(test)]

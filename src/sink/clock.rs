@@ -164,6 +164,12 @@ impl ZoneClock {
         }
     }
 
+    /// The zone's UTC offset at an epoch time in microseconds, in seconds.
+    pub fn offset_seconds(&mut self, micros: i64) -> i32 {
+        self.refresh_offset(micros.div_euclid(1_000_000));
+        self.offset_secs
+    }
+
     /// The local date of an epoch time in microseconds: picks the daily file.
     pub fn date_of_micros(&mut self, micros: i64) -> LocalDate {
         self.local(micros.div_euclid(1_000_000), 0).date
