@@ -300,7 +300,8 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let against = report
         .as_ref()
         .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
-    let complete = problems + all.backwards.len() == 0 && against.as_ref().is_none_or(|a| a.complete());
+    let complete =
+        problems + all.backwards.len() == 0 && against.as_ref().is_none_or(|a| a.complete());
     if args.json {
         println!(
             "{}",

@@ -412,9 +412,27 @@ impl EventLoop {
                     page: crate::status::PAGE,
                     failover,
                 };
-                route(&mut view, req)
+                // The status port shares the capture thread: a bug in an
+                // endpoint must cost a 500, never the capture.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    route(&mut view, req)
+                })) {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        tracing::error!(
+                            "status port: {} {} panicked; answered 500, capture goes on",
+                            req.method,
+                            req.path
+                        );
+                        crate::status::Response::error(
+                            500,
+                            "internal error (logged); capture is not affected",
+                        )
+                    }
+                }
             });
     }
+
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         for c in &mut self.conns {
