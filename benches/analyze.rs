@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tickcap::analysis::analyze::Stats;
-use tickcap::analysis::scan::{parse_line, parse_line_fast, scan};
+use tickcap::analysis::scan::{parse_line, parse_line_fast, scan, Fields};
 use tickcap::kite::Mode;
 use tickcap::replay::synthetic::Instrument;
 use tickcap::sink::{LineFormatter, ZoneClock};
@@ -33,18 +33,6 @@ fn capture(lines: usize) -> Vec<u8> {
         );
     }
     out
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct SerdeLine<'a> {
-    instrument_token: u32,
-    mode: &'a str,
-    connection_id: u8,
-    timestamp: &'a str,
-    last_price: f64,
-    tradable: bool,
-    volume_traded: Option<u32>,
 }
 
 fn lines(c: &mut Criterion) {
@@ -82,7 +70,7 @@ fn lines(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0u64;
             for l in &lines {
-                if let Ok(x) = serde_json::from_slice::<SerdeLine<'_>>(black_box(l)) {
+                if let Ok(x) = serde_json::from_slice::<Fields<'_>>(black_box(l)) {
                     n += u64::from(x.instrument_token);
                 }
             }

@@ -32,6 +32,23 @@ fn feed_on(addr: SocketAddr, rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -
     panic!("cannot listen on {addr}");
 }
 
+/// Users' connections on `user_url`, the tertiary on `tertiary_url`;
+/// `sections` adds `[primary]`/`[secondary]` instruments.
+fn failover_config(
+    user_url: &str,
+    tertiary_url: &str,
+    dir: &Path,
+    sections: &str,
+    after_ms: u64,
+) -> String {
+    format!(
+        "[kite]\nurl = {user_url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n{sections}\
+         [tertiary]\nurl = {tertiary_url:?}\nfailover_after_ms = {after_ms}\n[engine]\nreconnect_max_ms = 500\n",
+        dir.display().to_string(),
+    )
+}
+
 fn engine(text: &str) -> (Engine, String) {
     let cfg = Config::parse(text, Path::new("t.toml"), &Env::default()).unwrap();
     let e = Engine::start(cfg, Options::default()).unwrap();
@@ -59,13 +76,12 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     let primary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
     let addr = primary_feed.local_addr();
     let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
-    let text = format!(
-        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
-         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512]\n\
-         [tertiary]\nurl = {:?}\nfailover_after_ms = 1000\n[engine]\nreconnect_max_ms = 500\n",
-        primary_feed.url(),
-        dir.path().display().to_string(),
-        tertiary_feed.url()
+    let text = failover_config(
+        &primary_feed.url(),
+        &tertiary_feed.url(),
+        dir.path(),
+        "[primary]\ninstruments = [256, 512]\n",
+        1000,
     );
     let (engine, url) = engine(&text);
     let stats = Arc::clone(engine.stats());
@@ -149,13 +165,13 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
     let dir = tempfile::tempdir().unwrap();
     let user_feed = feed_on("127.0.0.1:0".parse().unwrap(), 3_000, |_| {});
     let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 3_000, |_| {});
-    let text = format!(
-        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
-         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512]\n[secondary]\ninstruments = [1281]\n\
-         [tertiary]\nurl = {:?}\nfailover_after_ms = 500\n[engine]\nreconnect_max_ms = 500\n",
-        user_feed.url(),
-        dir.path().display().to_string(),
-        tertiary_feed.url()
+    let sections = "[primary]\ninstruments = [256, 512]\n[secondary]\ninstruments = [1281]\n";
+    let text = failover_config(
+        &user_feed.url(),
+        &tertiary_feed.url(),
+        dir.path(),
+        sections,
+        500,
     );
     let (engine, url) = engine(&text);
     let stats = Arc::clone(engine.stats());

@@ -418,36 +418,21 @@ fn control_calls_need_the_bearer_token_off_loopback() {
     let (engine, url) = start(&text, None);
     let url = url.replace("0.0.0.0", "127.0.0.1");
     let body = json!({"tokens": [7681]}).to_string();
-    let r = client::request(
-        &url,
-        "POST",
-        "/subscribe",
-        Some(body.as_bytes()),
-        None,
-        Duration::from_secs(3),
-    )
-    .unwrap();
-    assert_eq!(r.status, 401);
-    let r = client::request(
-        &url,
-        "POST",
-        "/subscribe",
-        Some(body.as_bytes()),
-        Some("wrong"),
-        Duration::from_secs(3),
-    )
-    .unwrap();
-    assert_eq!(r.status, 401);
-    let r = client::request(
-        &url,
-        "POST",
-        "/subscribe",
-        Some(body.as_bytes()),
-        Some("status-secret"),
-        Duration::from_secs(3),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200);
+    let subscribe_as = |bearer: Option<&str>| {
+        client::request(
+            &url,
+            "POST",
+            "/subscribe",
+            Some(body.as_bytes()),
+            bearer,
+            Duration::from_secs(3),
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(subscribe_as(None), 401);
+    assert_eq!(subscribe_as(Some("wrong")), 401);
+    assert_eq!(subscribe_as(Some("status-secret")), 200);
     assert_eq!(
         client::get(&url, "/health").unwrap().status,
         200,

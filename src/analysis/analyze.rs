@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::scan::{Fold, Line, LineError};
+use super::scan::{good_or_record, Fold, Line, LineError};
 use crate::kite::Mode;
 
 /// One instrument's figures.
@@ -135,12 +135,8 @@ fn mode_index(m: Mode) -> usize {
 
 impl Fold for Stats {
     fn line(&mut self, no: usize, line: Result<Line, LineError>) {
-        let l = match line {
-            Ok(l) => l,
-            Err(e) => {
-                self.bad.push((no, e.to_string()));
-                return;
-            }
+        let Some(l) = good_or_record(&mut self.bad, no, line) else {
+            return;
         };
         if !self.filter.is_empty() && !self.filter.contains(&l.token) {
             return;
@@ -196,11 +192,11 @@ impl Fold for Stats {
     }
 }
 
-/// Merges another file's stats (line numbers stay per file).
-pub fn combine(all: &mut Stats, one: &Stats) {
-    let mut copy = one.clone();
-    copy.bad.clear();
-    all.merge(copy, 0);
+/// Merges another file's stats into the overall ones (bad lines stay with
+/// their file: line numbers are per file).
+pub fn combine(all: &mut Stats, mut one: Stats) {
+    one.bad.clear();
+    all.merge(one, 0);
 }
 
 /// The report of one file or of all of them.

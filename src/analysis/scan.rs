@@ -268,18 +268,26 @@ pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>, strict: bool) -> Result<Li
     })
 }
 
-/// The fields `parse_line` needs, deserialized straight from the line
-/// (unknown keys skipped without building values).
-#[derive(serde::Deserialize)]
-struct Fields<'a> {
-    instrument_token: u32,
-    mode: &'a str,
-    connection_id: u8,
-    timestamp: &'a str,
-    last_price: f64,
-    tradable: bool,
+/// The fields the tools read from a line, deserialized straight from it
+/// (unknown keys skipped without building values). Public so that the
+/// benchmark's `serde_json` baseline reads exactly the same fields.
+#[derive(Debug, serde::Deserialize)]
+pub struct Fields<'a> {
+    /// `instrument_token`.
+    pub instrument_token: u32,
+    /// `mode`.
+    pub mode: &'a str,
+    /// `connection_id`.
+    pub connection_id: u8,
+    /// `timestamp`, as written.
+    pub timestamp: &'a str,
+    /// `last_price`.
+    pub last_price: f64,
+    /// `tradable`.
+    pub tradable: bool,
+    /// `volume_traded`, where the tick has one.
     #[serde(default)]
-    volume_traded: Option<u32>,
+    pub volume_traded: Option<u32>,
 }
 
 /// [`parse_line`] without the contract-keys check, through simd-json's typed
@@ -313,6 +321,22 @@ pub fn parse_line_fast(line: &[u8], scratch: &mut Vec<u8>) -> Result<Line, LineE
         volume: f.volume_traded,
         tradable: f.tradable,
     })
+}
+
+/// Records a bad line in `bad` (line number, reason) and returns `None`, or
+/// passes a good line through: the common first step of every [`Fold`].
+pub fn good_or_record(
+    bad: &mut Vec<(usize, String)>,
+    no: usize,
+    line: Result<Line, LineError>,
+) -> Option<Line> {
+    match line {
+        Ok(l) => Some(l),
+        Err(e) => {
+            bad.push((no, e.to_string()));
+            None
+        }
+    }
 }
 
 /// What a thread folds lines into; merged in file order afterwards.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::scan::{Fold, Line, LineError};
+use super::scan::{good_or_record, Fold, Line, LineError};
 
 /// What `verify` gathers.
 #[derive(Debug, Default)]
@@ -31,12 +31,8 @@ pub struct Check {
 
 impl Fold for Check {
     fn line(&mut self, no: usize, line: Result<Line, LineError>) {
-        let l = match line {
-            Ok(l) => l,
-            Err(e) => {
-                self.bad.push((no, e.to_string()));
-                return;
-            }
+        let Some(l) = good_or_record(&mut self.bad, no, line) else {
+            return;
         };
         self.lines += 1;
         let c = usize::from(l.connection_id.min(3));

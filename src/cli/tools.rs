@@ -159,10 +159,10 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         }
         report_bad(path, &s.bad);
         bad_total += s.bad.len();
-        analyze::combine(&mut all, &s);
         let mut r = analyze::report(&s, &mut z);
         r["file"] = json!(path.display().to_string());
         per_file.push(r);
+        analyze::combine(&mut all, s);
     }
     let overall = analyze::report(&all, &mut z);
     if let Some(dir) = &args.plot {
