@@ -319,3 +319,27 @@ fn reject_auth_fault_refuses_the_first_upgrades_then_accepts() {
     assert!(Client::connect_with(&server.url(), "k", "t").is_ok());
     assert_eq!(server.stop().faults.auth_rejected, 2);
 }
+
+/// Regression: a client's close got no close frame back (the feed dropped the
+/// socket with the reply still queued), which the official client reports as
+/// error 1006 "connection was closed uncleanly".
+#[test]
+fn regression_a_client_close_gets_the_close_handshake_back() {
+    let server = feed(2_000, |_| {});
+    for _ in 0..5 {
+        let mut c = Client::connect(&server.url());
+        c.subscribe(&[NSE, INDEX]);
+        c.receive_ticks(50, Duration::from_secs(5));
+        c.ws.close(None).unwrap();
+        let end = loop {
+            match c.ws.read() {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(end, tungstenite::Error::ConnectionClosed),
+            "unclean close: {end}"
+        );
+    }
+}

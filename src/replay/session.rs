@@ -334,7 +334,14 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                Ok(Message::Close(_)) => break Err("client closed".to_owned()),
+                Ok(Message::Close(_)) => {
+                    // tungstenite has queued the close reply: send it before
+                    // dropping the socket, or the client sees an unclean
+                    // close (1006) — Kite completes the handshake.
+                    let _ = ws.get_ref().set_nonblocking(false);
+                    let _ = ws.flush();
+                    break Err("client closed".to_owned());
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break Ok(()),
                 Err(tungstenite::Error::ConnectionClosed) => break Err("client closed".to_owned()),
