@@ -208,7 +208,32 @@ impl Failover {
     ) {
         let (failed, rest) = conns.split_at_mut(2);
         let tertiary = &mut rest[0];
-        let (carried, refused) = plan(&[failed[i].desired()], tertiary.desired(), MAX_INSTRUMENTS);
+        let (mut carried, mut refused) =
+            plan(&[failed[i].desired()], tertiary.desired(), MAX_INSTRUMENTS);
+        if i == 0 && !refused.is_empty() {
+            // The secondary failed (and was taken over) first, but the
+            // primary's instruments come first: make room by giving up the
+            // secondary's last carried instruments.
+            if let Some(sec) = self.active[1].as_mut() {
+                let n = refused.len().min(sec.carried.len());
+                let evicted: Vec<u32> = sec
+                    .carried
+                    .split_off(sec.carried.len() - n)
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect();
+                tertiary.unsubscribe(&evicted);
+                let r = &mut self.records[sec.record];
+                r.instruments -= evicted.len();
+                r.not_carried.extend(&evicted);
+                tracing::warn!(
+                    "tertiary gives up {} of connection 2's instruments to carry connection 1's first",
+                    evicted.len()
+                );
+                (carried, refused) =
+                    plan(&[failed[0].desired()], tertiary.desired(), MAX_INSTRUMENTS);
+            }
+        }
         let down = failed[i].down_for(now).unwrap_or_default();
         let role = failed[i].role().as_str();
         if refused.is_empty() {
