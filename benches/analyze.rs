@@ -11,12 +11,13 @@ use tickcap::analysis::analyze::Stats;
 use tickcap::analysis::scan::{parse_line, parse_line_fast, scan, Fields};
 use tickcap::kite::Mode;
 use tickcap::replay::synthetic::Instrument;
-use tickcap::sink::{LineFormatter, ZoneClock};
+use tickcap::sink::LineFormatter;
+use tickcap::time::ZoneFormatter;
 
 /// A realistic capture: 100 instruments, 80% quote, 20% full, 5 ticks per ms.
 fn capture(lines: usize) -> Vec<u8> {
     let mut fmt =
-        LineFormatter::new(ZoneClock::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}")));
+        LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}")));
     let mut insts: Vec<Instrument> = (1..=100u32)
         .map(|i| Instrument::new((i << 8) | 1, 7))
         .collect();

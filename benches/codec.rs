@@ -10,7 +10,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickcap::kite::{decode_message, encode_message, DepthEntry, PacketKind, Tick};
 use tickcap::sink::line::serde_line;
-use tickcap::sink::{LineFormatter, ZoneClock};
+use tickcap::sink::LineFormatter;
+use tickcap::time::ZoneFormatter;
 
 /// Packets per message in the decode bench: Kite batches many per frame.
 const BATCH: usize = 64;
@@ -69,7 +70,7 @@ fn decode(c: &mut Criterion) {
 fn serialize(c: &mut Criterion) {
     let mut g = c.benchmark_group("serialize");
     g.throughput(Throughput::Elements(1));
-    let clock = ZoneClock::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}"));
+    let clock = ZoneFormatter::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}"));
     for kind in PacketKind::ALL {
         let t = sample(kind);
         let mut fmt = LineFormatter::new(clock.clone());

@@ -12,11 +12,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickcap::config::FsyncPolicy;
 use tickcap::engine::{Clock, Stats};
 use tickcap::kite::{encode_message, Mode};
-use tickcap::pipeline::{push_frame, ring, Wake};
 use tickcap::replay::synthetic::Instrument;
+use tickcap::ring::{push_frame, ring, Wake};
 use tickcap::sink::files::DailyFiles;
 use tickcap::sink::writer::{Writer, WriterConfig};
-use tickcap::sink::ZoneClock;
+use tickcap::time::ZoneFormatter;
 
 const TICKS: u64 = 200_000;
 const PER_MESSAGE: usize = 100;
@@ -62,7 +62,7 @@ fn pipeline(c: &mut Criterion) {
                         Arc::clone(&w.torn_repaired),
                     )
                     .unwrap_or_else(|e| panic!("{e}"));
-                    let zone = ZoneClock::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}"));
+                    let zone = ZoneFormatter::new("Asia/Kolkata").unwrap_or_else(|e| panic!("{e}"));
                     let cfg =
                         WriterConfig::new(zone, FsyncPolicy::Never, Duration::from_millis(50));
                     let writer = Writer::spawn(

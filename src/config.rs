@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::kite::Mode;
-use crate::sink::ZoneClock;
+use crate::time::ZoneFormatter;
 
 /// Kite's limit of instruments per connection.
 pub const MAX_INSTRUMENTS: usize = 3000;
@@ -262,7 +262,7 @@ pub struct Config {
     /// Storage.
     pub storage: StorageConfig,
     /// Status port address.
-    pub status_listen: String,
+    pub status_listen: std::net::SocketAddr,
     /// Bearer token for control calls.
     pub status_token: Option<Secret>,
     /// Tertiary takes over after a connection is down this long.
@@ -323,187 +323,120 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            message,
+        let p = Parser {
+            path,
+            env,
+            raw: &raw,
         };
-        let base = path.parent().unwrap_or(Path::new("."));
-
-        let url = raw
-            .kite
-            .url
-            .clone()
-            .unwrap_or_else(|| "wss://ws.kite.trade".to_owned());
-        let api_key = env
-            .api_key
-            .clone()
-            .or(raw.kite.api_key.clone())
-            .unwrap_or_default();
-        let token = env
-            .access_token
-            .clone()
-            .or(raw.kite.access_token.clone())
-            .unwrap_or_default();
-
-        let conn = |role: Role,
-                    c: &RawConn,
-                    default_mode: Mode|
-         -> Result<ConnectionConfig, ConfigError> {
-            let section = role.as_str();
-            if role != Role::Tertiary
-                && (c.failover_after_ms.is_some()
-                    || c.warm.is_some()
-                    || c.mirror.is_some()
-                    || c.dedup_window_ms.is_some())
-            {
-                return Err(invalid(
-                    &format!("{section}.failover_after_ms"),
-                    "only [tertiary] takes failover settings".into(),
-                ));
-            }
-            let mode = match &c.mode {
-                Some(m) => m
-                    .parse::<Mode>()
-                    .map_err(|e| invalid(&format!("{section}.mode"), e.to_string()))?,
-                None => default_mode,
-            };
-            let mut list: Vec<i64> = c.instruments.clone().unwrap_or_default();
-            if let Some(file) = &c.instruments_file {
-                if c.instruments.is_some() {
-                    return Err(invalid(
-                        &format!("{section}.instruments_file"),
-                        "give instruments or instruments_file, not both".into(),
-                    ));
-                }
-                let p = base.join(file);
-                let text = std::fs::read_to_string(&p).map_err(|e| {
-                    invalid(
-                        &format!("{section}.instruments_file"),
-                        format!("cannot read {}: {e}", p.display()),
-                    )
-                })?;
-                for (i, line) in text.lines().enumerate() {
-                    let l = line.split('#').next().unwrap_or("").trim();
-                    if l.is_empty() {
-                        continue;
-                    }
-                    list.push(l.parse::<i64>().map_err(|_| {
-                        invalid(
-                            &format!("{section}.instruments_file"),
-                            format!("{}:{}: {l:?} is not a token", p.display(), i + 1),
-                        )
-                    })?);
-                }
-            }
-            let mut seen = HashSet::new();
-            let mut instruments = Vec::with_capacity(list.len());
-            for t in list {
-                let t = u32::try_from(t).ok().filter(|&t| t > 0).ok_or_else(|| {
-                    invalid(
-                        &format!("{section}.instruments"),
-                        format!("{t} is not an instrument token"),
-                    )
-                })?;
-                if seen.insert(t) {
-                    instruments.push(t);
-                }
-            }
-            if instruments.len() > MAX_INSTRUMENTS {
-                return Err(invalid(
-                    &format!("{section}.instruments"),
-                    format!(
-                        "{} instruments; Kite allows at most {MAX_INSTRUMENTS} per connection",
-                        instruments.len()
-                    ),
-                ));
-            }
-            let own_key = c.api_key.is_some();
-            Ok(ConnectionConfig {
-                role,
-                url: c.url.clone().unwrap_or_else(|| url.clone()),
-                api_key: c.api_key.clone().unwrap_or_else(|| api_key.clone()),
-                // A connection with its own key brings its own token.
-                access_token: match (&c.access_token, own_key) {
-                    (Some(t), _) => t.clone(),
-                    (None, _) => token.clone(),
-                },
-                mode,
-                instruments,
-            })
-        };
-        let primary = conn(Role::Primary, &raw.primary, Mode::Quote)?;
-        let secondary = conn(Role::Secondary, &raw.secondary, Mode::Full)?;
-        let mut tertiary = conn(Role::Tertiary, &raw.tertiary, Mode::Quote)?;
+        let [primary, secondary, mut tertiary] = [
+            p.connection(Role::Primary, &raw.primary, Mode::Quote)?,
+            p.connection(Role::Secondary, &raw.secondary, Mode::Full)?,
+            p.connection(Role::Tertiary, &raw.tertiary, Mode::Quote)?,
+        ];
         let mirror = raw.tertiary.mirror.unwrap_or(false);
         if mirror {
-            if raw.tertiary.api_key.is_none() || raw.tertiary.access_token.is_none() {
-                return Err(invalid(
-                    "tertiary.mirror",
-                    "a hot standby needs its own api_key and access_token in [tertiary] (Kite may deliver a token \
-                     only once per key when two connections of one key subscribe it)"
-                        .into(),
-                ));
-            }
-            if !tertiary.instruments.is_empty() {
-                return Err(invalid("tertiary.instruments", "with mirror = true the tertiary carries primary's instruments; leave this empty".into()));
-            }
-            tertiary.instruments = primary.instruments.clone();
-            tertiary.mode = primary.mode;
+            p.mirror_primary(&primary, &mut tertiary)?;
         }
-        let p: HashSet<u32> = primary.instruments.iter().copied().collect();
-        let both: Vec<u32> = secondary
-            .instruments
-            .iter()
-            .copied()
-            .filter(|t| p.contains(t))
-            .collect();
-        if !both.is_empty() {
-            return Err(invalid(
-                "secondary.instruments",
-                format!("{both:?} are also on primary; an instrument may be on one of them only"),
-            ));
+        p.no_overlap("secondary.instruments", &secondary, &primary)?;
+        if !mirror {
+            p.no_overlap("tertiary.instruments", &tertiary, &primary)?;
+            p.no_overlap("tertiary.instruments", &tertiary, &secondary)?;
         }
-        for c in [&primary, &secondary, &tertiary] {
-            let s = c.role.as_str();
-            if !(c.url.starts_with("ws://") || c.url.starts_with("wss://")) {
-                return Err(invalid(
-                    &format!("{s}.url"),
-                    format!("{:?} is not a ws:// or wss:// URL", c.url),
-                ));
-            }
-            if !c.instruments.is_empty() && (c.api_key.is_empty() || c.access_token.is_empty()) {
-                return Err(invalid(
-                    "kite.api_key",
-                    format!("[{s}] has instruments but no api_key/access_token (set them in [kite] or KITE_API_KEY / KITE_ACCESS_TOKEN)"),
-                ));
-            }
-        }
-
-        let st = &raw.storage;
-        let timezone = st
-            .timezone
-            .clone()
-            .unwrap_or_else(|| "Asia/Kolkata".to_owned());
-        ZoneClock::new(&timezone).map_err(|e| invalid("storage.timezone", e.to_string()))?;
-        let flush_interval_ms = st.flush_interval_ms.unwrap_or(50);
-        if flush_interval_ms == 0 || flush_interval_ms > 60_000 {
-            return Err(invalid(
-                "storage.flush_interval_ms",
-                format!("{flush_interval_ms}: must be 1 to 60000"),
-            ));
-        }
-        let ring_capacity = raw.engine.ring_capacity.unwrap_or(65_536);
-        if !(1024..=(1 << 24)).contains(&ring_capacity) {
-            return Err(invalid(
+        let engine = &raw.engine;
+        Ok(Config {
+            connections: [primary, secondary, tertiary],
+            storage: p.storage(&raw.storage)?,
+            status_listen: p.listen_addr(
+                "status.listen",
+                raw.status.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+            )?,
+            status_token: raw.status.token.clone(),
+            failover_after_ms: raw.tertiary.failover_after_ms.unwrap_or(3000),
+            tertiary_warm: raw.tertiary.warm.unwrap_or(false),
+            tertiary_mirror: mirror,
+            dedup_window_ms: p.in_range(
+                "tertiary.dedup_window_ms",
+                raw.tertiary.dedup_window_ms.unwrap_or(1000),
+                1..=60_000,
+            )?,
+            ring_capacity: p.in_range(
                 "engine.ring_capacity",
-                format!("{ring_capacity}: must be 1024 to 16777216 ticks"),
-            ));
+                engine.ring_capacity.unwrap_or(65_536),
+                1024..=(1 << 24),
+            )?,
+            writer_core: p.writer_core(engine.writer_core)?,
+            stale_after_ms: p.in_range(
+                "engine.stale_after_ms",
+                engine.stale_after_ms.unwrap_or(5000),
+                100..=3_600_000,
+            )?,
+            reconnect_max_ms: p.in_range(
+                "engine.reconnect_max_ms",
+                engine.reconnect_max_ms.unwrap_or(30_000),
+                100..=3_600_000,
+            )?,
+        })
+    }
+
+    /// The connection of `role`.
+    pub fn connection(&self, role: Role) -> &ConnectionConfig {
+        &self.connections[usize::from(role.connection_id() - 1)]
+    }
+}
+
+/// One parse of one file: the pieces of [`Config::parse`], each naming the
+/// key it validates.
+struct Parser<'a> {
+    path: &'a Path,
+    env: &'a Env,
+    raw: &'a RawFile,
+}
+
+/// Keys only `[tertiary]` may carry.
+const TERTIARY_ONLY: [&str; 4] = ["failover_after_ms", "warm", "mirror", "dedup_window_ms"];
+
+impl Parser<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
         }
-        if let Some(core) = raw.engine.writer_core {
+    }
+
+    fn in_range<T>(
+        &self,
+        key: &str,
+        v: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(self.invalid(
+                key,
+                format!("{v}: must be {} to {}", range.start(), range.end()),
+            ))
+        }
+    }
+
+    fn listen_addr(&self, key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+        text.parse().map_err(|e| {
+            self.invalid(
+                key,
+                format!("{text:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:8080)"),
+            )
+        })
+    }
+
+    fn writer_core(&self, core: Option<usize>) -> Result<Option<usize>, ConfigError> {
+        if let Some(core) = core {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if core >= n.max(1) {
-                return Err(invalid(
+            if core >= n {
+                return Err(self.invalid(
                     "engine.writer_core",
                     format!(
                         "core {core} does not exist: this machine has {n} (0..{})",
@@ -512,47 +445,212 @@ impl Config {
                 ));
             }
         }
-        let status_listen = raw
-            .status
-            .listen
+        Ok(core)
+    }
+
+    /// One connection section, with `[kite]` and the environment as defaults.
+    fn connection(
+        &self,
+        role: Role,
+        c: &RawConn,
+        default_mode: Mode,
+    ) -> Result<ConnectionConfig, ConfigError> {
+        let section = role.as_str();
+        if role != Role::Tertiary {
+            let set = [
+                c.failover_after_ms.is_some(),
+                c.warm.is_some(),
+                c.mirror.is_some(),
+                c.dedup_window_ms.is_some(),
+            ];
+            if let Some(i) = set.iter().position(|s| *s) {
+                return Err(self.invalid(
+                    &format!("{section}.{}", TERTIARY_ONLY[i]),
+                    "only [tertiary] takes failover settings",
+                ));
+            }
+        }
+        let mode = match &c.mode {
+            Some(m) => m
+                .parse::<Mode>()
+                .map_err(|e| self.invalid(&format!("{section}.mode"), e.to_string()))?,
+            None => default_mode,
+        };
+        let kite = &self.raw.kite;
+        let url = c
+            .url
             .clone()
-            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-        status_listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| invalid("status.listen", format!("{status_listen:?}: {e}")))?;
-        Ok(Config {
-            connections: [primary, secondary, tertiary],
-            storage: StorageConfig {
-                data_dir: st
-                    .data_dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("./market_data")),
-                timezone,
-                fsync: st.fsync.unwrap_or(FsyncPolicy::Interval),
-                flush_interval_ms,
-                fsync_interval_ms: st.fsync_interval_ms.unwrap_or(1000).max(1),
-                retention_days: st.retention_days.unwrap_or(30),
-            },
-            status_listen,
-            status_token: raw.status.token.clone(),
-            failover_after_ms: raw.tertiary.failover_after_ms.unwrap_or(3000),
-            tertiary_warm: raw.tertiary.warm.unwrap_or(false),
-            tertiary_mirror: mirror,
-            dedup_window_ms: raw
-                .tertiary
-                .dedup_window_ms
-                .unwrap_or(1000)
-                .clamp(1, 60_000),
-            ring_capacity,
-            writer_core: raw.engine.writer_core,
-            stale_after_ms: raw.engine.stale_after_ms.unwrap_or(5000).max(100),
-            reconnect_max_ms: raw.engine.reconnect_max_ms.unwrap_or(30_000).max(100),
+            .or_else(|| kite.url.clone())
+            .unwrap_or_else(|| "wss://ws.kite.trade".to_owned());
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(self.invalid(
+                &format!("{section}.url"),
+                format!("{url:?} is not a ws:// or wss:// URL"),
+            ));
+        }
+        // A connection with its own key may bring its own token; otherwise
+        // the environment beats [kite].
+        let api_key = c
+            .api_key
+            .clone()
+            .or_else(|| self.env.api_key.clone())
+            .or_else(|| kite.api_key.clone())
+            .unwrap_or_default();
+        let access_token = c
+            .access_token
+            .clone()
+            .or_else(|| self.env.access_token.clone())
+            .or_else(|| kite.access_token.clone())
+            .unwrap_or_default();
+        let instruments = self.instruments(section, c)?;
+        if !instruments.is_empty() && (api_key.is_empty() || access_token.is_empty()) {
+            return Err(self.invalid(
+                "kite.api_key",
+                format!("[{section}] has instruments but no api_key/access_token (set them in [kite] or KITE_API_KEY / KITE_ACCESS_TOKEN)"),
+            ));
+        }
+        Ok(ConnectionConfig {
+            role,
+            url,
+            api_key,
+            access_token,
+            mode,
+            instruments,
         })
     }
 
-    /// The connection of `role`.
-    pub fn connection(&self, role: Role) -> &ConnectionConfig {
-        &self.connections[usize::from(role.connection_id() - 1)]
+    /// `instruments` or `instruments_file`: positive tokens, each once, at most 3000.
+    fn instruments(&self, section: &str, c: &RawConn) -> Result<Vec<u32>, ConfigError> {
+        let key = format!("{section}.instruments");
+        let mut list: Vec<(i64, String)> = c
+            .instruments
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, t)| (*t, format!("item {}", i + 1)))
+            .collect();
+        if let Some(file) = &c.instruments_file {
+            let fkey = format!("{section}.instruments_file");
+            if c.instruments.is_some() {
+                return Err(self.invalid(&fkey, "give instruments or instruments_file, not both"));
+            }
+            let p = self.path.parent().unwrap_or(Path::new(".")).join(file);
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| self.invalid(&fkey, format!("cannot read {}: {e}", p.display())))?;
+            for (i, line) in text.lines().enumerate() {
+                let l = line.split('#').next().unwrap_or("").trim();
+                if l.is_empty() {
+                    continue;
+                }
+                let t = l.parse::<i64>().map_err(|_| {
+                    self.invalid(
+                        &fkey,
+                        format!("{}:{}: {l:?} is not a token", p.display(), i + 1),
+                    )
+                })?;
+                list.push((t, format!("{}:{}", p.display(), i + 1)));
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(list.len());
+        for (t, at) in list {
+            let t = u32::try_from(t).ok().filter(|&t| t > 0).ok_or_else(|| {
+                self.invalid(&key, format!("{t} ({at}) is not an instrument token"))
+            })?;
+            if !seen.insert(t) {
+                return Err(self.invalid(&key, format!("{t} ({at}) is listed twice")));
+            }
+            out.push(t);
+        }
+        if out.len() > MAX_INSTRUMENTS {
+            return Err(self.invalid(
+                &key,
+                format!(
+                    "{} instruments; Kite allows at most {MAX_INSTRUMENTS} per connection",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Hot standby: the tertiary carries the primary's instruments with its own key.
+    fn mirror_primary(
+        &self,
+        primary: &ConnectionConfig,
+        tertiary: &mut ConnectionConfig,
+    ) -> Result<(), ConfigError> {
+        let t = &self.raw.tertiary;
+        if t.api_key.is_none() || t.access_token.is_none() {
+            return Err(self.invalid(
+                "tertiary.mirror",
+                "a hot standby needs its own api_key and access_token in [tertiary] (Kite may deliver a token \
+                 only once per key when two connections of one key subscribe it)",
+            ));
+        }
+        if !tertiary.instruments.is_empty() {
+            return Err(self.invalid(
+                "tertiary.instruments",
+                "with mirror = true the tertiary carries primary's instruments; leave this empty",
+            ));
+        }
+        tertiary.instruments = primary.instruments.clone();
+        tertiary.mode = primary.mode;
+        Ok(())
+    }
+
+    /// Kite's duplicate rule: one instrument on one connection of a key.
+    fn no_overlap(
+        &self,
+        key: &str,
+        a: &ConnectionConfig,
+        b: &ConnectionConfig,
+    ) -> Result<(), ConfigError> {
+        let other: HashSet<u32> = b.instruments.iter().copied().collect();
+        let both: Vec<u32> = a
+            .instruments
+            .iter()
+            .copied()
+            .filter(|t| other.contains(t))
+            .collect();
+        if both.is_empty() {
+            return Ok(());
+        }
+        Err(self.invalid(
+            key,
+            format!(
+                "{both:?} are also on {}; an instrument may be on one connection only",
+                b.role.as_str()
+            ),
+        ))
+    }
+
+    fn storage(&self, st: &RawStorage) -> Result<StorageConfig, ConfigError> {
+        let timezone = st
+            .timezone
+            .clone()
+            .unwrap_or_else(|| "Asia/Kolkata".to_owned());
+        ZoneFormatter::new(&timezone)
+            .map_err(|e| self.invalid("storage.timezone", e.to_string()))?;
+        Ok(StorageConfig {
+            data_dir: st
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./market_data")),
+            timezone,
+            fsync: st.fsync.unwrap_or(FsyncPolicy::Interval),
+            flush_interval_ms: self.in_range(
+                "storage.flush_interval_ms",
+                st.flush_interval_ms.unwrap_or(50),
+                1..=60_000,
+            )?,
+            fsync_interval_ms: self.in_range(
+                "storage.fsync_interval_ms",
+                st.fsync_interval_ms.unwrap_or(1000),
+                1..=3_600_000,
+            )?,
+            retention_days: st.retention_days.unwrap_or(30),
+        })
     }
 }
 
@@ -574,7 +672,7 @@ data_dir = "/tmp/md"
 fsync = "batch"
 [primary]
 mode = "quote"
-instruments = [408065, 738561, 408065]
+instruments = [408065, 738561]
 [secondary]
 instruments = [256265]
 [tertiary]
@@ -584,11 +682,7 @@ failover_after_ms = 1500
     #[test]
     fn a_good_file_loads_with_defaults() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(
-            c.connections[0].instruments,
-            [408_065, 738_561],
-            "duplicates removed"
-        );
+        assert_eq!(c.connections[0].instruments, [408_065, 738_561]);
         assert_eq!(
             c.connections[1].mode,
             Mode::Full,
@@ -631,6 +725,12 @@ failover_after_ms = 1500
             ("[engine]\nring_capacity = 3\n", "engine.ring_capacity"),
             ("[primary]\nfailover_after_ms = 1\n", "primary.failover_after_ms"),
             ("[status]\nlisten = \"nowhere\"\n", "status.listen"),
+            ("[tertiary]\nwarm = true\n[primary]\nwarm = true\n", "primary.warm"),
+            ("[secondary]\nmirror = true\n", "secondary.mirror"),
+            ("[primary]\ndedup_window_ms = 5\n", "primary.dedup_window_ms"),
+            ("[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments = [1, 2, 1]\n", "primary.instruments"),
+            ("[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments = [1]\n[tertiary]\ninstruments = [1]\n", "tertiary.instruments"),
+            ("[engine]\nstale_after_ms = 0\n", "engine.stale_after_ms"),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err().to_string();

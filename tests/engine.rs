@@ -215,7 +215,7 @@ fn midnight_rotates_to_a_new_file_by_receive_time() {
 #[test]
 fn a_torn_tail_from_a_crash_is_moved_aside_on_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut zone = tickcap::sink::ZoneClock::new("Asia/Kolkata").unwrap();
+    let mut zone = tickcap::time::ZoneFormatter::new("Asia/Kolkata").unwrap();
     let today = zone.date_of_micros(Clock::system().now_micros());
     let file = dir.path().join(format!("market_data_{today}.jsonl"));
     std::fs::write(
@@ -252,7 +252,7 @@ struct FullDisk {
 }
 
 impl tickcap::sink::files::DaySink for FullDisk {
-    fn write(&mut self, date: tickcap::sink::LocalDate, data: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, date: tickcap::time::LocalDate, data: &[u8]) -> std::io::Result<usize> {
         if self.fail > 0 {
             self.fail -= 1;
             return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC

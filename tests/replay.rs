@@ -173,9 +173,10 @@ fn achieved_rate_is_within_5_percent_of_the_set_rate_over_2s() {
 
 #[test]
 fn recorded_ticks_replay_to_the_same_values() {
-    use tickcap::sink::{LineFormatter, ZoneClock};
+    use tickcap::sink::LineFormatter;
+    use tickcap::time::ZoneFormatter;
     // Record: synthetic ticks written as tickcap lines.
-    let mut fmt = LineFormatter::new(ZoneClock::new("Asia/Kolkata").unwrap());
+    let mut fmt = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").unwrap());
     let modes = [
         (NSE, Mode::Full),
         (INDEX, Mode::Quote),

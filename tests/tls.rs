@@ -173,10 +173,7 @@ fn an_untrusted_certificate_is_refused_and_retried_without_a_crash() {
     let stats = Arc::clone(engine.stats());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stats.ticks_received(), 0);
-    assert_ne!(
-        stats.conns[0].state(),
-        tickcap::engine::stats::StateName::Open
-    );
+    assert_ne!(stats.conns[0].state(), tickcap::stats::StateName::Open);
     assert!(!engine.is_finished());
     engine.stop();
 }

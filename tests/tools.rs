@@ -178,7 +178,7 @@ fn plots_are_pngs_of_the_chart_size() {
 #[test]
 fn storage_lists_files_and_cleanup_keeps_today() {
     let dir = tempfile::tempdir().unwrap();
-    let mut zone = tickcap::sink::ZoneClock::new("Asia/Kolkata").unwrap();
+    let mut zone = tickcap::time::ZoneFormatter::new("Asia/Kolkata").unwrap();
     let now = tickcap::engine::Clock::system().now_micros();
     let mut day = |back: i64| zone.date_of_micros(now - back * 86_400_000_000);
     let today = day(0);

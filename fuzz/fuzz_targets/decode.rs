@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickcap::kite::{decode_message, encode_message};
-use tickcap::sink::{LineFormatter, ZoneClock};
+use tickcap::sink::LineFormatter;
+use tickcap::time::ZoneFormatter;
 
 fuzz_target!(|data: &[u8]| {
     let ticks: Vec<_> = decode_message(data).filter_map(Result::ok).collect();
@@ -14,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     if msg.len() > 4 {
         assert_eq!(ticks, again);
     }
-    let mut fmt = LineFormatter::new(ZoneClock::new("Asia/Kolkata").expect("bundled zone"));
+    let mut fmt = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").expect("bundled zone"));
     let mut out = Vec::new();
     for t in &ticks {
         fmt.write_line(&mut out, t, 1_764_046_523_000_000, 1);

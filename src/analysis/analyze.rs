@@ -200,7 +200,7 @@ pub fn combine(all: &mut Stats, mut one: Stats) {
 }
 
 /// The report of one file or of all of them.
-pub fn report(s: &Stats, zone: &mut crate::sink::ZoneClock) -> Value {
+pub fn report(s: &Stats, zone: &mut crate::time::ZoneFormatter) -> Value {
     let mut iso = |micros: i64| {
         let mut b = Vec::new();
         zone.write_micros(&mut b, micros);

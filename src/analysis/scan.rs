@@ -153,7 +153,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         {
             return None;
         }
-        let date = crate::sink::LocalDate {
+        let date = crate::time::LocalDate {
             year: num(0..4)? as i32,
             month: num(5..7)? as u8,
             day: num(8..10)? as u8,
@@ -470,8 +470,9 @@ mod tests {
 
     #[test]
     fn fast_and_strict_parsers_agree() {
-        let mut f =
-            crate::sink::LineFormatter::new(crate::sink::ZoneClock::new("Asia/Kolkata").unwrap());
+        let mut f = crate::sink::LineFormatter::new(
+            crate::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
+        );
         let mut inst = crate::replay::synthetic::Instrument::new(256_265, 1);
         let mut other = crate::replay::synthetic::Instrument::new(408_065, 1);
         let mut scratch = Vec::new();

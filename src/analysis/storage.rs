@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::sink::files::date_of_name;
-use crate::sink::LocalDate;
+use crate::time::LocalDate;
 
 /// One daily file.
 #[derive(Debug, Clone, PartialEq)]

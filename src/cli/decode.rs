@@ -7,7 +7,8 @@ use anyhow::Context;
 
 use super::Failure;
 use crate::kite::decode_message;
-use crate::sink::{LineFormatter, ZoneClock};
+use crate::sink::LineFormatter;
+use crate::time::ZoneFormatter;
 
 /// Arguments of `tickcap decode`.
 #[derive(Debug, clap::Args)]
@@ -31,7 +32,7 @@ pub struct Args {
 /// Prints every tick of every file; malformed packets are reported on stderr
 /// with the file and packet position, and make the exit code 1.
 pub fn run(args: Args) -> Result<(), Failure> {
-    let clock = ZoneClock::new(&args.timezone).map_err(Failure::usage)?;
+    let clock = ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
     let mut fmt = LineFormatter::new(clock);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -195,19 +195,7 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
     };
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
-    let url = format!(
-        "{}{}api_key={}&access_token={}",
-        c.url,
-        if c.url.contains('?') {
-            "&"
-        } else if c.url[c.url.find("://").map_or(0, |i| i + 3)..].contains('/') {
-            "?"
-        } else {
-            "/?"
-        },
-        c.api_key,
-        c.access_token.expose()
-    );
+    let url = crate::kite::ticker_url(&c.url, &c.api_key, c.access_token.expose());
     let result = if tls {
         let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
             Ok(n) => n,

@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 use super::Failure;
 use crate::analysis::analyze::{self, Stats};
 use crate::analysis::{plot, scan, storage, verify};
-use crate::sink::ZoneClock;
+use crate::time::ZoneFormatter;
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn zone(name: &str) -> Result<ZoneClock, Failure> {
-    ZoneClock::new(name).map_err(Failure::usage)
+fn zone(name: &str) -> Result<ZoneFormatter, Failure> {
+    ZoneFormatter::new(name).map_err(Failure::usage)
 }
 
 /// A spinner on stderr for long runs, only on a terminal.
@@ -66,7 +66,7 @@ pub struct StorageArgs {
 /// `tickcap storage`.
 pub fn storage(args: StorageArgs) -> Result<(), Failure> {
     let mut z = zone(&args.timezone)?;
-    let today = z.date_of_micros(crate::engine::Clock::system().now_micros());
+    let today = z.date_of_micros(crate::time::Clock::system().now_micros());
     if !args.data_dir.is_dir() {
         return Err(Failure::usage(anyhow::anyhow!(
             "{} is not a directory",

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::MAX_INSTRUMENTS;
-use crate::engine::Stats;
 use crate::kite::Mode;
 use crate::net::Connection;
+use crate::stats::Stats;
 
 /// Records kept.
 const KEEP: usize = 500;

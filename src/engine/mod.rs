@@ -14,29 +14,30 @@
 //! received tick to the rings, lets the writer drain, write and fsync, and
 //! returns.
 
+mod api;
 pub mod failover;
 pub mod history;
 pub mod reload;
-pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
 use crate::config::Config;
 use crate::net::{Connection, Context};
-use crate::pipeline::{ring, Wake};
+use crate::ring::{ring, Wake};
 use crate::sink::files::{DailyFiles, DaySink};
 use crate::sink::writer::{Writer, WriterConfig};
-use crate::sink::ZoneClock;
-use crate::status::api::{route, View};
+pub use crate::stats::Stats;
 use crate::status::{Rates, Request, StatusPort};
+pub use crate::time::Clock;
+use crate::time::ZoneFormatter;
+use api::{route, View};
 use failover::Failover;
 use history::History;
-pub use stats::Stats;
 
 /// Tokens 0..3 are the Kite connections.
 const WAKER: Token = Token(10);
@@ -48,35 +49,6 @@ const STATUS_CLIENTS: usize = 100;
 const MAX_POLL_WAIT: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the writer to take what the rings cannot hold.
 const SHUTDOWN_LIMIT: Duration = Duration::from_millis(1500);
-
-/// The receive clock: the wall clock plus an offset (tests move it to just
-/// before midnight to exercise rotation).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Clock {
-    offset_micros: i64,
-}
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Clock { offset_micros: 0 }
-    }
-
-    /// The system clock shifted by `offset_micros`.
-    pub fn shifted(offset_micros: i64) -> Self {
-        Clock { offset_micros }
-    }
-
-    /// Now, epoch microseconds.
-    #[inline]
-    pub fn now_micros(&self) -> i64 {
-        let now = match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_micros() as i64,
-            Err(e) => -(e.duration().as_micros() as i64),
-        };
-        now + self.offset_micros
-    }
-}
 
 /// Things the engine cannot start without.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +130,7 @@ impl Engine {
         stats
             .started_micros
             .store(opts.clock.now_micros(), Ordering::Relaxed);
-        let zone = ZoneClock::new(&config.storage.timezone)
+        let zone = ZoneFormatter::new(&config.storage.timezone)
             .map_err(|e| EngineError::Zone(e.to_string()))?;
 
         let sink = match opts.sink.take() {
@@ -194,6 +166,7 @@ impl Engine {
         );
         wcfg.fsync_interval = Duration::from_millis(config.storage.fsync_interval_ms);
         wcfg.core = config.writer_core;
+        wcfg.clock = opts.clock;
         wcfg.dedup_window_micros = config
             .tertiary_mirror
             .then(|| config.dedup_window_ms as i64 * 1000);
@@ -232,17 +205,10 @@ impl Engine {
         } else {
             None
         };
-        let listen: std::net::SocketAddr =
-            config
-                .status_listen
-                .parse()
-                .map_err(|e| EngineError::Status {
-                    addr: config.status_listen.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")),
-                })?;
+        let listen = config.status_listen;
         let status = StatusPort::bind(listen, poll.registry(), STATUS_LISTENER, STATUS_CLIENTS)
             .map_err(|source| EngineError::Status {
-                addr: config.status_listen.clone(),
+                addr: config.status_listen.to_string(),
                 source,
             })?;
         let status_addr = status.local_addr();
@@ -265,7 +231,7 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
         let stats2 = Arc::clone(&stats);
-        let zone2 = ZoneClock::new(&config.storage.timezone)
+        let zone2 = ZoneFormatter::new(&config.storage.timezone)
             .map_err(|e| EngineError::Zone(e.to_string()))?;
         let clock = opts.clock;
         let config_path = opts.config_path.take();
@@ -360,7 +326,7 @@ struct EventLoop {
     history: History,
     config: Config,
     config_path: Option<std::path::PathBuf>,
-    zone: ZoneClock,
+    zone: ZoneFormatter,
     clock: Clock,
     failover: Failover,
 }

@@ -96,7 +96,7 @@ pub fn reload(
         .map(|(k, _)| (*k).to_owned())
         .collect();
     let keep_storage = running.storage.clone();
-    let keep_listen = running.status_listen.clone();
+    let keep_listen = running.status_listen;
     *running = new;
     // What needs a restart keeps its running value until then.
     running.storage = keep_storage;

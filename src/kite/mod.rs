@@ -19,7 +19,7 @@ mod tick;
 
 pub use decode::{decode_message, decode_packet, DecodeError, Packets};
 pub use encode::{encode_message, encode_packet, MessageBuilder};
-pub use request::{ClientRequest, RequestError};
+pub use request::{ticker_url, ClientRequest, RequestError};
 pub use text::{parse_text, OrderUpdate, TextFrame};
 pub use tick::{
     is_tradable, price_divisor, segment, DepthEntry, Mode, PacketKind, Segment, Tick, UnknownMode,

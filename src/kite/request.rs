@@ -120,6 +120,25 @@ impl ClientRequest {
     }
 }
 
+/// The URL a ticker client opens: the feed's base URL with `api_key` and
+/// `access_token` added to its query, as the official clients build it
+/// (`wss://ws.kite.trade/?api_key=…&access_token=…`). A base without a path
+/// gets `/` before the query, also when it already has a query of its own
+/// (`ws://host?x=1` → `ws://host/?x=1&api_key=…`).
+pub fn ticker_url(base: &str, api_key: &str, access_token: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let after_scheme = head.split_once("://").map_or(head, |(_, r)| r);
+    let slash = if after_scheme.contains('/') { "" } else { "/" };
+    let query = match query {
+        Some(q) if !q.is_empty() => format!("{q}&"),
+        _ => String::new(),
+    };
+    format!("{head}{slash}?{query}api_key={api_key}&access_token={access_token}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +178,22 @@ mod tests {
         ] {
             assert!(ClientRequest::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn the_ticker_url_puts_the_path_before_the_query() {
+        let u = |b| ticker_url(b, "k", "t");
+        assert_eq!(
+            u("wss://ws.kite.trade"),
+            "wss://ws.kite.trade/?api_key=k&access_token=t"
+        );
+        assert_eq!(
+            u("ws://127.0.0.1:9/"),
+            "ws://127.0.0.1:9/?api_key=k&access_token=t"
+        );
+        assert_eq!(u("ws://h/feed"), "ws://h/feed?api_key=k&access_token=t");
+        assert_eq!(u("ws://h?x=1"), "ws://h/?x=1&api_key=k&access_token=t");
+        assert_eq!(u("ws://h/p?x=1"), "ws://h/p?x=1&api_key=k&access_token=t");
+        assert_eq!(u("ws://h?"), "ws://h/?api_key=k&access_token=t");
     }
 }

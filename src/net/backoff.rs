@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::replay::synthetic::SplitMix;
+use crate::util::SplitMix;
 
 /// Capped exponential backoff with "equal jitter": a delay in `[d/2, d]`
 /// where `d = min(cap, base · 2^attempt)`.

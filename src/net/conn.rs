@@ -34,10 +34,10 @@ use tungstenite::{HandshakeError, Message, WebSocket};
 use super::stream::{wrap, WireStream};
 use super::Backoff;
 use crate::config::{ConnectionConfig, Role};
-use crate::engine::stats::{new_histogram, publish, ConnStats, StateName, Stats};
-use crate::engine::Clock;
 use crate::kite::{parse_text, ClientRequest, Mode, TextFrame};
-use crate::pipeline::{push_frame, Stamped, Wake};
+use crate::ring::{push_frame, Stamped, Wake};
+use crate::stats::{new_histogram, publish, ConnStats, StateName, Stats};
+use crate::time::Clock;
 
 /// A connect or upgrade that takes longer than this is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -358,14 +358,10 @@ impl Connection {
 
     /// The URL with credentials; never logged.
     fn request_url(&self) -> String {
-        let base = &self.cfg.url;
-        let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
-        let slash = if after_scheme.contains('/') { "" } else { "/" };
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!(
-            "{base}{slash}{sep}api_key={}&access_token={}",
-            self.cfg.api_key,
-            self.cfg.access_token.expose()
+        crate::kite::ticker_url(
+            &self.cfg.url,
+            &self.cfg.api_key,
+            self.cfg.access_token.expose(),
         )
     }
 

@@ -235,11 +235,12 @@ pub fn in_mode(t: &Tick, mode: Mode) -> Tick {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{LineFormatter, ZoneClock};
+    use crate::sink::LineFormatter;
+    use crate::time::ZoneFormatter;
 
     #[test]
     fn a_written_line_parses_back_to_its_tick() {
-        let mut f = LineFormatter::new(ZoneClock::new("Asia/Kolkata").unwrap());
+        let mut f = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").unwrap());
         let mut scratch = Vec::new();
         let mut i = crate::replay::synthetic::Instrument::new(0x0100_0003, 1);
         for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {

@@ -199,9 +199,8 @@ impl<'a> Session<'a> {
         // Each connection drops at a random time in [0.5, 1.5] × drop_every
         // (seeded by --seed and the connection number), so that several
         // connections do not all drop at once.
-        let mut rng = super::synthetic::SplitMix::new(
-            cfg.seed() ^ u64::from(self.id).wrapping_mul(0x9e37_79b9),
-        );
+        let mut rng =
+            crate::util::SplitMix::new(cfg.seed() ^ u64::from(self.id).wrapping_mul(0x9e37_79b9));
         let drop_at = f
             .drop_every
             .map(|d| start + d.mul_f64(0.5 + (rng.below(1000) as f64) / 1000.0));

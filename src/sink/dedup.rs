@@ -30,9 +30,9 @@ use std::hash::{Hash, Hasher};
 
 use hdrhistogram::Histogram;
 
-use crate::engine::stats::new_histogram;
 use crate::kite::Tick;
-use crate::pipeline::Stamped;
+use crate::ring::Stamped;
+use crate::stats::new_histogram;
 
 /// A fast combining hasher for tick fingerprints (not for untrusted keys:
 /// the inputs are Kite's own values).

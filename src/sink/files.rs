@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::clock::LocalDate;
+use crate::time::LocalDate;
 
 /// Where the writer's bytes go, by day.
 pub trait DaySink: Send {

@@ -9,14 +9,14 @@
 //! [`serde_line`] is the same line through `serde_json`, kept as the
 //! benchmark baseline; a test holds the two equal in value.
 
-use super::clock::ZoneClock;
 use super::number::{write_f64, write_price, write_u64};
 use crate::kite::{is_tradable, price_divisor, PacketKind, Tick};
+use crate::time::ZoneFormatter;
 
 /// Writes lines in one zone. Owns the zone's formatting caches.
 #[derive(Debug, Clone)]
 pub struct LineFormatter {
-    clock: ZoneClock,
+    clock: ZoneFormatter,
 }
 
 #[inline(always)]
@@ -27,12 +27,12 @@ fn key_u32(out: &mut Vec<u8>, key: &[u8], v: u32) {
 
 impl LineFormatter {
     /// A formatter writing times in `clock`'s zone.
-    pub fn new(clock: ZoneClock) -> Self {
+    pub fn new(clock: ZoneFormatter) -> Self {
         LineFormatter { clock }
     }
 
     /// The zone clock (for the file's date of a tick).
-    pub fn clock_mut(&mut self) -> &mut ZoneClock {
+    pub fn clock_mut(&mut self) -> &mut ZoneFormatter {
         &mut self.clock
     }
 
@@ -139,7 +139,7 @@ impl LineFormatter {
 /// out in serde_json's notation (`1e-7`, not Python's `1e-07`): equal in
 /// value, not always in bytes.
 pub fn serde_line(
-    clock: &mut ZoneClock,
+    clock: &mut ZoneFormatter,
     out: &mut Vec<u8>,
     t: &Tick,
     recv_micros: i64,
@@ -147,7 +147,7 @@ pub fn serde_line(
 ) -> serde_json::Result<()> {
     use serde::ser::{SerializeMap, Serializer};
     let mut times = Vec::with_capacity(96);
-    let mut time = |clock: &mut ZoneClock, secs: Option<u32>| -> String {
+    let mut time = |clock: &mut ZoneFormatter, secs: Option<u32>| -> String {
         times.clear();
         match secs {
             Some(s) => clock.write_seconds(&mut times, i64::from(s)),
@@ -219,7 +219,7 @@ mod tests {
     use crate::kite::{DepthEntry, Mode};
 
     fn formatter() -> LineFormatter {
-        LineFormatter::new(ZoneClock::new("Asia/Kolkata").unwrap())
+        LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").unwrap())
     }
 
     #[test]
@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn hand_written_and_serde_lines_agree_in_value() {
         let mut f = formatter();
-        let mut clock = ZoneClock::new("Asia/Kolkata").unwrap();
+        let mut clock = ZoneFormatter::new("Asia/Kolkata").unwrap();
         for (i, kind) in PacketKind::ALL.into_iter().enumerate() {
             for token in [408_065u32, 256_265, 0x0100_0003, 0x0100_0006, 0x0100_000c] {
                 let t = arbitrary_tick(kind, token, i as u32 + token);

@@ -3,14 +3,18 @@
 //! - [`line`]: one tick as one JSONL line, exactly as the official client's
 //!   keys and numbers, plus `timestamp` and `connection_id`;
 //! - [`number`]: Python-compatible number text;
-//! - [`clock`]: epoch times as ISO 8601 in the configured zone.
+//! - [`writer`]: the writer thread (ring merge, flush rule, fsync policy,
+//!   rotation, retry);
+//! - [`files`]: the daily files (names, torn-tail repair, retention);
+//! - [`dedup`]: hot-standby dedup of the ticks two connections both deliver.
+//!
+//! The stage imports only the layers below it (`kite`, `ring`, `stats`,
+//! `time`, `config`'s plain types), never the engine that runs it.
 
-pub mod clock;
 pub mod dedup;
 pub mod files;
 pub mod line;
 pub mod number;
 pub mod writer;
 
-pub use clock::{LocalDate, ZoneClock};
 pub use line::LineFormatter;

@@ -25,18 +25,18 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::clock::{LocalDate, ZoneClock};
 use super::files::DaySink;
 use super::line::LineFormatter;
 use crate::config::FsyncPolicy;
-use crate::engine::stats::{new_histogram, publish, InstrumentMap, Stats};
-use crate::pipeline::{Stamped, Wake};
+use crate::ring::{Stamped, Wake};
+use crate::stats::{new_histogram, publish, InstrumentMap, Stats};
+use crate::time::{Clock, LocalDate, ZoneFormatter};
 
 /// How the writer behaves.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     /// Zone for lines and the day boundary.
-    pub zone: ZoneClock,
+    pub zone: ZoneFormatter,
     /// fsync policy.
     pub fsync: FsyncPolicy,
     /// Longest wait of a received tick before it is written.
@@ -51,11 +51,14 @@ pub struct WriterConfig {
     pub core: Option<usize>,
     /// Hot standby: drop second copies within this window (µs).
     pub dedup_window_micros: Option<i64>,
+    /// The receive clock the ticks were stamped with, so receive→written
+    /// latency compares like with like (a shifted test clock included).
+    pub clock: Clock,
 }
 
 impl WriterConfig {
     /// Defaults: 1 MiB writes, 64 MiB ceiling while the disk fails.
-    pub fn new(zone: ZoneClock, fsync: FsyncPolicy, flush_interval: Duration) -> Self {
+    pub fn new(zone: ZoneFormatter, fsync: FsyncPolicy, flush_interval: Duration) -> Self {
         WriterConfig {
             zone,
             fsync,
@@ -65,6 +68,7 @@ impl WriterConfig {
             max_buffer: 64 << 20,
             core: None,
             dedup_window_micros: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -422,7 +426,7 @@ impl WriterLoop {
                 }
             }
         }
-        let now_micros = crate::engine::Clock::system().now_micros();
+        let now_micros = self.cfg.clock.now_micros();
         for &t in &self.recv {
             let _ = self.hist.record((now_micros - t).max(1) as u64);
         }

@@ -1,8 +1,10 @@
-//! The status and control port: HTTP/1.1 on the engine's own mio loop (no
-//! second thread), JSON endpoints, Prometheus text, a live web page, and the
-//! control calls. See `http` for the limits and `api` for the endpoints.
+//! The status port's transport: an HTTP/1.1 server that runs as a guest of
+//! the engine's mio loop (no second thread), the tick-rate sampler, the
+//! live web page, and the small client `tickcap status`/`doctor` use.
+//!
+//! What the endpoints answer is the engine's business (`engine::api`): this
+//! module knows requests and responses, not connections or configs.
 
-pub mod api;
 pub mod client;
 pub mod http;
 pub mod rates;
@@ -77,7 +79,7 @@ impl StatusPort {
         registry: &Registry,
         now: Instant,
         now_secs: i64,
-        stats: &crate::engine::Stats,
+        stats: &crate::stats::Stats,
     ) {
         self.server.on_timer(registry, now);
         self.rates.sample(now, now_secs, stats);

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::engine::Stats;
+use crate::stats::Stats;
 
 /// Seconds of total-rate history kept (for the web page's chart).
 pub const HISTORY_SECONDS: usize = 300;

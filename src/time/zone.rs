@@ -46,7 +46,7 @@ struct Cached {
 /// Formats epoch times in one zone, with the caches described above.
 /// Not `Sync`: each thread that formats owns one.
 #[derive(Clone)]
-pub struct ZoneClock {
+pub struct ZoneFormatter {
     tz: TimeZone,
     minute: i64,
     offset_secs: i32,
@@ -55,9 +55,9 @@ pub struct ZoneClock {
     cached: [Option<Cached>; 2],
 }
 
-impl std::fmt::Debug for ZoneClock {
+impl std::fmt::Debug for ZoneFormatter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZoneClock")
+        f.debug_struct("ZoneFormatter")
             .field("tz", &self.tz.iana_name())
             .finish()
     }
@@ -83,7 +83,7 @@ fn two(out: &mut [u8], v: u32) {
     out[1] = b'0' + (v % 10) as u8;
 }
 
-impl ZoneClock {
+impl ZoneFormatter {
     /// A clock for the IANA zone `name` (e.g. `Asia/Kolkata`, `UTC`).
     pub fn new(name: &str) -> Result<Self, UnknownZone> {
         let tz = TimeZone::get(name).map_err(|source| UnknownZone {
@@ -95,7 +95,7 @@ impl ZoneClock {
 
     /// A clock for an already resolved zone.
     pub fn with_zone(tz: TimeZone) -> Self {
-        ZoneClock {
+        ZoneFormatter {
             tz,
             minute: i64::MIN,
             offset_secs: 0,
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn kolkata_is_five_thirty_ahead() {
-        let mut c = ZoneClock::new("Asia/Kolkata").unwrap();
+        let mut c = ZoneFormatter::new("Asia/Kolkata").unwrap();
         // 2021-07-05T05:11:27Z, the exchange time in Zerodha's full mock packet
         assert_eq!(
             s(|o| c.write_seconds(o, 1_625_461_887)),
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn date_changes_at_local_midnight() {
-        let mut c = ZoneClock::new("Asia/Kolkata").unwrap();
+        let mut c = ZoneFormatter::new("Asia/Kolkata").unwrap();
         // 18:29:59.999999Z is 23:59:59.999999 in Kolkata; a microsecond later is the next day.
         let before = 1_764_095_399_999_999i64;
         assert_eq!(c.date_of_micros(before).to_string(), "2025-11-25");
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn zones_with_daylight_saving_change_offset() {
-        let mut c = ZoneClock::new("America/New_York").unwrap();
+        let mut c = ZoneFormatter::new("America/New_York").unwrap();
         assert_eq!(
             s(|o| c.write_seconds(o, 1_751_328_000)),
             "2025-06-30T20:00:00-04:00"
@@ -248,7 +248,7 @@ mod tests {
             s(|o| c.write_seconds(o, 1_764_547_200)),
             "2025-11-30T19:00:00-05:00"
         );
-        let mut u = ZoneClock::new("UTC").unwrap();
+        let mut u = ZoneFormatter::new("UTC").unwrap();
         assert_eq!(
             s(|o| u.write_seconds(o, 4_294_967_295)),
             "2106-02-07T06:28:15+00:00"
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn unknown_zone_is_an_error_naming_it() {
-        let e = ZoneClock::new("Mars/Olympus").unwrap_err();
+        let e = ZoneFormatter::new("Mars/Olympus").unwrap_err();
         assert!(e.to_string().contains("Mars/Olympus"));
     }
 

@@ -1,0 +1,167 @@
+//! The status port's endpoints: routing and authorization here; the JSON
+//! views in [`views`], counters as JSON and Prometheus text in [`metrics`],
+//! the control calls that change live subscriptions in [`control`].
+//!
+//! This lives in the engine, not in `status/`, because it reads and changes
+//! the loop's own state (`&mut [Connection]`, the config, the history);
+//! `status/` is only the HTTP server and client. It runs on the event loop
+//! between socket events and reads counters (atomics) and the loop's own
+//! state.
+
+mod control;
+mod metrics;
+mod views;
+
+use serde_json::{json, Value};
+
+use super::failover::Failover;
+use super::history::History;
+use crate::config::Config;
+use crate::net::Connection;
+use crate::stats::Stats;
+use crate::status::{Rates, Request, Response};
+use crate::time::{Clock, ZoneFormatter};
+
+/// A tick within this long counts as fresh data.
+pub const FRESH_MICROS: i64 = 5_000_000;
+
+/// What the endpoints read and change.
+pub struct View<'a> {
+    /// The three connections.
+    pub conns: &'a mut [Connection],
+    /// Counters.
+    pub stats: &'a Stats,
+    /// The running configuration.
+    pub config: &'a mut Config,
+    /// Its file, for `/reload`.
+    pub config_path: Option<&'a std::path::Path>,
+    /// Subscription history.
+    pub history: &'a mut History,
+    /// Tick rates.
+    pub rates: &'a Rates,
+    /// The receive clock.
+    pub clock: Clock,
+    /// For ISO times in the configured zone.
+    pub zone: &'a mut ZoneFormatter,
+    /// HTTP server counters: (open clients, served, rejected).
+    pub http: (usize, u64, u64),
+    /// The page.
+    pub page: &'static str,
+    /// Takeovers.
+    pub failover: &'a Failover,
+}
+
+impl View<'_> {
+    fn iso(&mut self, micros: i64) -> Value {
+        if micros <= 0 {
+            return Value::Null;
+        }
+        let mut b = Vec::with_capacity(40);
+        self.zone.write_micros(&mut b, micros);
+        Value::String(String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+/// Answers one request.
+pub fn route(v: &mut View<'_>, req: &Request) -> Response {
+    let get = req.method == "GET" || req.method == "HEAD";
+    let post = req.method == "POST";
+    let is_control = matches!(
+        req.path.as_str(),
+        "/subscribe" | "/unsubscribe" | "/mode" | "/reload"
+    );
+    if is_control {
+        if !post {
+            return Response::error(405, format!("{} needs POST", req.path));
+        }
+        if let Some(resp) = authorize(v.config, req) {
+            return resp;
+        }
+    } else if !get {
+        return match req.path.as_str() {
+            "/" | "/health" | "/connections" | "/instruments" | "/storage" | "/metrics"
+            | "/failovers" => Response::error(405, format!("{} needs GET", req.path)),
+            _ => Response::error(
+                404,
+                format!("no such endpoint: {} {}", req.method, req.path),
+            ),
+        };
+    }
+    match req.path.as_str() {
+        "/" | "/index.html" => Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: v.page.as_bytes().to_vec(),
+        },
+        "/health" => Response::json(200, &views::health(v)),
+        "/failovers" => Response::json(200, &views::failovers(v)),
+        "/connections" => Response::json(200, &json!({ "connections": views::connections(v) })),
+        "/instruments" => Response::json(200, &views::instruments(v)),
+        "/storage" => Response::json(200, &views::storage(v)),
+        "/metrics" => match req.param("format") {
+            Some("prometheus") => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics::prometheus(v).into_bytes(),
+            },
+            Some("json") | None => Response::json(200, &metrics::json(v)),
+            Some(other) => Response::error(
+                400,
+                format!("unknown format {other:?}: use json or prometheus"),
+            ),
+        },
+        "/subscribe" => control::subscribe(v, &req.body),
+        "/unsubscribe" => control::unsubscribe(v, &req.body),
+        "/mode" => control::mode(v, &req.body),
+        "/reload" => match v.config_path {
+            None => Response::error(
+                409,
+                "no config file to reload (the service was started without --config)",
+            ),
+            Some(path) => {
+                let now = v.clock.now_micros();
+                match crate::engine::reload::reload(path, v.config, v.conns, v.history, now) {
+                    Ok(r) => Response::json(200, &json!({"status": "ok", "reloaded": r})),
+                    Err(e) => Response::json(
+                        422,
+                        &json!({"error": format!("config rejected; the running one is kept: {e}")}),
+                    ),
+                }
+            }
+        },
+        _ => Response::error(
+            404,
+            format!("no such endpoint: {} {}", req.method, req.path),
+        ),
+    }
+}
+
+/// Control calls on a non-loopback status port need `Authorization: Bearer <status.token>`.
+fn authorize(config: &Config, req: &Request) -> Option<Response> {
+    let loopback = config.status_listen.ip().is_loopback();
+    if loopback {
+        return None;
+    }
+    let Some(token) = &config.status_token else {
+        return Some(Response::error(
+            403,
+            "control calls are disabled: the status port is not on loopback and [status] token is not set",
+        ));
+    };
+    let given = req
+        .authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Constant-time compare: the token is a secret.
+    let ok = given.is_some_and(|g| {
+        let (a, b) = (g.as_bytes(), token.expose().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    });
+    (!ok).then(|| {
+        Response::error(
+            401,
+            "control calls need Authorization: Bearer <status token>",
+        )
+    })
+}

@@ -1,0 +1,287 @@
+//! The JSON views: `/health`, `/connections`, `/instruments`, `/storage`,
+//! `/failovers`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+
+use crate::config::MAX_INSTRUMENTS;
+use crate::kite::Mode;
+use crate::net::Connection;
+use crate::stats::Stats;
+
+use super::{View, FRESH_MICROS};
+
+fn configured(c: &Connection) -> bool {
+    !c.desired().is_empty()
+}
+
+/// `GET /health`.
+pub fn health(v: &mut View<'_>) -> Value {
+    let now = v.clock.now_micros();
+    let open: Vec<bool> = v.conns.iter().map(|c| c.is_open()).collect();
+    let wanted: Vec<bool> = v.conns.iter().map(configured).collect();
+    let last_tick = v
+        .stats
+        .conns
+        .iter()
+        .map(|c| c.last_tick_micros.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let fresh = last_tick > 0 && now - last_tick <= FRESH_MICROS;
+    let active = open.iter().filter(|o| **o).count();
+    let mut reasons = Vec::new();
+    for (i, c) in v.conns.iter().enumerate() {
+        if wanted[i] && !open[i] {
+            reasons.push(format!(
+                "connection {} ({}) is {}",
+                i + 1,
+                c.role().as_str(),
+                v.stats.conns[i].state().as_str()
+            ));
+        }
+    }
+    if !fresh {
+        reasons.push("no tick in the last 5 s".to_owned());
+    }
+    for (from, n) in v.failover.carrying() {
+        reasons.push(format!(
+            "failover: the tertiary carries {n} instruments of connection {from}"
+        ));
+    }
+    let status = if active == 0 {
+        "down"
+    } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o) && fresh && !v.failover.is_active() {
+        "healthy"
+    } else {
+        "degraded"
+    };
+    let started = v.stats.started_micros.load(Ordering::Relaxed);
+    let subscribed: BTreeSet<u32> = v
+        .conns
+        .iter()
+        .flat_map(|c| c.desired().keys().copied())
+        .collect();
+    json!({
+        "status": status,
+        "timestamp": v.iso(now),
+        "uptime_seconds": ((now - started) as f64 / 1e6 * 10.0).round() / 10.0,
+        "active_connections": active,
+        "configured_connections": wanted.iter().filter(|w| **w).count(),
+        "subscribed_instruments": subscribed.len(),
+        "last_tick_time": v.iso(last_tick),
+        "data_fresh": fresh,
+        "ticks_per_second": (v.rates.total * 10.0).round() / 10.0,
+        "ticks_received": v.stats.ticks_received(),
+        "lines_written": v.stats.lines_written(),
+        "reasons": reasons,
+    })
+}
+
+pub(super) fn connections(v: &mut View<'_>) -> Vec<Value> {
+    let now = v.clock.now_micros();
+    let mut out = Vec::new();
+    for i in 0..v.conns.len() {
+        let s = &v.stats.conns[i];
+        let c = &v.conns[i];
+        let last = s.last_tick_micros.load(Ordering::Relaxed);
+        let (cap, used) = c.ring_occupancy();
+        let entry = json!({
+            "connection_id": c.id(),
+            "role": c.role().as_str(),
+            "mode": c.mode().as_str(),
+            "state": s.state().as_str(),
+            "url": c.config().url,
+            "api_key": c.config().api_key,
+            "subscribed_instruments": c.desired().len(),
+            "tick_count": s.ticks.load(Ordering::Relaxed),
+            "tick_rate": (v.rates.per_conn[i] * 10.0).round() / 10.0,
+            "last_tick_time": Value::Null,
+            "seconds_since_last_tick": if last > 0 { json!(((now - last) as f64 / 1e5).round() / 10.0) } else { Value::Null },
+            "reconnects": s.reconnects.load(Ordering::Relaxed),
+            "capacity_remaining": MAX_INSTRUMENTS.saturating_sub(c.desired().len()),
+            "frames": s.frames.load(Ordering::Relaxed),
+            "heartbeats": s.heartbeats.load(Ordering::Relaxed),
+            "decode_errors": s.decode_errors.load(Ordering::Relaxed),
+            "server_errors": s.server_errors.load(Ordering::Relaxed),
+            "auth_failures": s.auth_failures.load(Ordering::Relaxed),
+            "stale_disconnects": s.stale.load(Ordering::Relaxed),
+            "ring_stalls": s.ring_stalls.load(Ordering::Relaxed),
+            "ring_stall_seconds": s.ring_stall_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            "down_seconds": s.down_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            "ring_capacity": cap,
+            "ring_occupancy": used,
+        });
+        out.push(entry);
+    }
+    for (i, e) in out.iter_mut().enumerate() {
+        let last = v.stats.conns[i].last_tick_micros.load(Ordering::Relaxed);
+        e["last_tick_time"] = v.iso(last);
+    }
+    if let Some(t) = out.get_mut(2) {
+        t["carrying"] = json!(v
+            .failover
+            .carrying()
+            .iter()
+            .map(|(from, n)| json!({"for_connection": from, "instruments": n}))
+            .collect::<Vec<_>>());
+        t["mirror"] = json!(v.config.tertiary_mirror);
+    }
+    out
+}
+
+/// (connection id, role, instruments with modes).
+type ConnInstruments = (u8, &'static str, Vec<(u32, Mode)>);
+
+pub(super) fn instruments(v: &mut View<'_>) -> Value {
+    let now = v.clock.now_micros();
+    let seen = v
+        .stats
+        .instruments
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let mut per_conn = Vec::new();
+    let mut all = BTreeSet::new();
+    let mut rows = Vec::new();
+    let mut silent = Vec::new();
+    let mut entries: Vec<ConnInstruments> = Vec::new();
+    for c in v.conns.iter() {
+        entries.push((
+            c.id(),
+            c.role().as_str(),
+            c.desired().iter().map(|(t, m)| (*t, *m)).collect(),
+        ));
+    }
+    for (id, role, list) in entries {
+        per_conn.push(json!({
+            "connection_id": id,
+            "role": role,
+            "count": list.len(),
+            "instruments": list.iter().map(|(t, m)| json!({"instrument_token": t, "mode": m.as_str()})).collect::<Vec<_>>(),
+        }));
+        for (t, m) in list {
+            all.insert(t);
+            let s = seen.get(&t).copied().unwrap_or_default();
+            let since = v.history.subscribed_at(t);
+            let row = json!({
+                "instrument_token": t,
+                "connection_id": id,
+                "mode": m.as_str(),
+                "tick_count": s.ticks,
+                "last_tick_time": v.iso(s.last_micros),
+                "subscribed_at": since.map(|x| v.iso(x)),
+            });
+            if since.is_some_and(|at| s.last_micros < at) || (since.is_none() && s.ticks == 0) {
+                silent.push(json!({
+                    "instrument_token": t,
+                    "connection_id": id,
+                    "subscribed_at": since.map(|x| v.iso(x)),
+                    "seconds_silent": since.map(|at| ((now - at) as f64 / 1e5).round() / 10.0),
+                }));
+            }
+            rows.push(row);
+        }
+    }
+    let history: Vec<Value> = v
+        .history
+        .changes()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|c| {
+            json!({"time": v.iso(c.time_micros), "action": c.action, "connection_id": c.connection_id,
+                   "count": c.count, "mode": c.mode.map(|m| m.as_str()), "tokens": c.tokens})
+        })
+        .collect();
+    json!({
+        "connections": per_conn,
+        "total_unique_instruments": all.len(),
+        "instruments": rows,
+        "silent": silent,
+        "history": history,
+    })
+}
+
+pub(super) fn storage(v: &mut View<'_>) -> Value {
+    let w = &v.stats.writer;
+    let dir = &v.config.storage.data_dir;
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crate::sink::files::date_of_name(&name).is_some() {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                total += size;
+                files.push((name, size));
+            }
+        }
+    }
+    files.sort();
+    let current = w.current_file.lock().ok().and_then(|p| p.clone());
+    let last_flush = w.last_flush_micros.load(Ordering::Relaxed);
+    json!({
+        "data_dir": dir.display().to_string(),
+        "current_file": current.map(|p| p.display().to_string()),
+        "files": files.iter().map(|(n, s)| json!({"name": n, "bytes": s})).collect::<Vec<_>>(),
+        "file_count": files.len(),
+        "total_bytes": total,
+        "lines_written_today": w.lines_today.load(Ordering::Relaxed),
+        "lines_written": w.lines.load(Ordering::Relaxed),
+        "bytes_written": w.bytes.load(Ordering::Relaxed),
+        "writes": w.writes.load(Ordering::Relaxed),
+        "fsync_policy": v.config.storage.fsync.as_str(),
+        "fsync_interval_ms": v.config.storage.fsync_interval_ms,
+        "fsyncs": w.fsyncs.load(Ordering::Relaxed),
+        "flush_interval_ms": v.config.storage.flush_interval_ms,
+        "last_flush": v.iso(last_flush),
+        "buffered_bytes": w.buffered_bytes.load(Ordering::Relaxed),
+        "write_errors": w.write_errors.load(Ordering::Relaxed),
+        "last_write_error": w.last_error.lock().ok().and_then(|e| e.clone()),
+        "torn_lines_repaired": w.torn_repaired.load(Ordering::Relaxed),
+        "retention_days": v.config.storage.retention_days,
+        "timezone": v.config.storage.timezone,
+    })
+}
+
+pub(super) fn failovers(v: &mut View<'_>) -> Value {
+    let records: Vec<crate::engine::failover::Record> = v.failover.records().to_vec();
+    let list: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "connection_id": r.connection_id,
+                "start": v.iso(r.start_micros),
+                "end": r.end_micros.map(|e| v.iso(e)),
+                "active": r.end_micros.is_none(),
+                "instruments": r.instruments,
+                "not_carried": r.not_carried,
+                "duration_seconds": r.end_micros.map(|e| (e - r.start_micros) as f64 / 1e6),
+                "last_tick_before": v.iso(r.last_tick_before_micros),
+                "gap_ms": r.gap_ms(),
+                "gap_without_tertiary_ms": r.outage_ms(),
+            })
+        })
+        .collect();
+    let w = &v.stats.writer;
+    let lead = Stats::histogram(&v.stats.latency.dedup_lead_us);
+    json!({
+        "failover_after_ms": v.config.failover_after_ms,
+        "takeovers": v.failover.takeovers,
+        "active": v.failover.is_active(),
+        "failovers": list,
+        "hot_standby": {
+            "enabled": v.config.tertiary_mirror,
+            "dedup_window_ms": v.config.dedup_window_ms,
+            "duplicates_dropped": w.dedup_dropped.load(Ordering::Relaxed),
+            "first_by_connection": {
+                "1": w.dedup_first_by[1].load(Ordering::Relaxed),
+                "2": w.dedup_first_by[2].load(Ordering::Relaxed),
+                "3": w.dedup_first_by[3].load(Ordering::Relaxed),
+            },
+            "lead_us": super::metrics::percentiles(&lead, 1.0),
+        },
+    })
+}
