@@ -33,13 +33,62 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::MAX_INSTRUMENTS;
+use crate::config::{Role, MAX_INSTRUMENTS};
 use crate::kite::Mode;
 use crate::net::Connection;
 use crate::stats::Stats;
 
 /// Records kept.
 const KEEP: usize = 500;
+
+/// What failover needs of a connection: its instruments, whether and how
+/// long it has been down, and subscribe/unsubscribe. [`Connection`] is the
+/// real one; the tests drive [`Failover::step`] with fakes on fake time.
+pub trait Carrier {
+    /// Instruments wanted on it, with modes.
+    fn desired(&self) -> &BTreeMap<u32, Mode>;
+    /// How long it has not been open (None while open or idle on purpose).
+    fn down_for(&self, now: Instant) -> Option<Duration>;
+    /// Open, resubscribed, and a frame has arrived since.
+    fn is_delivering(&self) -> bool;
+    /// Receive time of the first tick since [`Carrier::mark`], epoch µs.
+    fn first_tick_since_mark(&self) -> Option<i64>;
+    /// Starts watching for the next tick.
+    fn mark(&mut self);
+    /// Adds instruments in `mode`.
+    fn subscribe(&mut self, tokens: &[u32], mode: Mode);
+    /// Removes instruments.
+    fn unsubscribe(&mut self, tokens: &[u32]);
+    /// Its role, for the log.
+    fn role(&self) -> Role;
+}
+
+impl Carrier for Connection {
+    fn desired(&self) -> &BTreeMap<u32, Mode> {
+        Connection::desired(self)
+    }
+    fn down_for(&self, now: Instant) -> Option<Duration> {
+        Connection::down_for(self, now)
+    }
+    fn is_delivering(&self) -> bool {
+        Connection::is_delivering(self)
+    }
+    fn first_tick_since_mark(&self) -> Option<i64> {
+        Connection::first_tick_since_mark(self)
+    }
+    fn mark(&mut self) {
+        Connection::mark(self)
+    }
+    fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
+        Connection::subscribe(self, tokens, mode)
+    }
+    fn unsubscribe(&mut self, tokens: &[u32]) {
+        Connection::unsubscribe(self, tokens)
+    }
+    fn role(&self) -> Role {
+        Connection::role(self)
+    }
+}
 
 /// What the tertiary can carry of the failed connections' instruments.
 /// `failed` in priority order (primary first); instruments the tertiary
@@ -124,6 +173,8 @@ pub struct Failover {
     awaiting: Vec<(usize, usize)>,
     /// Takeovers so far.
     pub takeovers: u64,
+    /// Records kept (oldest finished ones go first).
+    keep: usize,
 }
 
 impl Failover {
@@ -137,6 +188,7 @@ impl Failover {
             records: Vec::new(),
             awaiting: Vec::new(),
             takeovers: 0,
+            keep: KEEP,
         }
     }
 
@@ -160,7 +212,13 @@ impl Failover {
     }
 
     /// Starts or ends takeovers as the connections' states require.
-    pub fn step(&mut self, now: Instant, now_micros: i64, conns: &mut [Connection], stats: &Stats) {
+    pub fn step<C: Carrier>(
+        &mut self,
+        now: Instant,
+        now_micros: i64,
+        conns: &mut [C],
+        stats: &Stats,
+    ) {
         if !self.enabled || conns.len() < 3 {
             return;
         }
@@ -198,12 +256,12 @@ impl Failover {
         }
     }
 
-    fn take_over(
+    fn take_over<C: Carrier>(
         &mut self,
         i: usize,
         now: Instant,
         now_micros: i64,
-        conns: &mut [Connection],
+        conns: &mut [C],
         stats: &Stats,
     ) {
         let (failed, rest) = conns.split_at_mut(2);
@@ -265,16 +323,10 @@ impl Failover {
         }
         tertiary.mark();
         failed[i].mark();
-        if self.records.len() == KEEP {
-            self.records.remove(0);
-            for a in self.active.iter_mut().flatten() {
-                a.record = a.record.saturating_sub(1);
-                self.awaiting.retain_mut(|(rec, _)| {
-                    *rec = rec.wrapping_sub(1);
-                    *rec != usize::MAX
-                });
-            }
-        }
+        // A record still waiting for this connection's first tick after an
+        // earlier handback never gets one: it failed again before a tick.
+        self.awaiting.retain(|&(_, c)| c != i);
+        self.trim();
         self.records.push(Record {
             connection_id: i as u8 + 1,
             start_micros: now_micros,
@@ -292,7 +344,34 @@ impl Failover {
         });
     }
 
-    fn hand_back(&mut self, i: usize, now_micros: i64, conns: &mut [Connection]) {
+    /// Makes room for one record: drops the oldest one no active takeover
+    /// points at, and renumbers the references of the rest.
+    fn trim(&mut self) {
+        if self.records.len() < self.keep {
+            return;
+        }
+        let active: Vec<usize> = self.active.iter().flatten().map(|a| a.record).collect();
+        let Some(victim) = (0..self.records.len()).find(|r| !active.contains(r)) else {
+            return;
+        };
+        self.records.remove(victim);
+        for a in self.active.iter_mut().flatten() {
+            if a.record > victim {
+                a.record -= 1;
+            }
+        }
+        self.awaiting.retain_mut(|(rec, _)| {
+            if *rec == victim {
+                return false;
+            }
+            if *rec > victim {
+                *rec -= 1;
+            }
+            true
+        });
+    }
+
+    fn hand_back<C: Carrier>(&mut self, i: usize, now_micros: i64, conns: &mut [C]) {
         let Some(a) = self.active[i].take() else {
             return;
         };
@@ -359,5 +438,188 @@ mod tests {
         let (carried, refused) = plan(&[&p], &t, 3);
         assert_eq!(carried.iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
         assert_eq!(refused, [2, 5]);
+    }
+
+    /// A connection on fake time: the test says when it went down and
+    /// whether it delivers.
+    struct Fake {
+        role: Role,
+        desired: BTreeMap<u32, Mode>,
+        down_since: Option<Instant>,
+        delivering: bool,
+        first_tick: Option<i64>,
+    }
+
+    impl Fake {
+        fn new(role: Role, desired: BTreeMap<u32, Mode>) -> Self {
+            Fake {
+                role,
+                desired,
+                down_since: None,
+                delivering: true,
+                first_tick: None,
+            }
+        }
+        fn fail(&mut self, at: Instant) {
+            self.down_since = Some(at);
+            self.delivering = false;
+        }
+        fn recover(&mut self, first_tick: Option<i64>) {
+            self.down_since = None;
+            self.delivering = true;
+            self.first_tick = first_tick;
+        }
+    }
+
+    impl Carrier for Fake {
+        fn desired(&self) -> &BTreeMap<u32, Mode> {
+            &self.desired
+        }
+        fn down_for(&self, now: Instant) -> Option<Duration> {
+            self.down_since.map(|t| now.saturating_duration_since(t))
+        }
+        fn is_delivering(&self) -> bool {
+            self.delivering
+        }
+        fn first_tick_since_mark(&self) -> Option<i64> {
+            self.first_tick
+        }
+        fn mark(&mut self) {
+            self.first_tick = None;
+        }
+        fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
+            self.desired.extend(tokens.iter().map(|t| (*t, mode)));
+        }
+        fn unsubscribe(&mut self, tokens: &[u32]) {
+            for t in tokens {
+                self.desired.remove(t);
+            }
+        }
+        fn role(&self) -> Role {
+            self.role
+        }
+    }
+
+    fn three() -> [Fake; 3] {
+        [
+            Fake::new(Role::Primary, list(1..4, Mode::Quote)),
+            Fake::new(Role::Secondary, list(10..12, Mode::Full)),
+            Fake::new(Role::Tertiary, BTreeMap::new()),
+        ]
+    }
+
+    const AFTER: Duration = Duration::from_millis(3000);
+
+    #[test]
+    fn the_tertiary_takes_over_exactly_when_the_primary_has_been_down_for_the_limit() {
+        let stats = Stats::default();
+        let (mono, clock) = crate::time::Mono::manual();
+        let mut f = Failover::new(AFTER, true);
+        let mut c = three();
+        c[0].fail(mono.now());
+        clock.advance(AFTER - Duration::from_millis(1));
+        f.step(mono.now(), 0, &mut c, &stats);
+        assert!(!f.is_active(), "not before failover_after_ms");
+        assert!(c[2].desired.is_empty());
+        clock.advance(Duration::from_millis(1));
+        f.step(mono.now(), 5, &mut c, &stats);
+        assert_eq!(f.carrying(), [(1, 3)]);
+        assert_eq!(
+            c[2].desired,
+            list(1..4, Mode::Quote),
+            "same instruments, same mode"
+        );
+        assert_eq!(f.records()[0].start_micros, 5);
+        assert_eq!(f.takeovers, 1);
+    }
+
+    #[test]
+    fn handback_waits_for_delivery_and_keeps_what_another_takeover_carries() {
+        let stats = Stats::default();
+        let (mono, clock) = crate::time::Mono::manual();
+        let mut f = Failover::new(AFTER, true);
+        let mut c = three();
+        c[0].fail(mono.now());
+        c[1].fail(mono.now());
+        clock.advance(AFTER);
+        f.step(mono.now(), 1, &mut c, &stats);
+        assert_eq!(f.carrying(), [(1, 3), (2, 2)]);
+        // Open again but no frame yet: not proven, keep carrying.
+        c[0].down_since = None;
+        f.step(mono.now(), 2, &mut c, &stats);
+        assert_eq!(f.carrying().len(), 2);
+        c[0].recover(Some(77));
+        f.step(mono.now(), 3, &mut c, &stats);
+        assert_eq!(f.carrying(), [(2, 2)]);
+        assert_eq!(
+            c[2].desired,
+            list(10..12, Mode::Full),
+            "only the secondary's remain"
+        );
+        let r = &f.records()[0];
+        assert_eq!(
+            (r.end_micros, r.recovered_first_tick_micros),
+            (Some(3), Some(77))
+        );
+    }
+
+    #[test]
+    fn a_takeover_that_outlives_hundreds_of_others_keeps_its_record() {
+        let stats = Stats::default();
+        let (mono, clock) = crate::time::Mono::manual();
+        let mut f = Failover::new(AFTER, true);
+        f.keep = 4;
+        let mut c = three();
+        // The secondary fails for good.
+        c[1].fail(mono.now());
+        clock.advance(AFTER);
+        f.step(mono.now(), 1, &mut c, &stats);
+        // The primary flaps ten times; its last handback sees no tick yet.
+        for k in 0..10 {
+            c[0].fail(mono.now());
+            clock.advance(AFTER);
+            f.step(mono.now(), 10 + k, &mut c, &stats);
+            c[0].recover(None);
+            f.step(mono.now(), 20 + k, &mut c, &stats);
+        }
+        assert_eq!(f.records().len(), 4);
+        let active: Vec<&Record> = f
+            .records()
+            .iter()
+            .filter(|r| r.end_micros.is_none())
+            .collect();
+        assert_eq!(
+            active.len(),
+            1,
+            "the secondary's takeover is still recorded"
+        );
+        assert_eq!(active[0].connection_id, 2);
+        assert_eq!(active[0].start_micros, 1);
+        // The primary's last record waits for its first tick, and gets it.
+        c[0].first_tick = Some(999);
+        f.step(mono.now(), 40, &mut c, &stats);
+        let last = f.records().last().unwrap();
+        assert_eq!(
+            (last.connection_id, last.recovered_first_tick_micros),
+            (1, Some(999))
+        );
+        assert!(
+            f.records()
+                .iter()
+                .filter(|r| r.recovered_first_tick_micros == Some(999))
+                .count()
+                == 1,
+            "the tick went to one record only"
+        );
+        // The secondary comes back: its own record is closed.
+        c[1].recover(Some(5));
+        f.step(mono.now(), 50, &mut c, &stats);
+        let sec: Vec<&Record> = f
+            .records()
+            .iter()
+            .filter(|r| r.connection_id == 2)
+            .collect();
+        assert_eq!(sec.len(), 1);
+        assert_eq!((sec[0].start_micros, sec[0].end_micros), (1, Some(50)));
     }
 }

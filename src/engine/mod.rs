@@ -34,7 +34,7 @@ use crate::sink::writer::{Writer, WriterConfig};
 pub use crate::stats::Stats;
 use crate::status::{Rates, Request, StatusPort};
 pub use crate::time::Clock;
-use crate::time::ZoneFormatter;
+use crate::time::{Mono, ZoneFormatter};
 use api::{route, View};
 use failover::Failover;
 use history::History;
@@ -89,6 +89,8 @@ pub enum EngineError {
 pub struct Options {
     /// The receive clock.
     pub clock: Clock,
+    /// The timers' monotonic clock (tests step it by hand).
+    pub mono: Mono,
     /// Stop on SIGINT/SIGTERM (the `run` command); tests stop via [`Engine::stop`].
     pub handle_signals: bool,
     /// Where the writer's bytes go (default: the daily files in `data_dir`).
@@ -103,6 +105,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             clock: Clock::system(),
+            mono: Mono::system(),
             handle_signals: false,
             config_path: None,
             tls: None,
@@ -177,6 +180,7 @@ impl Engine {
             stats: Arc::clone(&stats),
             wake: Arc::clone(&wake),
             clock: opts.clock,
+            mono: opts.mono.clone(),
             stale_after: Duration::from_millis(config.stale_after_ms),
             reconnect_max: Duration::from_millis(config.reconnect_max_ms),
             tls: opts.tls.clone(),
@@ -234,6 +238,7 @@ impl Engine {
         let zone2 = ZoneFormatter::new(&config.storage.timezone)
             .map_err(|e| EngineError::Zone(e.to_string()))?;
         let clock = opts.clock;
+        let mono = opts.mono.clone();
         let config_path = opts.config_path.take();
         let failover = Failover::new(
             Duration::from_millis(config.failover_after_ms),
@@ -255,6 +260,7 @@ impl Engine {
                     config_path,
                     zone: zone2,
                     clock,
+                    mono,
                     failover,
                 };
                 l.run();
@@ -328,6 +334,7 @@ struct EventLoop {
     config_path: Option<std::path::PathBuf>,
     zone: ZoneFormatter,
     clock: Clock,
+    mono: Mono,
     failover: Failover,
 }
 
@@ -404,10 +411,10 @@ impl EventLoop {
         for c in &mut self.conns {
             c.start(self.poll.registry());
         }
-        let mut last_log = Instant::now();
+        let mut last_log = self.mono.now();
         let mut last_count = 0u64;
         loop {
-            let now = Instant::now();
+            let now = self.mono.now();
             let wait = self
                 .conns
                 .iter()
@@ -465,7 +472,7 @@ impl EventLoop {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let now = Instant::now();
+            let now = self.mono.now();
             for c in &mut self.conns {
                 c.on_timer(self.poll.registry(), now);
             }

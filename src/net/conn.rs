@@ -37,10 +37,14 @@ use crate::config::{ConnectionConfig, Role};
 use crate::kite::{parse_text, ClientRequest, Mode, TextFrame};
 use crate::ring::{push_frame, Stamped, Wake};
 use crate::stats::{new_histogram, publish, ConnStats, StateName, Stats};
-use crate::time::Clock;
+use crate::time::{Clock, Mono};
 
 /// A connect or upgrade that takes longer than this is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An open connection that has kept delivering frames this long has proven
+/// healthy: only then does the reconnect backoff start again from its base
+/// (a feed that accepts and then breaks each connection keeps backing off).
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 /// Tokens per subscribe/mode message.
 const BATCH: usize = 500;
 
@@ -106,13 +110,49 @@ impl ConnState {
     }
 }
 
-/// Why a connection attempt or an open connection ended.
-#[derive(Debug)]
-enum Ended {
-    /// HTTP 401/403 at the upgrade.
+/// Why a connection attempt or an open connection ended: kept as the
+/// connection's last error and shown on `/connections` as the reason it is
+/// backing off.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// HTTP 401/403 at the upgrade: bad or expired credentials.
+    #[error("Kite refused the credentials (HTTP {0})")]
     Auth(u16),
-    /// Anything else.
-    Other(String),
+    /// The URL does not name a host.
+    #[error("bad url: {0}")]
+    BadUrl(String),
+    /// DNS found no address.
+    #[error("cannot resolve {host}: {message}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's message.
+        message: String,
+    },
+    /// TCP connect failed.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// Neither connected nor upgraded in time.
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    /// TLS setup failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The WebSocket upgrade failed (not 401/403).
+    #[error("upgrade: {0}")]
+    Upgrade(String),
+    /// The server closed the connection.
+    #[error("closed by server ({0})")]
+    Closed(String),
+    /// Reading failed (reset, protocol error).
+    #[error("read: {0}")]
+    Read(String),
+    /// Writing failed.
+    #[error("write: {0}")]
+    Write(String),
+    /// No frame, not even a heartbeat, for this many ms.
+    #[error("stale: no frame (not even a heartbeat) for {0} ms")]
+    Stale(u64),
 }
 
 /// What every connection of one engine shares.
@@ -124,6 +164,8 @@ pub struct Context {
     pub wake: Arc<Wake>,
     /// The receive clock.
     pub clock: Clock,
+    /// The timers' monotonic clock.
+    pub mono: Mono,
     /// No frame for this long = stale.
     pub stale_after: Duration,
     /// Cap of the reconnect backoff.
@@ -158,6 +200,9 @@ pub struct Connection {
     stats: Arc<Stats>,
     wake: Arc<Wake>,
     clock: Clock,
+    mono: Mono,
+    /// Why it last failed (shown while it backs off).
+    last_error: Option<ConnError>,
     hist: Histogram<u64>,
     scratch: Vec<u8>,
     errors_logged: u64,
@@ -185,6 +230,7 @@ impl Connection {
             stats,
             wake,
             clock,
+            mono,
             stale_after,
             reconnect_max,
             tls,
@@ -207,7 +253,7 @@ impl Connection {
             producer,
             overflow: VecDeque::new(),
             paused_since: None,
-            last_frame: Instant::now(),
+            last_frame: mono.now(),
             down_since: None,
             framed_since_open: false,
             first_tick_since_mark: None,
@@ -216,6 +262,8 @@ impl Connection {
             stats,
             wake,
             clock,
+            mono,
+            last_error: None,
             hist: new_histogram(),
             scratch: Vec::new(),
             errors_logged: 0,
@@ -240,6 +288,16 @@ impl Connection {
     /// Its role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Why it last failed, until it has proven healthy again.
+    pub fn last_error(&self) -> Option<&ConnError> {
+        self.last_error.as_ref()
+    }
+
+    /// Reconnect attempts since the backoff was last reset.
+    pub fn backoff_attempts(&self) -> u32 {
+        self.backoff.attempts()
     }
 
     /// Whether it is open.
@@ -293,7 +351,7 @@ impl Connection {
             .subscribed
             .store(self.desired.len() as u64, Ordering::Relaxed);
         if self.wanted() && matches!(self.state, ConnState::Idle) {
-            self.down_since = Some(Instant::now());
+            self.down_since = Some(self.mono.now());
             self.connect(registry);
         }
     }
@@ -301,7 +359,7 @@ impl Connection {
     /// The earliest time `on_timer` has work.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.paused_since.is_some() {
-            return Some(Instant::now() + Duration::from_millis(1));
+            return Some(self.mono.now() + Duration::from_millis(1));
         }
         match &self.state {
             ConnState::Backoff { until, .. } => Some(*until),
@@ -316,43 +374,50 @@ impl Connection {
     fn connect(&mut self, registry: &Registry) {
         match self.begin_connect(registry) {
             Ok(state) => self.set_state(state),
-            Err(e) => self.retry_later(registry, Ended::Other(e)),
+            Err(e) => self.retry_later(registry, e),
         }
     }
 
-    fn begin_connect(&mut self, registry: &Registry) -> Result<ConnState, String> {
+    fn begin_connect(&mut self, registry: &Registry) -> Result<ConnState, ConnError> {
         let uri: tungstenite::http::Uri = self
             .cfg
             .url
             .parse()
-            .map_err(|e| format!("bad url {:?}: {e}", self.cfg.url))?;
+            .map_err(|e| ConnError::BadUrl(format!("{:?}: {e}", self.cfg.url)))?;
         let tls = uri.scheme_str() == Some("wss");
         let host = uri
             .host()
-            .ok_or_else(|| format!("no host in {:?}", self.cfg.url))?
+            .ok_or_else(|| ConnError::BadUrl(format!("no host in {:?}", self.cfg.url)))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         // Blocking DNS: a cost only at (re)connect, and loopback/IP literals
         // resolve without a lookup.
         let addr = (host.as_str(), port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .map_err(|e| ConnError::Resolve {
+                host: host.clone(),
+                message: e.to_string(),
+            })?
             .next()
-            .ok_or_else(|| format!("{host} has no address"))?;
-        let mut tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+            .ok_or_else(|| ConnError::Resolve {
+                host: host.clone(),
+                message: "no address".into(),
+            })?;
+        let mut tcp =
+            TcpStream::connect(addr).map_err(|e| ConnError::Connect(format!("{addr}: {e}")))?;
         registry
             .register(
                 &mut tcp,
                 self.token,
                 Interest::READABLE | Interest::WRITABLE,
             )
-            .map_err(|e| format!("register: {e}"))?;
+            .map_err(|e| ConnError::Connect(format!("register: {e}")))?;
         tracing::debug!("connection {} connecting to {host}:{port}", self.id);
         Ok(ConnState::Connecting {
             tcp,
             host,
             tls,
-            since: Instant::now(),
+            since: self.mono.now(),
         })
     }
 
@@ -377,11 +442,7 @@ impl Connection {
             } => {
                 match tcp.take_error() {
                     Ok(Some(e)) | Err(e) => {
-                        return self.fail(
-                            registry,
-                            Some(tcp),
-                            Ended::Other(format!("connect: {e}")),
-                        )
+                        return self.fail(registry, Some(tcp), ConnError::Connect(e.to_string()))
                     }
                     Ok(None) => {}
                 }
@@ -396,25 +457,18 @@ impl Connection {
                         return;
                     }
                     Err(e) => {
-                        return self.fail(
-                            registry,
-                            Some(tcp),
-                            Ended::Other(format!("connect: {e}")),
-                        )
+                        return self.fail(registry, Some(tcp), ConnError::Connect(e.to_string()))
                     }
                     Ok(_) => {}
                 }
                 let _ = tcp.set_nodelay(true);
                 let stream = match wrap(tcp, &host, tls, self.tls.clone()) {
                     Ok(s) => s,
-                    Err(e) => return self.retry_later(registry, Ended::Other(format!("tls: {e}"))),
+                    Err(e) => return self.retry_later(registry, ConnError::Tls(e.to_string())),
                 };
                 let req = match self.request_url().into_client_request() {
                     Ok(r) => r,
-                    Err(e) => {
-                        return self
-                            .retry_later(registry, Ended::Other(format!("bad request url: {e}")))
-                    }
+                    Err(e) => return self.retry_later(registry, ConnError::BadUrl(e.to_string())),
                 };
                 self.handshake_step(registry, tungstenite::client(req, stream), since);
             }
@@ -450,10 +504,10 @@ impl Connection {
             Err(HandshakeError::Failure(tungstenite::Error::Http(resp)))
                 if matches!(resp.status().as_u16(), 401 | 403) =>
             {
-                self.retry_later(registry, Ended::Auth(resp.status().as_u16()))
+                self.retry_later(registry, ConnError::Auth(resp.status().as_u16()))
             }
             Err(HandshakeError::Failure(e)) => {
-                self.retry_later(registry, Ended::Other(format!("upgrade: {e}")))
+                self.retry_later(registry, ConnError::Upgrade(e.to_string()))
             }
         }
     }
@@ -465,7 +519,11 @@ impl Connection {
         if n > 0 {
             st.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let down = self.down_since.take().map(|t| t.elapsed());
+        let now = self.mono.now();
+        let down = self
+            .down_since
+            .take()
+            .map(|t| now.saturating_duration_since(t));
         if let Some(d) = down {
             st.down_micros
                 .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
@@ -486,16 +544,17 @@ impl Connection {
                 self.desired.len()
             );
         }
-        self.backoff.reset();
+        // The backoff is not reset here: a server that accepts and then
+        // breaks every connection would be hammered. See `HEALTHY_AFTER`.
         self.framed_since_open = false;
-        self.last_frame = Instant::now();
+        self.last_frame = self.mono.now();
         for req in subscription_requests(&self.desired) {
             let _ = ws.write(Message::text(req.to_json()));
         }
         let _ = ws.flush();
         self.set_state(ConnState::Open {
             ws: Box::new(ws),
-            since: Instant::now(),
+            since: self.mono.now(),
         });
         // Frames may already sit behind the HTTP 101 in tungstenite's buffer:
         // mio will not signal them again.
@@ -517,8 +576,9 @@ impl Connection {
             match ws.read() {
                 Ok(Message::Binary(payload)) => {
                     let recv = self.clock.now_micros();
+                    // Latency is real CPU time, whatever clock drives the timers.
                     let t0 = Instant::now();
-                    self.last_frame = t0;
+                    self.last_frame = self.mono.now();
                     self.framed_since_open = true;
                     if payload.len() <= 4 {
                         st.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -546,13 +606,13 @@ impl Connection {
                     let _ = self.hist.record_n(t0.elapsed().as_nanos().max(1) as u64, n);
                     self.wake.notify();
                     if !self.overflow.is_empty() {
-                        self.paused_since = Some(Instant::now());
+                        self.paused_since = Some(self.mono.now());
                         st.ring_stalls.fetch_add(1, Ordering::Relaxed);
                         break None;
                     }
                 }
                 Ok(Message::Text(t)) => {
-                    self.last_frame = Instant::now();
+                    self.last_frame = self.mono.now();
                     match parse_text(t.as_str(), &mut self.scratch) {
                         TextFrame::Error(msg) => {
                             st.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -574,11 +634,16 @@ impl Connection {
                         }
                     }
                 }
-                Ok(Message::Close(frame)) => break Some(format!("closed by server ({frame:?})")),
-                Ok(_) => self.last_frame = Instant::now(),
+                Ok(Message::Close(frame)) => {
+                    break Some(ConnError::Closed(match frame {
+                        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
+                        None => "no reason".into(),
+                    }))
+                }
+                Ok(_) => self.last_frame = self.mono.now(),
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break None,
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Some(format!("read: {e}")),
+                Err(e) => break Some(ConnError::Read(e.to_string())),
             }
         };
         // Push out pongs, close replies and queued subscriptions.
@@ -587,12 +652,12 @@ impl Connection {
                 match ws.flush() {
                     Ok(()) => {}
                     Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return self.drop_open(registry, Ended::Other(format!("write: {e}"))),
+                    Err(e) => return self.drop_open(registry, ConnError::Write(e.to_string())),
                 }
             }
         }
         if let Some(why) = end {
-            self.drop_open(registry, Ended::Other(why));
+            self.drop_open(registry, why);
         }
     }
 
@@ -601,10 +666,19 @@ impl Connection {
         if let Some(since) = self.paused_since {
             if self.drain_overflow() {
                 self.paused_since = None;
-                self.st()
-                    .ring_stall_micros
-                    .fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.st().ring_stall_micros.fetch_add(
+                    now.saturating_duration_since(since).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
                 self.read_frames(registry);
+            }
+        }
+        if let ConnState::Open { since, .. } = &self.state {
+            let healthy = self.framed_since_open
+                && self.last_frame.saturating_duration_since(*since) >= HEALTHY_AFTER;
+            if healthy && (self.backoff.attempts() > 0 || self.last_error.is_some()) {
+                self.backoff.reset();
+                self.last_error = None;
             }
         }
         match &self.state {
@@ -624,10 +698,7 @@ impl Connection {
             {
                 let state = std::mem::replace(&mut self.state, ConnState::Idle);
                 self.discard(registry, state);
-                self.retry_later(
-                    registry,
-                    Ended::Other(format!("no connection within {CONNECT_TIMEOUT:?}")),
-                );
+                self.retry_later(registry, ConnError::Timeout(CONNECT_TIMEOUT));
             }
             ConnState::Open { .. }
                 if self.paused_since.is_none()
@@ -635,13 +706,7 @@ impl Connection {
             {
                 self.st().stale.fetch_add(1, Ordering::Relaxed);
                 let quiet = now.duration_since(self.last_frame);
-                self.drop_open(
-                    registry,
-                    Ended::Other(format!(
-                        "stale: no frame (not even a heartbeat) for {} ms",
-                        quiet.as_millis()
-                    )),
-                );
+                self.drop_open(registry, ConnError::Stale(quiet.as_millis() as u64));
             }
             ConnState::Open { .. } if !self.wanted() => {
                 tracing::info!("connection {}: nothing subscribed; closing", self.id);
@@ -672,26 +737,23 @@ impl Connection {
         true
     }
 
-    fn drop_open(&mut self, registry: &Registry, why: Ended) {
+    fn drop_open(&mut self, registry: &Registry, why: ConnError) {
         let state = std::mem::replace(&mut self.state, ConnState::Idle);
         if let ConnState::Open { since, .. } = &state {
             tracing::warn!(
                 "connection {} ({}) lost after {} s open: {}; reconnecting",
                 self.id,
                 self.role.as_str(),
-                since.elapsed().as_secs(),
-                match &why {
-                    Ended::Auth(c) => format!("HTTP {c}"),
-                    Ended::Other(s) => s.clone(),
-                }
+                self.mono.now().saturating_duration_since(*since).as_secs(),
+                why
             );
         }
         self.discard(registry, state);
-        self.down_since = Some(Instant::now());
+        self.down_since = Some(self.mono.now());
         self.retry_later(registry, why);
     }
 
-    fn fail(&mut self, registry: &Registry, tcp: Option<TcpStream>, why: Ended) {
+    fn fail(&mut self, registry: &Registry, tcp: Option<TcpStream>, why: ConnError) {
         if let Some(mut tcp) = tcp {
             let _ = registry.deregister(&mut tcp);
         }
@@ -716,11 +778,12 @@ impl Connection {
         }
     }
 
-    fn retry_later(&mut self, _registry: &Registry, why: Ended) {
+    fn retry_later(&mut self, _registry: &Registry, why: ConnError) {
         let delay = self.backoff.next_delay();
-        let auth = matches!(why, Ended::Auth(_));
+        self.last_error = Some(why.clone());
+        let auth = matches!(why, ConnError::Auth(_));
         match &why {
-            Ended::Auth(code) => {
+            ConnError::Auth(code) => {
                 self.st().auth_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     "connection {} ({}): Kite refused the credentials (HTTP {code}): api_key {:?}, access_token {}. \
@@ -732,7 +795,7 @@ impl Connection {
                     delay.as_millis()
                 );
             }
-            Ended::Other(msg) => {
+            msg => {
                 self.errors_logged += 1;
                 if self.errors_logged <= 20 || self.errors_logged.is_power_of_two() {
                     tracing::warn!(
@@ -746,7 +809,7 @@ impl Connection {
         }
         self.down_since.get_or_insert_with(Instant::now);
         self.set_state(ConnState::Backoff {
-            until: Instant::now() + delay,
+            until: self.mono.now() + delay,
             auth,
         });
     }
@@ -757,6 +820,7 @@ impl Connection {
         let state = std::mem::replace(&mut self.state, ConnState::Idle);
         self.discard(registry, state);
         self.set_state(ConnState::Closed);
+        // Real time: this waits for the writer thread, not for a timer.
         let until = Instant::now() + limit;
         while !self.drain_overflow() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));

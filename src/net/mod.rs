@@ -6,5 +6,5 @@ pub mod conn;
 pub mod stream;
 
 pub use backoff::Backoff;
-pub use conn::{ConnState, Connection, Context};
+pub use conn::{ConnError, ConnState, Connection, Context};
 pub use stream::WireStream;

@@ -112,6 +112,8 @@ pub(super) fn connections(v: &mut View<'_>) -> Vec<Value> {
             "down_seconds": s.down_micros.load(Ordering::Relaxed) as f64 / 1e6,
             "ring_capacity": cap,
             "ring_occupancy": used,
+            "last_error": c.last_error().map(|e| e.to_string()),
+            "reconnect_attempts": c.backoff_attempts(),
         });
         out.push(entry);
     }
