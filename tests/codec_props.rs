@@ -75,7 +75,11 @@ proptest! {
     #[test]
     fn decode_never_panics_and_ends(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let n = decode_message(&bytes).count();
-        prop_assert!(n <= 65_536 + 1);
+        // At most the declared count, and each item (but a last error) used
+        // its 2-byte length field: garbage cannot make packets out of nothing.
+        let declared = if bytes.len() <= 4 { 0 } else { usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) };
+        prop_assert!(n <= declared, "{n} items, {declared} declared");
+        prop_assert!(n <= 1 + bytes.len().saturating_sub(2) / 2, "{n} items from {} bytes", bytes.len());
     }
 
     #[test]
@@ -91,8 +95,20 @@ proptest! {
             msg[i] ^= b;
         }
         let end = cut.index(msg.len() + 1);
-        for r in decode_message(&msg[..end]) {
-            let _ = r;
+        let msg = &msg[..end];
+        // Whatever decodes is what the bytes say: each tick's length field,
+        // token and price are found together in the corrupted message (the
+        // rest may differ only in the depth entries' padding, which Kite
+        // leaves unused).
+        for t in decode_message(msg).flatten() {
+            let mut packet = Vec::new();
+            tickcap::kite::encode_packet(&t, &mut packet);
+            let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&packet[..8]);
+            prop_assert!(
+                msg.windows(framed.len()).any(|w| w == framed.as_slice()),
+                "{t:?} is not in the message"
+            );
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_capture, wait_until};
+use common::{halt_and_receive_all, read_capture, wait_until};
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Clock, Engine, Options, Stats};
 use tickcap::replay::{Faults, ReplayConfig, Server};
@@ -131,12 +131,12 @@ fn five_forced_disconnects_lose_nothing_that_was_sent() {
 fn a_stalled_feed_trips_the_stale_detector_and_capture_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults {
-        stall_every: Some(Duration::from_millis(500)),
-        stall_for: Duration::from_millis(2500),
+        stall_every: Some(Duration::from_millis(300)),
+        stall_for: Duration::from_millis(1200),
         ..Faults::default()
     };
     let feed = feed(2_000, None, faults);
-    let extra = "[engine]\nstale_after_ms = 1000\n";
+    let extra = "[engine]\nstale_after_ms = 400\n";
     let engine = Engine::start(
         config(&feed.url(), dir.path(), 5, 0, extra),
         Options::default(),
@@ -154,8 +154,7 @@ fn a_stalled_feed_trips_the_stale_detector_and_capture_resumes() {
         .load(Ordering::Relaxed)
         >= 1
         && stats.ticks_received() > before));
-    feed.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
     engine.stop();
     let report = feed.stop();
     let cap = read_capture(dir.path());
@@ -166,12 +165,12 @@ fn a_stalled_feed_trips_the_stale_detector_and_capture_resumes() {
 #[test]
 fn midnight_rotates_to_a_new_file_by_receive_time() {
     let dir = tempfile::tempdir().unwrap();
-    // Shift the receive clock to 1.5 s before the next Kolkata midnight.
+    // Shift the receive clock to 0.7 s before the next Kolkata midnight.
     let now = Clock::system().now_micros();
     let day = 86_400_000_000i64;
     let ist = 19_800_000_000i64;
     let next_midnight = (now + ist).div_euclid(day) * day + day - ist;
-    let clock = Clock::shifted(next_midnight - 1_500_000 - now);
+    let clock = Clock::shifted(next_midnight - 700_000 - now);
     let feed = feed(2_000, None, Faults::default());
     let engine = Engine::start(
         config(&feed.url(), dir.path(), 5, 0, ""),
@@ -187,9 +186,13 @@ fn midnight_rotates_to_a_new_file_by_receive_time() {
         .files_opened
         .load(Ordering::Relaxed)
         >= 2));
-    std::thread::sleep(Duration::from_millis(300));
-    feed.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    // Ticks in the new day's file too.
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .writer
+        .lines_today
+        .load(Ordering::Relaxed)
+        >= 100));
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
     engine.stop();
     let report = feed.stop();
     let cap = read_capture(dir.path());
@@ -281,7 +284,7 @@ fn a_full_disk_is_reported_retried_and_survived_without_loss() {
         inner: tickcap::sink::files::DailyFiles::new(dir.path(), counter(), counter()).unwrap(),
         fail: 6,
     };
-    let feed = feed(5_000, Some(10_000), Faults::default());
+    let feed = feed(20_000, Some(10_000), Faults::default());
     let opts = Options {
         sink: Some(Box::new(sink)),
         ..Options::default()

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_capture, wait_until};
+use common::{halt_and_read_past, read_capture, wait_until};
 use serde_json::Value;
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
@@ -109,7 +109,15 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
         conns["connections"][2]["carrying"][0]["instruments"], 2,
         "{conns}"
     );
-    std::thread::sleep(Duration::from_secs(9));
+    // The primary stays dead while the tertiary delivers a few thousand
+    // ticks (about 1.5 s at this rate): an outage much longer than the gap.
+    let carried_before = stats.conns[2]
+        .ticks
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || stats.conns[2]
+        .ticks
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > carried_before + 3000));
 
     // The feed returns on the same port.
     let primary_feed = feed_on(addr, 2_000, |_| {});
@@ -119,7 +127,12 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
             == false),
         "no handback"
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // The record is complete once the recovered primary's first tick is seen.
+    assert!(wait_until(Duration::from_secs(5), || get(
+        &url,
+        "/failovers"
+    )["failovers"][0]["gap_without_tertiary_ms"]
+        .is_number()));
     let f = get(&url, "/failovers");
     let rec = &f["failovers"][0];
     assert_eq!(f["takeovers"], 1);
@@ -131,7 +144,10 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
         gap < 1000.0 + 1000.0,
         "gap {gap} ms exceeds failover_after + a connect"
     );
-    assert!(outage > 9_000.0, "outage {outage} ms");
+    assert!(
+        outage > 1000.0 + 1000.0 && outage > gap + 1000.0,
+        "outage {outage} ms, gap {gap} ms"
+    );
     assert_eq!(
         get(&url, "/connections")["connections"][2]["state"],
         "idle",
@@ -139,7 +155,6 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     );
     primary_feed.halt();
     tertiary_feed.halt();
-    std::thread::sleep(Duration::from_millis(300));
     engine.stop();
 
     // The file: connection 1, then 3 during the takeover, then 1 again; the
@@ -216,7 +231,6 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
         == 0));
     user_feed.halt();
     tertiary_feed.halt();
-    std::thread::sleep(Duration::from_millis(300));
     engine.stop();
     for token in [256, 1281] {
         assert!(
@@ -250,8 +264,14 @@ fn hot_standby_with_random_drops_writes_every_tick_exactly_once() {
         "{:?}",
         feed.report()
     );
-    feed.halt();
-    std::thread::sleep(Duration::from_millis(500));
+    halt_and_read_past(&feed, &stats, Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(10), || {
+        let dropped = stats
+            .writer
+            .dedup_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        stats.lines_written() + dropped == stats.ticks_received()
+    }));
     let f = get(&url, "/failovers");
     engine.stop();
     let report = feed.stop();

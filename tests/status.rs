@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{read_capture, wait_until};
+use common::{halt_and_receive_all, read_capture, wait_until};
 use serde_json::{json, Value};
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options, Stats};
@@ -95,7 +95,13 @@ fn every_endpoint_reports_live_state() {
     assert!(wait_until(Duration::from_secs(10), || stats
         .lines_written()
         > 500));
-    std::thread::sleep(Duration::from_millis(1100)); // one rate sample
+    assert!(
+        wait_until(Duration::from_secs(5), || get(&url, "/health")
+            ["ticks_per_second"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)),
+        "one rate sample"
+    );
 
     let h = get(&url, "/health");
     assert_eq!(h["status"], "healthy", "{h}");
@@ -278,8 +284,7 @@ fn bad_requests_get_4xx_and_capture_goes_on() {
     // the slow client did not stall anything
     assert_eq!(get(&url, "/health")["status"], "healthy");
     drop(slow);
-    f.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    halt_and_receive_all(&f, &stats, Duration::from_secs(10));
     engine.stop();
     assert_eq!(
         read_capture(&dir.path().join("data")).lines as u64,
@@ -309,7 +314,11 @@ fn control_calls_change_what_is_captured() {
     assert_eq!(status, 200);
     let (status, _) = post(&url, "/mode", json!({"tokens": [256], "mode": "ltp"}));
     assert_eq!(status, 200);
-    std::thread::sleep(Duration::from_millis(800));
+    // Capture goes on for a while after the changes (1500 ticks at 3000/s).
+    let after = stats.ticks_received();
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .ticks_received()
+        > after + 1500));
     let hist = get(&url, "/instruments")["history"].clone();
     let actions: Vec<&str> = hist
         .as_array()
@@ -321,8 +330,7 @@ fn control_calls_change_what_is_captured() {
         actions,
         ["config", "config", "subscribe", "unsubscribe", "mode"]
     );
-    f.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    halt_and_receive_all(&f, &stats, Duration::from_secs(10));
     engine.stop();
     let sent = f.stop().sent;
     let cap = read_capture(&dir.path().join("data"));
@@ -392,9 +400,11 @@ fn reload_swaps_the_token_and_the_instruments_without_loss() {
     .unwrap();
     let (status, _) = post(&url, "/reload", json!({}));
     assert_eq!(status, 200);
-    std::thread::sleep(Duration::from_millis(700));
-    f.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    let after = stats.ticks_received();
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .ticks_received()
+        > after + 1000));
+    halt_and_receive_all(&f, &stats, Duration::from_secs(10));
     engine.stop();
     let sent = f.stop().sent;
     let cap = read_capture(&dir.path().join("data"));
@@ -450,13 +460,12 @@ fn polling_metrics_a_thousand_times_a_second_loses_nothing() {
         None,
     );
     let stats = Arc::clone(engine.stats());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
-        let (url, stop) = (url.clone(), Arc::clone(&stop));
+        let url = url.clone();
         std::thread::spawn(move || {
             let mut n = 0u32;
             let start = std::time::Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
+            while n < 2000 {
                 assert_eq!(client::get(&url, "/metrics").unwrap().status, 200);
                 n += 1;
                 let due = start + Duration::from_millis(u64::from(n));
@@ -466,10 +475,8 @@ fn polling_metrics_a_thousand_times_a_second_loses_nothing() {
         })
     };
     let polls = poller.join().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(polls, 2000);
-    f.halt();
-    std::thread::sleep(Duration::from_millis(300));
+    halt_and_receive_all(&f, &stats, Duration::from_secs(10));
     engine.stop();
     let sent = f.stop().sent;
     assert_eq!(stats.lines_written(), sent);

@@ -171,7 +171,11 @@ fn an_untrusted_certificate_is_refused_and_retried_without_a_crash() {
     )
     .unwrap();
     let stats = Arc::clone(engine.stats());
-    std::thread::sleep(Duration::from_millis(1500));
+    // The handshake fails and the connection backs off, never having opened.
+    assert!(wait_until(Duration::from_secs(10), || stats.conns[0]
+        .state()
+        == tickcap::stats::StateName::Backoff));
+    assert_eq!(stats.conns[0].opens.load(Ordering::Relaxed), 0);
     assert_eq!(stats.ticks_received(), 0);
     assert_ne!(stats.conns[0].state(), tickcap::stats::StateName::Open);
     assert!(!engine.is_finished());

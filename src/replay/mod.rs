@@ -147,6 +147,9 @@ struct Shared {
     stop: AtomicBool,
     /// Emission halted (heartbeats go on): see [`Server::halt`].
     halted: AtomicBool,
+    /// Sessions inside `build_batch` (between the halted check and counting
+    /// what they built): [`Server::halt`] waits for zero.
+    building: std::sync::atomic::AtomicUsize,
     pacer: Pacer,
     counters: Counters,
     /// Synthetic instruments, global so that a token's `volume_traded`
@@ -189,6 +192,7 @@ impl Server {
             started: Instant::now(),
             stop: AtomicBool::new(false),
             halted: AtomicBool::new(false),
+            building: std::sync::atomic::AtomicUsize::new(0),
             counters: Counters::default(),
             instruments: Mutex::new(HashMap::new()),
             broadcast: Mutex::new(HashMap::new()),
@@ -230,9 +234,15 @@ impl Server {
     }
 
     /// Stops emitting ticks (connections stay open with heartbeats), so
-    /// that a capture can be stopped with nothing in flight.
+    /// that a capture can be stopped with nothing in flight. Returns once no
+    /// session is still building a message: from then on the report's
+    /// `sent` is final.
     pub fn halt(&self) {
         self.shared.halted.store(true, Ordering::SeqCst);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.shared.building.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
     }
 
     /// Stops accepting, closes every connection and returns the final report.

@@ -399,8 +399,15 @@ impl<'a> Session<'a> {
 
     /// Fills `self.out` with one binary message; returns the ticks in it.
     fn build_batch(&mut self, start: Instant) -> usize {
+        self.shared.building.fetch_add(1, Ordering::SeqCst);
+        let n = self.build_batch_counted(start);
+        self.shared.building.fetch_sub(1, Ordering::SeqCst);
+        n
+    }
+
+    fn build_batch_counted(&mut self, start: Instant) -> usize {
         self.out.clear();
-        if self.order.is_empty() || self.shared.halted.load(Ordering::Relaxed) {
+        if self.order.is_empty() || self.shared.halted.load(Ordering::SeqCst) {
             return 0;
         }
         let shared = self.shared;

@@ -226,3 +226,44 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Halts `feed` and waits until the engine has received every tick the feed
+/// counted as sent (the fact, not a sleep); panics after `limit`.
+pub fn halt_and_receive_all(
+    feed: &tickcap::replay::Server,
+    stats: &tickcap::stats::Stats,
+    limit: Duration,
+) {
+    feed.halt();
+    let sent = feed.report().sent;
+    assert!(
+        wait_until(limit, || stats.ticks_received() >= sent),
+        "sent {sent}, received {}",
+        stats.ticks_received()
+    );
+}
+
+/// Halts `feed` and waits until every open connection has received a
+/// heartbeat sent after the halt: TCP keeps order, so every tick sent
+/// before it has been read. For feeds whose `sent` also counts ticks lost
+/// in forced drops.
+pub fn halt_and_read_past(
+    feed: &tickcap::replay::Server,
+    stats: &tickcap::stats::Stats,
+    limit: Duration,
+) {
+    use std::sync::atomic::Ordering;
+    use tickcap::stats::StateName;
+    feed.halt();
+    let at_halt: Vec<u64> = stats
+        .conns
+        .iter()
+        .map(|c| c.heartbeats.load(Ordering::Relaxed))
+        .collect();
+    assert!(
+        wait_until(limit, || stats.conns.iter().zip(&at_halt).all(|(c, h)| {
+            c.state() != StateName::Open || c.heartbeats.load(Ordering::Relaxed) > *h
+        })),
+        "no heartbeat after the halt"
+    );
+}
