@@ -31,6 +31,13 @@ pub struct Args {
     /// Kite does), for hot-standby tests; default: each tick to one connection.
     #[arg(long)]
     broadcast: bool,
+    /// Synthetic: an exchange clock generates ticks at --rate for every
+    /// instrument any connection has subscribed, whether or not that
+    /// connection is up; each tick goes to the connections subscribed at that
+    /// instant. A connection that is down misses ticks (its volume sequence
+    /// shows the gap), so loss and failover can be measured. Needs --rate > 0.
+    #[arg(long, requires = "synthetic")]
+    market: bool,
     /// Seed of the synthetic random walks.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -68,6 +75,9 @@ pub struct Args {
     /// between 0.5 and 1.5 × S seconds after it opens (seeded by --seed).
     #[arg(long, value_name = "S")]
     drop_every: Option<f64>,
+    /// With --drop-every: drop only connections that use this api_key.
+    #[arg(long, value_name = "KEY", requires = "drop_every")]
+    drop_key: Option<String>,
     /// Fault: every S seconds, send nothing (no data, no heartbeat) for --stall-for.
     #[arg(long, value_name = "S")]
     stall_every: Option<f64>,
@@ -147,6 +157,12 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
     cfg.max_instruments = args.max_instruments;
     cfg.max_batch = args.batch as usize;
     cfg.broadcast = args.broadcast;
+    cfg.market = args.market;
+    if cfg.market && rate == 0 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--market needs --rate above 0 (an exchange ticks at a rate)"
+        )));
+    }
     cfg.faults = Faults {
         drop_every: seconds("drop-every", args.drop_every)?,
         stall_every: seconds("stall-every", args.stall_every)?,
@@ -154,6 +170,7 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
         malformed_every: args.malformed_every.filter(|&n| n > 0),
         reject_auth: args.reject_auth,
         error_every: seconds("error-every", args.error_every)?,
+        drop_only_key: args.drop_key.clone(),
     };
     Ok(cfg)
 }

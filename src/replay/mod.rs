@@ -66,6 +66,9 @@ pub struct Faults {
     pub reject_auth: u64,
     /// Send an `error` text frame on each connection this often.
     pub error_every: Option<Duration>,
+    /// Apply `drop_every` only to connections of this `api_key` (one path
+    /// failing while another, e.g. a hot standby's, stays up).
+    pub drop_only_key: Option<String>,
 }
 
 /// What a feed serves and how.
@@ -97,6 +100,13 @@ pub struct ReplayConfig {
     /// the *same* ticks (as Kite broadcasts one exchange feed), each
     /// generated once; without it each tick goes to one connection.
     pub broadcast: bool,
+    /// Synthetic source, an exchange: one clock generates ticks at `rate`
+    /// for every instrument any connection has subscribed, whether or not
+    /// that connection is up at the moment, and each tick goes to the
+    /// connections subscribed at that instant (as with `broadcast`). A
+    /// connection that is down misses ticks, and its volume sequence shows
+    /// the gap. Needs `rate > 0`.
+    pub market: bool,
 }
 
 impl ReplayConfig {
@@ -123,6 +133,7 @@ impl ReplayConfig {
             max_batch: 512,
             heartbeat: Duration::from_secs(1),
             broadcast: false,
+            market: false,
         }
     }
 }
@@ -157,6 +168,11 @@ struct Shared {
     instruments: Mutex<HashMap<u32, Instrument>>,
     /// Broadcast mode: each instrument's recent ticks, shared by all sessions.
     broadcast: Mutex<HashMap<u32, synthetic::Broadcast>>,
+    /// Market mode: every instrument any connection has subscribed, in
+    /// first-subscribed order (the exchange clock goes round them).
+    market_tokens: Mutex<Vec<u32>>,
+    /// Market mode: ticks the exchange generated.
+    generated: AtomicU64,
     /// Last `volume_traded` sent per token (recorded source).
     last_volume: Mutex<HashMap<u32, u32>>,
     /// Ticks sent per connection number.
@@ -165,6 +181,60 @@ struct Shared {
     per_key: Mutex<HashMap<String, usize>>,
     next_connection: AtomicU32,
     handshakes: AtomicU64,
+}
+
+/// The exchange clock of a market feed: generates ticks at the feed's rate,
+/// round-robin over every instrument ever subscribed, into the shared
+/// broadcast logs the sessions forward from. Ends with the feed.
+fn market_loop(sh: &Shared) {
+    let Source::Synthetic { seed } = sh.cfg.source else {
+        return;
+    };
+    let mut cursor = 0usize;
+    while !sh.stop.load(Ordering::Relaxed) {
+        sh.building.fetch_add(1, Ordering::SeqCst);
+        let mut made = 0u64;
+        if !sh.halted.load(Ordering::SeqCst) {
+            let tokens = lock(&sh.market_tokens).clone();
+            if !tokens.is_empty() {
+                let granted = sh.pacer.claim(tokens.len() as u64 * 4);
+                let now_secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()) as u32;
+                let mut logs = lock(&sh.broadcast);
+                for _ in 0..granted {
+                    let token = tokens[cursor % tokens.len()];
+                    cursor = cursor.wrapping_add(1);
+                    let log = logs
+                        .entry(token)
+                        .or_insert_with(|| synthetic::Broadcast::new(token, seed));
+                    let head = log.head();
+                    log.get(head, now_secs);
+                }
+                made = granted;
+            }
+        }
+        sh.generated.fetch_add(made, Ordering::Relaxed);
+        sh.building.fetch_sub(1, Ordering::SeqCst);
+        if made == 0 {
+            std::thread::sleep(sh.pacer.tick_interval().max(Duration::from_micros(200)));
+        }
+    }
+}
+
+/// Market mode: a session subscribes `token`; returns the sequence number
+/// of the next tick the exchange will generate for it (what it gets first).
+fn market_join(sh: &Shared, token: u32, seed: u64) -> u64 {
+    {
+        let mut tokens = lock(&sh.market_tokens);
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    lock(&sh.broadcast)
+        .entry(token)
+        .or_insert_with(|| synthetic::Broadcast::new(token, seed))
+        .head()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,12 +266,26 @@ impl Server {
             counters: Counters::default(),
             instruments: Mutex::new(HashMap::new()),
             broadcast: Mutex::new(HashMap::new()),
+            market_tokens: Mutex::new(Vec::new()),
+            generated: AtomicU64::new(0),
             last_volume: Mutex::new(HashMap::new()),
             per_connection: Mutex::new(Vec::new()),
             per_key: Mutex::new(HashMap::new()),
             next_connection: AtomicU32::new(1),
             handshakes: AtomicU64::new(0),
         });
+        if shared.cfg.market {
+            if shared.cfg.rate == 0 || !matches!(shared.cfg.source, Source::Synthetic { .. }) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a market feed needs the synthetic source and a rate above 0",
+                ));
+            }
+            let sh = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("replay-market".into())
+                .spawn(move || market_loop(&sh))?;
+        }
         let sh = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
             .name("replay-accept".into())

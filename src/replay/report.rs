@@ -39,6 +39,10 @@ pub struct FaultCounts {
 pub struct Report {
     /// Ticks sent in all.
     pub sent: u64,
+    /// Market feed: ticks the exchange generated (each goes to every
+    /// connection subscribed at that instant, or to none while all are down).
+    #[serde(default)]
+    pub generated: u64,
     /// Ticks per connection, by connection number (1 = first accepted).
     pub per_connection: BTreeMap<String, u64>,
     /// Ticks per mode (`ltp`, `quote`, `full`).
@@ -75,7 +79,7 @@ pub(super) fn build(sh: &Shared) -> Report {
         .map(|(id, n)| (id.to_string(), n.load(Ordering::Relaxed)))
         .collect();
     let last_volume = match sh.cfg.source {
-        Source::Synthetic { .. } if sh.cfg.broadcast => lock(&sh.broadcast)
+        Source::Synthetic { .. } if sh.cfg.broadcast || sh.cfg.market => lock(&sh.broadcast)
             .iter()
             .filter(|(_, b)| b.volume() > 0)
             .map(|(t, b)| (t.to_string(), u64::from(b.volume())))
@@ -93,6 +97,7 @@ pub(super) fn build(sh: &Shared) -> Report {
     let f = &c.faults;
     Report {
         sent,
+        generated: sh.generated.load(Ordering::Relaxed),
         per_connection,
         per_mode,
         last_volume,

@@ -147,7 +147,8 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     let counter = Arc::new(AtomicU64::new(0));
     lock(&shared.per_connection).push((id, Arc::clone(&counter)));
     tracing::info!("replay: connection {id} from {peer} open");
-    let mut s = Session::new(shared, counter, id);
+    let key = _slot.as_ref().map(|s| s.key.clone()).unwrap_or_default();
+    let mut s = Session::new(shared, counter, id, key);
     let end = s.run(&mut ws);
     tracing::info!("replay: connection {id} closed: {end}");
 }
@@ -170,10 +171,12 @@ struct Session<'a> {
     cursors: HashMap<u32, u64>,
     /// Connection number (seeds the drop timing).
     id: u32,
+    /// The api_key it connected with (for `drop_only_key`).
+    key: String,
 }
 
 impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, sent: Arc<AtomicU64>, id: u32) -> Self {
+    fn new(shared: &'a Shared, sent: Arc<AtomicU64>, id: u32, key: String) -> Self {
         Session {
             shared,
             sent,
@@ -186,6 +189,7 @@ impl<'a> Session<'a> {
             rec_pos: 0,
             cursors: HashMap::new(),
             id,
+            key,
         }
     }
 
@@ -201,8 +205,10 @@ impl<'a> Session<'a> {
         // connections do not all drop at once.
         let mut rng =
             crate::util::SplitMix::new(cfg.seed() ^ u64::from(self.id).wrapping_mul(0x9e37_79b9));
+        let drops_here = f.drop_only_key.as_ref().is_none_or(|k| *k == self.key);
         let drop_at = f
             .drop_every
+            .filter(|_| drops_here)
             .map(|d| start + d.mul_f64(0.5 + (rng.below(1000) as f64) / 1000.0));
         let mut next_stall = f.stall_every.map(|d| start + d);
         let mut stall_until: Option<Instant> = None;
@@ -252,7 +258,21 @@ impl<'a> Session<'a> {
                     Err(e) => return format!("write failed: {e}"),
                 }
             }
-            if now >= next_hb {
+            if now >= next_hb && cfg.market {
+                // A market session forwards everything generated so far
+                // before a heartbeat: a heartbeat seen after a halt then
+                // proves that nothing generated is still on its way.
+                while !self.backed_up {
+                    if self.build_batch(start) == 0 {
+                        break;
+                    }
+                    let msg = Message::binary(tungstenite::Bytes::copy_from_slice(&self.out));
+                    if let Err(e) = self.send(ws, msg) {
+                        return e;
+                    }
+                }
+            }
+            if now >= next_hb && !self.backed_up {
                 if let Err(e) = self.send(ws, Message::binary(vec![0u8])) {
                     return e;
                 }
@@ -371,6 +391,12 @@ impl<'a> Session<'a> {
                     }
                     self.order.push(t);
                     self.modes.insert(t, Mode::Quote);
+                    if let (true, Source::Synthetic { seed }) =
+                        (self.shared.cfg.market, &self.shared.cfg.source)
+                    {
+                        self.cursors
+                            .insert(t, super::market_join(self.shared, t, *seed));
+                    }
                 }
                 (refused > 0).then(|| {
                     format!("subscription limit of {limit} instruments per connection reached: {refused} not subscribed")
@@ -407,7 +433,10 @@ impl<'a> Session<'a> {
 
     fn build_batch_counted(&mut self, start: Instant) -> usize {
         self.out.clear();
-        if self.order.is_empty() || self.shared.halted.load(Ordering::SeqCst) {
+        // A halted market stops generating; its sessions still forward
+        // what was generated.
+        let halted = self.shared.halted.load(Ordering::SeqCst) && !self.shared.cfg.market;
+        if self.order.is_empty() || halted {
             return 0;
         }
         let shared = self.shared;
@@ -427,6 +456,27 @@ impl<'a> Session<'a> {
             }
         };
         match &shared.cfg.source {
+            Source::Synthetic { .. } if shared.cfg.market => {
+                // Forward what the exchange generated since each cursor.
+                let logs = lock(&shared.broadcast);
+                let tokens = self.order.len();
+                let mut idle = 0;
+                while (n as u64) < max && idle < tokens {
+                    let token = self.order[self.cursor % tokens];
+                    self.cursor = self.cursor.wrapping_add(1);
+                    let next = self.cursors.get(&token).copied().unwrap_or(0);
+                    match logs.get(&token).and_then(|l| l.peek(next)) {
+                        Some((t, used)) => {
+                            idle = 0;
+                            self.cursors.insert(token, used + 1);
+                            let mode = self.modes.get(&token).copied().unwrap_or(Mode::Quote);
+                            push(&mut b, &in_mode(&t, mode), &mut self.ticks);
+                            n += 1;
+                        }
+                        None => idle += 1,
+                    }
+                }
+            }
             Source::Synthetic { seed } => {
                 let want = if shared.cfg.rate == 0 {
                     max

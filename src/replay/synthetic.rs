@@ -169,6 +169,14 @@ impl Broadcast {
         self.inst.volume()
     }
 
+    /// Tick number `seq` if it was generated (never generates); a `seq`
+    /// that fell out of the log is moved up to the oldest kept. Returns the
+    /// tick and the sequence number actually used.
+    pub fn peek(&self, seq: u64) -> Option<(Tick, u64)> {
+        let seq = seq.max(self.base);
+        self.log.get((seq - self.base) as usize).map(|t| (*t, seq))
+    }
+
     /// Tick number `seq` (generating it when it is the next one); a `seq`
     /// that fell out of the log is moved up to the oldest kept. Returns the
     /// tick and the sequence number actually used.
