@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tickcap::analysis::analyze::Stats;
+use tickcap::analysis::analyze::Analysis;
 use tickcap::analysis::scan::{parse_line, parse_line_fast, scan, Fields};
 use tickcap::kite::Mode;
 use tickcap::replay::synthetic::Instrument;
@@ -96,7 +96,7 @@ fn whole_file(c: &mut Criterion) {
             b.iter_batched(
                 || (),
                 |()| {
-                    scan(&path, threads, false, || Stats::new(Vec::new(), false))
+                    scan(&path, threads, false, || Analysis::new(Vec::new(), false))
                         .map(|(s, _)| s.ticks)
                 },
                 BatchSize::PerIteration,

@@ -1,10 +1,22 @@
 //! tickcap: lossless market-data capture for Zerodha Kite's streaming
 //! WebSocket into daily JSONL files.
 //!
-//! One module per pipeline stage (see `docs/architecture.md`):
-//! - [`kite`]: the wire format (decode, encode, text frames, client requests);
-//! - [`sink`]: JSONL lines, zone-aware times, (later) the writer and rotation;
-//! - [`cli`]: the `tickcap` subcommands; `main.rs` only calls [`cli::main`].
+//! Layers, each importing only those below it (see `docs/architecture.md`):
+//!
+//! - **base**: [`kite`] (the wire format: decode, encode, text frames,
+//!   client requests, the ticker URL), [`time`] (receive clock, monotonic
+//!   timer clock, zone-aware formatting), [`stats`] (live counters and
+//!   histograms), [`ring`] (stamped ticks, the SPSC rings, the writer's
+//!   wake-up), [`util`] (seeded RNG), [`config`] (the validated
+//!   configuration);
+//! - **stages**: [`net`] (the Kite connection state machine), [`sink`]
+//!   (JSONL lines, the writer thread, daily files), [`status`] (the HTTP
+//!   server the status port runs on, and its client), [`replay`] (the
+//!   Kite-compatible feed), [`analysis`] (offline reading of captures);
+//! - **engine**: [`engine`] runs the stages: the event loop, failover,
+//!   reload and the status endpoints;
+//! - **cli**: [`cli`], the `tickcap` subcommands; `main.rs` only calls
+//!   [`cli::main`].
 
 pub mod analysis;
 pub mod cli;

@@ -29,8 +29,15 @@ pub fn ring(capacity: usize) -> (rtrb::Producer<Stamped>, rtrb::Consumer<Stamped
 }
 
 /// Wakes the writer when it parked itself idle. The producer calls
-/// [`Wake::notify`] after each frame; it costs one relaxed load unless the
+/// [`Wake::notify`] after each frame; it costs a fence and a load unless the
 /// writer is actually asleep.
+///
+/// The handshake is Dekker's: the writer stores `sleeping = true`, fences,
+/// then re-checks the rings; the producer pushes, fences, then loads
+/// `sleeping`. With both fences (SeqCst) at least one side sees the other's
+/// store, so a push can never go unnoticed by a writer about to park (a
+/// relaxed load alone could be reordered before the push and miss it,
+/// leaving the writer asleep until its timeout).
 #[derive(Debug)]
 pub struct Wake {
     sleeping: AtomicBool,
@@ -55,6 +62,7 @@ impl Wake {
     /// The writer announces it is about to park (then re-checks its rings).
     pub fn going_to_sleep(&self) {
         self.sleeping.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// The writer is awake again.
@@ -64,6 +72,7 @@ impl Wake {
 
     /// Wakes the writer if it sleeps.
     pub fn notify(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
             if let Some(t) = self.thread.get() {
                 t.unpark();

@@ -1,7 +1,9 @@
 //! Live counters of the engine, shared with whoever reports them (logs, the
 //! status port, tests). Hot paths only touch relaxed atomics; histograms are
 //! owned by their thread and published into a mutex about once a second
-//! (`try_lock`, never waiting), so reading them never blocks capture.
+//! with `try_lock`: a publisher never waits (it skips a turn if a reader
+//! holds the lock), so reading never blocks capture. A reader may wait for a
+//! publisher's copy in progress.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -238,7 +240,8 @@ impl Stats {
     pub fn receive_to_ring_ns(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for h in &self.latency.receive_to_ring_ns {
-            let _ = all.add(Stats::histogram(h));
+            let g = h.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = all.add(&*g);
         }
         all
     }

@@ -137,6 +137,7 @@ fn analyze_reports_per_instrument_figures_and_bad_lines() {
     assert_eq!(v["overall"]["total_ticks"], 2);
 }
 
+#[cfg(feature = "plot")]
 fn png_size(path: &Path) -> (u32, u32) {
     let b = std::fs::read(path).unwrap();
     assert_eq!(
@@ -151,6 +152,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 }
 
 #[test]
+#[cfg(feature = "plot")]
 fn plots_are_pngs_of_the_chart_size() {
     let dir = tempfile::tempdir().unwrap();
     let out = tickcap(&[

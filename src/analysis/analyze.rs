@@ -89,7 +89,7 @@ impl Instrument {
 
 /// What `analyze` gathers from lines.
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub struct Analysis {
     /// Ticks (good lines) after the filter.
     pub ticks: u64,
     /// Bad lines: (line number, reason).
@@ -114,10 +114,10 @@ pub struct Stats {
     pub keep_series: bool,
 }
 
-impl Stats {
+impl Analysis {
     /// A fold for `filter` (empty: every instrument).
     pub fn new(filter: Vec<u32>, keep_series: bool) -> Self {
-        Stats {
+        Analysis {
             filter,
             keep_series,
             ..Default::default()
@@ -133,7 +133,7 @@ fn mode_index(m: Mode) -> usize {
     }
 }
 
-impl Fold for Stats {
+impl Fold for Analysis {
     fn line(&mut self, no: usize, line: Result<Line, LineError>) {
         let Some(l) = good_or_record(&mut self.bad, no, line) else {
             return;
@@ -194,13 +194,13 @@ impl Fold for Stats {
 
 /// Merges another file's stats into the overall ones (bad lines stay with
 /// their file: line numbers are per file).
-pub fn combine(all: &mut Stats, mut one: Stats) {
+pub fn combine(all: &mut Analysis, mut one: Analysis) {
     one.bad.clear();
     all.merge(one, 0);
 }
 
 /// The report of one file or of all of them.
-pub fn report(s: &Stats, zone: &mut crate::time::ZoneFormatter) -> Value {
+pub fn report(s: &Analysis, zone: &mut crate::time::ZoneFormatter) -> Value {
     let mut iso = |micros: i64| {
         let mut b = Vec::new();
         zone.write_micros(&mut b, micros);

@@ -2,6 +2,7 @@
 //! (statistics and plots) and `verify` (is the capture whole?).
 
 pub mod analyze;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod scan;
 pub mod storage;

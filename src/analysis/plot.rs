@@ -8,7 +8,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use super::analyze::Stats;
+use super::analyze::Analysis;
 
 /// Chart size in pixels.
 pub const SIZE: (u32, u32) = (1200, 600);
@@ -69,7 +69,7 @@ const MIN_SPAN: f64 = 10.0 / 3600.0;
 /// Writes `ticks_per_second.png` (total and per connection) and one
 /// `price_<token>.png` per instrument with a series. Returns the files.
 pub fn write_all(
-    s: &Stats,
+    s: &Analysis,
     dir: &Path,
     offset_secs: i64,
     title: &str,
@@ -90,7 +90,7 @@ pub fn write_all(
     Ok(out)
 }
 
-fn ticks_per_second(s: &Stats, path: &Path, offset: i64, title: &str) -> Result<(), PlotError> {
+fn ticks_per_second(s: &Analysis, path: &Path, offset: i64, title: &str) -> Result<(), PlotError> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let mut secs: Vec<(i64, u64)> = s.per_second.iter().map(|(a, b)| (*a, *b)).collect();
@@ -156,7 +156,7 @@ fn ticks_per_second(s: &Stats, path: &Path, offset: i64, title: &str) -> Result<
     root.present().map_err(|e| err(path, e))
 }
 
-fn price(s: &Stats, token: u32, path: &Path, offset: i64) -> Result<(), PlotError> {
+fn price(s: &Analysis, token: u32, path: &Path, offset: i64) -> Result<(), PlotError> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let mut pts: Vec<(i64, f64)> = s.series.get(&token).cloned().unwrap_or_default();

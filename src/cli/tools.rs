@@ -8,8 +8,8 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::Failure;
-use crate::analysis::analyze::{self, Stats};
-use crate::analysis::{plot, scan, storage, verify};
+use crate::analysis::analyze::{self, Analysis};
+use crate::analysis::{scan, storage, verify};
 use crate::time::ZoneFormatter;
 
 fn threads() -> usize {
@@ -145,13 +145,13 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
     let mut z = zone(&args.timezone)?;
     let n = args.threads.unwrap_or_else(threads).max(1);
     let keep_series = args.plot.is_some() && !args.instruments.is_empty();
-    let mut all = Stats::new(args.instruments.clone(), keep_series);
+    let mut all = Analysis::new(args.instruments.clone(), keep_series);
     let mut per_file = Vec::new();
     let mut bad_total = 0;
     for path in &args.files {
         let bar = progress(format!("analyzing {}", path.display()));
         let (s, _) = scan::scan(path, n, false, || {
-            Stats::new(args.instruments.clone(), keep_series)
+            Analysis::new(args.instruments.clone(), keep_series)
         })
         .with_context(|| format!("reading {}", path.display()))?;
         if let Some(b) = bar {
@@ -179,9 +179,20 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let written = plot::write_all(&all, dir, off, &title).map_err(|e| anyhow::anyhow!(e))?;
-        for w in &written {
-            eprintln!("wrote {}", w.display());
+        #[cfg(feature = "plot")]
+        {
+            let written = crate::analysis::plot::write_all(&all, dir, off, &title)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            for w in &written {
+                eprintln!("wrote {}", w.display());
+            }
+        }
+        #[cfg(not(feature = "plot"))]
+        {
+            let _ = (dir, off, title);
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--plot: this tickcap was built without the `plot` feature (cargo build --features plot)"
+            )));
         }
     }
     if args.json {

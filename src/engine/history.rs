@@ -11,13 +11,29 @@ use crate::kite::Mode;
 /// Entries kept (the oldest are dropped first).
 const KEEP: usize = 1000;
 
+/// What a change did.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Subscribed from the config at start.
+    Config,
+    /// Subscribed by a control call.
+    Subscribe,
+    /// Unsubscribed (control call or reload).
+    Unsubscribe,
+    /// Mode changed.
+    Mode,
+    /// Subscribed by a reload.
+    Reload,
+}
+
 /// One accepted change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Change {
     /// When, epoch µs.
     pub time_micros: i64,
-    /// `subscribe`, `unsubscribe`, `mode`, `config`, `reload`, ...
-    pub action: String,
+    /// What it did.
+    pub action: Action,
     /// Which connection.
     pub connection_id: u8,
     /// How many instruments.
@@ -46,19 +62,19 @@ impl History {
     pub fn record(
         &mut self,
         time_micros: i64,
-        action: &str,
+        action: Action,
         connection_id: u8,
         tokens: &[u32],
         mode: Option<Mode>,
     ) {
         match action {
-            "unsubscribe" => {
+            Action::Unsubscribe => {
                 for t in tokens {
                     self.subscribed_at.remove(t);
                 }
             }
-            "mode" => {}
-            _ => {
+            Action::Mode => {}
+            Action::Config | Action::Subscribe | Action::Reload => {
                 for t in tokens {
                     self.subscribed_at.entry(*t).or_insert(time_micros);
                 }
@@ -69,7 +85,7 @@ impl History {
         }
         self.changes.push_back(Change {
             time_micros,
-            action: action.to_owned(),
+            action,
             connection_id,
             count: tokens.len(),
             mode,
@@ -95,11 +111,11 @@ mod tests {
     #[test]
     fn subscribe_times_survive_mode_changes_and_end_on_unsubscribe() {
         let mut h = History::default();
-        h.record(10, "subscribe", 1, &[1, 2], Some(Mode::Quote));
-        h.record(20, "mode", 1, &[1], Some(Mode::Full));
-        h.record(30, "subscribe", 2, &[1], Some(Mode::Quote));
+        h.record(10, Action::Subscribe, 1, &[1, 2], Some(Mode::Quote));
+        h.record(20, Action::Mode, 1, &[1], Some(Mode::Full));
+        h.record(30, Action::Subscribe, 2, &[1], Some(Mode::Quote));
         assert_eq!(h.subscribed_at(1), Some(10));
-        h.record(40, "unsubscribe", 1, &[1], None);
+        h.record(40, Action::Unsubscribe, 1, &[1], None);
         assert_eq!(h.subscribed_at(1), None);
         assert_eq!(h.changes().count(), 4);
     }

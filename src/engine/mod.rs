@@ -42,9 +42,9 @@ use history::History;
 /// Tokens 0..3 are the Kite connections.
 const WAKER: Token = Token(10);
 const SIGNALS: Token = Token(11);
-/// The status port's listener; its clients are `STATUS_CLIENTS..`.
+/// The status port's listener; its clients get tokens from `STATUS_CLIENT_TOKENS` up.
 const STATUS_LISTENER: Token = Token(12);
-const STATUS_CLIENTS: usize = 100;
+const STATUS_CLIENT_TOKENS: usize = 100;
 /// The loop wakes at least this often to run timers.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the writer to take what the rings cannot hold.
@@ -210,11 +210,16 @@ impl Engine {
             None
         };
         let listen = config.status_listen;
-        let status = StatusPort::bind(listen, poll.registry(), STATUS_LISTENER, STATUS_CLIENTS)
-            .map_err(|source| EngineError::Status {
-                addr: config.status_listen.to_string(),
-                source,
-            })?;
+        let status = StatusPort::bind(
+            listen,
+            poll.registry(),
+            STATUS_LISTENER,
+            STATUS_CLIENT_TOKENS,
+        )
+        .map_err(|source| EngineError::Status {
+            addr: config.status_listen.to_string(),
+            source,
+        })?;
         let status_addr = status.local_addr();
         if let Some(a) = status_addr {
             tracing::info!("status port on http://{a}/");
@@ -225,7 +230,7 @@ impl Engine {
             if !c.instruments.is_empty() {
                 history.record(
                     now,
-                    "config",
+                    history::Action::Config,
                     c.role.connection_id(),
                     &c.instruments,
                     Some(c.mode),

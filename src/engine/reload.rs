@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use crate::config::{Config, Env};
-use crate::engine::history::History;
+use crate::engine::history::{Action, History};
 use crate::kite::Mode;
 use crate::net::Connection;
 
@@ -56,7 +56,7 @@ pub fn reload(
             .collect();
         if !gone.is_empty() {
             conn.unsubscribe(&gone);
-            history.record(now_micros, "unsubscribe", conn.id(), &gone, None);
+            history.record(now_micros, Action::Unsubscribe, conn.id(), &gone, None);
         }
         let added: Vec<u32> = want
             .instruments
@@ -66,7 +66,13 @@ pub fn reload(
             .collect();
         if !added.is_empty() {
             conn.subscribe(&added, want.mode);
-            history.record(now_micros, "reload", conn.id(), &added, Some(want.mode));
+            history.record(
+                now_micros,
+                Action::Reload,
+                conn.id(),
+                &added,
+                Some(want.mode),
+            );
         }
         let remoded: Vec<u32> = want
             .instruments
@@ -76,7 +82,13 @@ pub fn reload(
             .collect();
         if !remoded.is_empty() {
             conn.set_mode(&remoded, want.mode);
-            history.record(now_micros, "mode", conn.id(), &remoded, Some(want.mode));
+            history.record(
+                now_micros,
+                Action::Mode,
+                conn.id(),
+                &remoded,
+                Some(want.mode),
+            );
         }
         (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) =
             (added.len(), gone.len(), remoded.len());

@@ -45,6 +45,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// healthy: only then does the reconnect backoff start again from its base
 /// (a feed that accepts and then breaks each connection keeps backing off).
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// How often the receive→ring histogram is copied for readers.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Tokens per subscribe/mode message.
 const BATCH: usize = 500;
 
@@ -204,6 +206,8 @@ pub struct Connection {
     /// Why it last failed (shown while it backs off).
     last_error: Option<ConnError>,
     hist: Histogram<u64>,
+    /// When `hist` was last published (real time).
+    last_publish: Instant,
     scratch: Vec<u8>,
     errors_logged: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -265,6 +269,7 @@ impl Connection {
             mono,
             last_error: None,
             hist: new_histogram(),
+            last_publish: Instant::now(),
             scratch: Vec::new(),
             errors_logged: 0,
             tls,
@@ -716,11 +721,17 @@ impl Connection {
             }
             _ => {}
         }
-        if !self.hist.is_empty() {
+        // Published about once a second, not per timer call: a copy of the
+        // histogram is tens of KiB, and the timers run every loop turn.
+        let real = Instant::now();
+        if !self.hist.is_empty()
+            && real.saturating_duration_since(self.last_publish) >= PUBLISH_EVERY
+        {
             publish(
                 &self.stats.latency.receive_to_ring_ns[usize::from(self.id - 1)],
                 &self.hist,
             );
+            self.last_publish = real;
         }
     }
 

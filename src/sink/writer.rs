@@ -254,13 +254,12 @@ impl WriterLoop {
                 idle_spins = 0;
                 continue;
             }
+            // Idle: spin briefly (a frame often brings another), then park.
+            // No yield loop: on a busy host sched_yield returns at once and
+            // burns the core this writer shares with the strategies.
             idle_spins += 1;
             if idle_spins < 64 {
                 std::hint::spin_loop();
-                continue;
-            }
-            if idle_spins < 128 {
-                std::thread::yield_now();
                 continue;
             }
             // Park until woken or the flush/retry deadline.
@@ -279,7 +278,7 @@ impl WriterLoop {
             }
             std::thread::park_timeout(timeout);
             self.wake.awake();
-            idle_spins = 64;
+            idle_spins = 0;
         }
         if self.dirty_since_sync || self.cfg.fsync != FsyncPolicy::Batch {
             self.sync();

@@ -11,6 +11,7 @@ use crate::net::Connection;
 use crate::status::Response;
 
 use super::View;
+use crate::engine::history::Action;
 
 /// A control call's body, validated.
 struct Body {
@@ -138,8 +139,13 @@ pub(super) fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
         );
     }
     apply(v, id, |c| c.subscribe(&b.tokens, mode));
-    v.history
-        .record(v.clock.now_micros(), "subscribe", id, &b.tokens, Some(mode));
+    v.history.record(
+        v.clock.now_micros(),
+        Action::Subscribe,
+        id,
+        &b.tokens,
+        Some(mode),
+    );
     tracing::info!(
         "status: subscribed {} instruments on connection {id} in {mode} mode",
         b.tokens.len()
@@ -194,7 +200,7 @@ pub(super) fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     for (id, tokens) in &groups {
         apply(v, *id, |c| c.unsubscribe(tokens));
         v.history
-            .record(v.clock.now_micros(), "unsubscribe", *id, tokens, None);
+            .record(v.clock.now_micros(), Action::Unsubscribe, *id, tokens, None);
     }
     tracing::info!("status: unsubscribed {} instruments", b.tokens.len());
     Response::json(200, &json!({"status": "ok", "tokens": b.tokens}))
@@ -215,7 +221,7 @@ pub(super) fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
     for (id, tokens) in &groups {
         apply(v, *id, |c| c.set_mode(tokens, mode));
         v.history
-            .record(v.clock.now_micros(), "mode", *id, tokens, Some(mode));
+            .record(v.clock.now_micros(), Action::Mode, *id, tokens, Some(mode));
     }
     Response::json(
         200,
