@@ -152,6 +152,7 @@ struct RawStorage {
     flush_interval_ms: Option<u64>,
     fsync_interval_ms: Option<u64>,
     retention_days: Option<u32>,
+    shutdown_write_limit_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -252,6 +253,9 @@ pub struct StorageConfig {
     pub fsync_interval_ms: u64,
     /// Daily files older than this many days are deleted (0 keeps all).
     pub retention_days: u32,
+    /// At shutdown, how long the writer keeps trying a failing disk before
+    /// it saves the unwritten lines to a recovery file and exits non-zero.
+    pub shutdown_write_limit_ms: u64,
 }
 
 /// The whole configuration, validated.
@@ -650,6 +654,11 @@ impl Parser<'_> {
                 1..=3_600_000,
             )?,
             retention_days: st.retention_days.unwrap_or(30),
+            shutdown_write_limit_ms: self.in_range(
+                "storage.shutdown_write_limit_ms",
+                st.shutdown_write_limit_ms.unwrap_or(5000),
+                100..=600_000,
+            )?,
         })
     }
 }

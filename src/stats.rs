@@ -134,6 +134,14 @@ pub struct WriterStats {
     pub current_file: Mutex<Option<PathBuf>>,
     /// The last write error, for the status port.
     pub last_error: Mutex<Option<String>>,
+    /// Since when writes have been failing, epoch µs (0 = they succeed).
+    pub failing_since_micros: AtomicI64,
+    /// Lines the writer could not write by the end of shutdown.
+    pub unwritten_lines: AtomicU64,
+    /// Of those, saved to a recovery file.
+    pub saved_lines: AtomicU64,
+    /// The recovery file.
+    pub saved_to: Mutex<Option<PathBuf>>,
 }
 
 /// Latency histograms, in microseconds (receive→ring is in nanoseconds).

@@ -68,7 +68,7 @@ fn a_200k_tick_burst_is_captured_whole_and_exact() {
     .unwrap();
     let stats = Arc::clone(engine.stats());
     let sent = wait_all_written(&feed, &stats, Duration::from_secs(60));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     assert_eq!(sent, 200_000);
     assert_eq!(stats.ticks_received(), sent);
     assert_eq!(
@@ -118,7 +118,7 @@ fn five_forced_disconnects_lose_nothing_that_was_sent() {
         .iter()
         .map(|c| c.reconnects.load(Ordering::Relaxed))
         .sum();
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     assert!(report.faults.drops >= 5, "{:?}", report.faults);
     assert!(reconnects >= 5, "{reconnects} reconnects");
@@ -155,7 +155,7 @@ fn a_stalled_feed_trips_the_stale_detector_and_capture_resumes() {
         >= 1
         && stats.ticks_received() > before));
     halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     let cap = read_capture(dir.path());
     assert_eq!(cap.lines as u64, report.sent);
@@ -193,7 +193,7 @@ fn midnight_rotates_to_a_new_file_by_receive_time() {
         .load(Ordering::Relaxed)
         >= 100));
     halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     let cap = read_capture(dir.path());
     assert_eq!(cap.files.len(), 2, "{:?}", cap.files);
@@ -234,7 +234,7 @@ fn a_torn_tail_from_a_crash_is_moved_aside_on_start() {
     .unwrap();
     let stats = Arc::clone(engine.stats());
     let sent = wait_all_written(&feed, &stats, Duration::from_secs(20));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     assert_eq!(stats.writer.torn_repaired.load(Ordering::Relaxed), 1);
     let cap = read_capture(dir.path()); // panics on any unparsable line
     assert_eq!(cap.lines as u64, sent);
@@ -292,7 +292,7 @@ fn a_full_disk_is_reported_retried_and_survived_without_loss() {
     let engine = Engine::start(config(&feed.url(), dir.path(), 10, 2, ""), opts).unwrap();
     let stats = Arc::clone(engine.stats());
     let sent = wait_all_written(&feed, &stats, Duration::from_secs(30));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     assert_eq!(stats.writer.write_errors.load(Ordering::Relaxed), 6);
     let cap = read_capture(dir.path());
     assert_eq!(cap.lines as u64, sent);
@@ -314,7 +314,127 @@ fn auth_refusals_back_off_and_recover() {
     .unwrap();
     let stats = Arc::clone(engine.stats());
     let sent = wait_all_written(&feed, &stats, Duration::from_secs(20));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     assert_eq!(stats.conns[0].auth_failures.load(Ordering::Relaxed), 2);
     assert_eq!(read_capture(dir.path()).lines as u64, sent);
+}
+
+/// A disk that refuses every write (ENOSPC), counting the attempts.
+struct DeadDisk {
+    attempts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tickcap::sink::files::DaySink for DeadDisk {
+    fn write(&mut self, _: tickcap::time::LocalDate, _: &[u8]) -> std::io::Result<usize> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn current_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// CPU time (user + system) of this process's thread named `name`, in clock ticks.
+fn thread_cpu_ticks(name: &str) -> Option<u64> {
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = t.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the ")" of the name: state is field 3; utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        return Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?);
+    }
+    None
+}
+
+#[test]
+fn a_dead_disk_at_shutdown_is_bounded_saved_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let feed = feed(20_000, Some(5_000), Faults::default());
+    let opts = Options {
+        sink: Some(Box::new(DeadDisk {
+            attempts: Arc::clone(&attempts),
+        })),
+        ..Options::default()
+    };
+    let extra = "";
+    let text_cfg = config(&feed.url(), dir.path(), 5, 0, extra);
+    let mut cfg = text_cfg;
+    cfg.storage.shutdown_write_limit_ms = 500;
+    let engine = Engine::start(cfg, opts).unwrap();
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(20), || feed.count_reached()));
+    assert!(wait_until(Duration::from_secs(20), || stats
+        .ticks_received()
+        == 5_000));
+    // While writes fail, the writer sleeps between tries (backoff), it does not spin.
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .writer
+        .write_errors
+        .load(Ordering::Relaxed)
+        >= 3));
+    let cpu0 = thread_cpu_ticks("tickcap-writer").expect("the writer thread");
+    let tries0 = attempts.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || attempts
+        .load(Ordering::Relaxed)
+        >= tries0 + 2));
+    let cpu = thread_cpu_ticks("tickcap-writer").unwrap() - cpu0;
+    assert!(
+        cpu <= 20,
+        "the failing writer used {cpu} clock ticks of CPU between two tries"
+    );
+    let h = tickcap::engine::Engine::status_addr(&engine).map(|a| format!("http://{a}"));
+    let health: serde_json::Value = tickcap::status::client::get(&h.unwrap(), "/health")
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reasons"].to_string().contains("writes fail"),
+        "{health}"
+    );
+
+    // Shutdown is bounded: 500 ms of trying, then the recovery file.
+    let t = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(engine.stop()));
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("shutdown finishes on a dead disk");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    let Err(tickcap::engine::Shortfall::Unwritten {
+        received,
+        written,
+        saved,
+        saved_to: Some(path),
+        lost,
+        ..
+    }) = outcome
+    else {
+        panic!("expected a saved shortfall, got {outcome:?}");
+    };
+    assert_eq!((received, written, saved, lost), (5_000, 0, 5_000, 0));
+    assert!(path.starts_with(dir.path()), "{}", path.display());
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("market_data_") && name.contains(".jsonl.unwritten-"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 5_000);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["instrument_token"].is_u64());
+    }
 }

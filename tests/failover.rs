@@ -155,7 +155,7 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     );
     primary_feed.halt();
     tertiary_feed.halt();
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 
     // The file: connection 1, then 3 during the takeover, then 1 again; the
     // largest gap between consecutive ticks is bounded by the takeover.
@@ -231,7 +231,7 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
         == 0));
     user_feed.halt();
     tertiary_feed.halt();
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     for token in [256, 1281] {
         assert!(
             timeline(dir.path(), token).iter().any(|x| x.1 == 3),
@@ -298,7 +298,7 @@ fn primary_drops_on_a_market(mirror: bool, drops: u64) -> Ledger {
         stats.lines_written() + dropped == stats.ticks_received()
     }));
     let f = get(&url, "/failovers");
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     assert_eq!(f["hot_standby"]["enabled"], mirror);
     assert_eq!(f["takeovers"], 0, "drops this short need no takeover");
@@ -423,5 +423,5 @@ fn when_the_tertiary_is_short_of_room_the_primary_is_carried_first() {
         3000
     );
     tertiary_feed.halt();
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 }

@@ -195,7 +195,7 @@ fn every_endpoint_reports_live_state() {
     }
     let page = client::get(&url, "/").unwrap();
     assert!(String::from_utf8_lossy(&page.body).contains("<canvas id=\"chart\""));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn bad_requests_get_4xx_and_capture_goes_on() {
     assert_eq!(get(&url, "/health")["status"], "healthy");
     drop(slow);
     halt_and_receive_all(&f, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     assert_eq!(
         read_capture(&dir.path().join("data")).lines as u64,
         f.stop().sent
@@ -331,7 +331,7 @@ fn control_calls_change_what_is_captured() {
         ["config", "config", "subscribe", "unsubscribe", "mode"]
     );
     halt_and_receive_all(&f, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let sent = f.stop().sent;
     let cap = read_capture(&dir.path().join("data"));
     assert_eq!(cap.lines as u64, sent);
@@ -405,7 +405,7 @@ fn reload_swaps_the_token_and_the_instruments_without_loss() {
         .ticks_received()
         > after + 1000));
     halt_and_receive_all(&f, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let sent = f.stop().sent;
     let cap = read_capture(&dir.path().join("data"));
     assert_eq!(cap.lines as u64, sent, "nothing lost across reloads");
@@ -448,7 +448,7 @@ fn control_calls_need_the_bearer_token_off_loopback() {
         200,
         "reads stay open"
     );
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn polling_metrics_a_thousand_times_a_second_loses_nothing() {
     let polls = poller.join().unwrap();
     assert_eq!(polls, 2000);
     halt_and_receive_all(&f, &stats, Duration::from_secs(10));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let sent = f.stop().sent;
     assert_eq!(stats.lines_written(), sent);
     assert_eq!(
@@ -532,7 +532,7 @@ fn status_and_doctor_commands_against_a_running_and_a_stopped_service() {
         "{text}"
     );
     assert!(text.contains(&format!("service at {url}")), "{text}");
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let out = Command::new(bin)
         .args(["doctor", "--config", cfg.to_str().unwrap()])
         .output()

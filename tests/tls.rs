@@ -148,7 +148,7 @@ fn wss_through_rustls_captures_every_tick() {
         "written {}",
         stats.lines_written()
     );
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let cap = read_capture(dir.path());
     assert_eq!(cap.lines, 6_000);
     assert_eq!(cap.assert_matches_synthetic(1), 6_000);
@@ -179,5 +179,5 @@ fn an_untrusted_certificate_is_refused_and_retried_without_a_crash() {
     assert_eq!(stats.ticks_received(), 0);
     assert_ne!(stats.conns[0].state(), tickcap::stats::StateName::Open);
     assert!(!engine.is_finished());
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 }

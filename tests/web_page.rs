@@ -121,5 +121,5 @@ fn the_page_shows_live_numbers_that_change() {
     if let Ok(keep) = std::env::var("TICKCAP_KEEP_SCREENSHOT") {
         let _ = std::fs::copy(&shot, keep);
     }
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
 }

@@ -80,7 +80,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(7));
     feed.halt();
     std::thread::sleep(Duration::from_millis(200));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let drops = feed.stop().faults.drops;
     println!("drop fault: {drops} drops; largest gap in the capture {:.0} ms (reconnect: backoff from 200 ms + connect; no takeover)", max_gap(dir.path()));
 
@@ -119,7 +119,7 @@ fn main() {
     feed.halt();
     spare.halt();
     std::thread::sleep(Duration::from_millis(200));
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let r = &f["failovers"][0];
     println!(
         "feed killed {outage:.0} s: takeover after {after} ms; gap with the tertiary {} ms, without it {} ms; largest gap in the capture {:.0} ms",

@@ -128,7 +128,7 @@ fn one(rate: u64, a: &Args) -> Run {
         let _ = p.join();
     }
     feed.halt();
-    engine.stop();
+    engine.stop().expect("a clean shutdown");
     let written = stats.lines_written();
     feed.stop();
     Run {

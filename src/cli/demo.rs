@@ -127,11 +127,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
             last_print = Instant::now();
         }
     }
-    // Stop the feed's ticks first so nothing is in flight, then the engine.
+    // Stop the feed's ticks first, wait until the engine has read every
+    // tick the feed sent (at --rate 0 the sockets hold a backlog: stopping
+    // at once would close them unread and the check below would count
+    // ticks still in flight as missing), then stop the engine.
     feed.halt();
-    std::thread::sleep(Duration::from_millis(300));
     let stats = Arc::clone(engine.stats());
-    engine.stop();
+    let sent = feed.report().sent;
+    let until = Instant::now() + Duration::from_secs(30);
+    while stats.ticks_received() < sent && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let outcome = engine.stop();
     let report = feed.stop();
     let written = stats.lines_written();
     let file = stats
@@ -154,6 +161,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if let Some(f) = file {
         println!("  file: {}", f.display());
     }
+    outcome?;
     if report.sent != written {
         return Err(anyhow::anyhow!("{} ticks sent but {written} written", report.sent).into());
     }

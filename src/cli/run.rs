@@ -37,7 +37,9 @@ pub fn describe(cfg: &Config) {
     );
 }
 
-/// Loads the config (exit 2 on error), runs until a signal, exits 0.
+/// Loads the config (exit 2 on error), runs until a signal; exits 0 only
+/// when every received tick was written (1 when some were not, or a thread
+/// panicked).
 pub fn run(args: Args) -> Result<(), Failure> {
     let cfg = Config::load(&args.config, &Env::from_process()).map_err(Failure::usage)?;
     describe(&cfg);
@@ -47,6 +49,6 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ..Options::default()
     };
     let engine = Engine::start(cfg, opts)?;
-    engine.wait();
+    engine.wait()?;
     Ok(())
 }

@@ -85,6 +85,30 @@ pub enum EngineError {
     },
 }
 
+/// How a capture ended, when it did not end cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Shortfall {
+    /// A thread panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// Ticks were received but not written to the daily files.
+    #[error("{received} ticks received, {written} written ({deduplicated} hot-standby copies dropped): {saved} saved to {}, {lost} lost", saved_to.as_deref().map_or_else(|| "no recovery file".to_owned(), |p| p.display().to_string()))]
+    Unwritten {
+        /// Ticks received.
+        received: u64,
+        /// Lines written.
+        written: u64,
+        /// Second copies dropped by dedup.
+        deduplicated: u64,
+        /// Lines saved to the recovery file.
+        saved: u64,
+        /// The recovery file.
+        saved_to: Option<std::path::PathBuf>,
+        /// Received and neither written nor saved.
+        lost: u64,
+    },
+}
+
 /// How to run the engine beyond its config.
 pub struct Options {
     /// The receive clock.
@@ -120,7 +144,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     stats: Arc<Stats>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Result<(), Shortfall>>>,
     status_addr: Option<std::net::SocketAddr>,
 }
 
@@ -170,6 +194,8 @@ impl Engine {
         wcfg.fsync_interval = Duration::from_millis(config.storage.fsync_interval_ms);
         wcfg.core = config.writer_core;
         wcfg.clock = opts.clock;
+        wcfg.shutdown_write_limit = Duration::from_millis(config.storage.shutdown_write_limit_ms);
+        wcfg.recovery_dirs = vec![config.storage.data_dir.clone(), std::env::temp_dir()];
         wcfg.dedup_window_micros = config
             .tertiary_mirror
             .then(|| config.dedup_window_ms as i64 * 1000);
@@ -268,7 +294,7 @@ impl Engine {
                     mono,
                     failover,
                 };
-                l.run();
+                l.run()
             })
             .map_err(|e| EngineError::Thread("event loop", e))?;
         Ok(Engine {
@@ -295,34 +321,38 @@ impl Engine {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Stops capture, drains everything received to disk, and waits.
-    pub fn stop(mut self) {
-        self.shutdown();
+    /// Stops capture, drains everything received to disk, and waits; how
+    /// it ended (also logged).
+    pub fn stop(mut self) -> Result<(), Shortfall> {
+        self.shutdown()
     }
 
-    /// Waits until the engine stops by itself (a signal).
-    pub fn wait(mut self) {
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
+    /// Waits until the engine stops by itself (a signal); how it ended.
+    pub fn wait(mut self) -> Result<(), Shortfall> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), Shortfall> {
+        match self.thread.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => {
                 tracing::error!("the event loop panicked");
+                Err(Shortfall::Panicked("event loop"))
             }
         }
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self) -> Result<(), Shortfall> {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("the event loop panicked");
-            }
-        }
+        self.join()
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shutdown();
+        let _ = self.shutdown();
     }
 }
 
@@ -411,7 +441,7 @@ impl EventLoop {
             });
     }
 
-    fn run(&mut self) {
+    fn run(&mut self) -> Result<(), Shortfall> {
         let mut events = Events::with_capacity(256);
         for c in &mut self.conns {
             c.start(self.poll.registry());
@@ -499,31 +529,44 @@ impl EventLoop {
                 last_count = total;
             }
         }
-        self.shutdown();
+        self.shutdown()
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self) -> Result<(), Shortfall> {
         let started = Instant::now();
         let mut stuck = 0;
         for c in &mut self.conns {
             stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);
         }
-        if let Some(w) = self.writer.take() {
-            w.finish();
-        }
+        let writer_ok = self.writer.take().is_none_or(Writer::finish);
+        let w = &self.stats.writer;
         let received = self.stats.ticks_received();
-        let dropped = self.stats.writer.dedup_dropped.load(Ordering::Relaxed);
-        let written = self.stats.lines_written() + dropped;
-        if dropped > 0 {
-            tracing::info!("hot standby: {dropped} second copies dropped");
+        let deduplicated = w.dedup_dropped.load(Ordering::Relaxed);
+        let written = self.stats.lines_written();
+        let saved = w.saved_lines.load(Ordering::Relaxed);
+        if deduplicated > 0 {
+            tracing::info!("hot standby: {deduplicated} second copies dropped");
         }
-        if stuck > 0 || received != written {
-            tracing::error!("stopped with {received} ticks received but {written} written ({stuck} never reached the writer)");
-        } else {
-            tracing::info!(
-                "stopped in {} ms: {received} ticks received, all written",
-                started.elapsed().as_millis()
-            );
+        if !writer_ok {
+            return Err(Shortfall::Panicked("writer"));
         }
+        if stuck > 0 || received != written + deduplicated {
+            let saved_to = w.saved_to.lock().ok().and_then(|g| g.clone());
+            let e = Shortfall::Unwritten {
+                received,
+                written,
+                deduplicated,
+                saved,
+                saved_to,
+                lost: received.saturating_sub(written + deduplicated + saved),
+            };
+            tracing::error!("stopped with a shortfall: {e}");
+            return Err(e);
+        }
+        tracing::info!(
+            "stopped in {} ms: {received} ticks received, all written",
+            started.elapsed().as_millis()
+        );
+        Ok(())
     }
 }

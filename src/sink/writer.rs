@@ -54,6 +54,11 @@ pub struct WriterConfig {
     /// The receive clock the ticks were stamped with, so receive→written
     /// latency compares like with like (a shifted test clock included).
     pub clock: Clock,
+    /// At shutdown, keep trying to write for at most this long; then save
+    /// what is unwritten to a recovery file and stop.
+    pub shutdown_write_limit: Duration,
+    /// Where a recovery file may go, in order of preference.
+    pub recovery_dirs: Vec<std::path::PathBuf>,
 }
 
 impl WriterConfig {
@@ -69,6 +74,8 @@ impl WriterConfig {
             core: None,
             dedup_window_micros: None,
             clock: Clock::system(),
+            shutdown_write_limit: Duration::from_secs(5),
+            recovery_dirs: vec![std::env::temp_dir()],
         }
     }
 }
@@ -98,8 +105,8 @@ impl Writer {
             .spawn(move || {
                 pin(cfg.core);
                 wk.register_current();
-                let mut w = WriterLoop::new(cfg, rings, sink, stats, wk);
-                w.run(&st);
+                let mut w = WriterLoop::new(cfg, rings, sink, stats, wk, st);
+                w.run();
             })?;
         Ok(Writer {
             stop,
@@ -114,25 +121,39 @@ impl Writer {
     }
 
     /// Asks the writer to drain everything, write, sync and exit; waits.
-    pub fn finish(mut self) {
-        self.stop_and_join();
+    /// False when the writer thread panicked.
+    pub fn finish(mut self) -> bool {
+        self.stop_and_join()
     }
 
-    fn stop_and_join(&mut self) {
+    fn stop_and_join(&mut self) -> bool {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             if t.join().is_err() {
                 tracing::error!("the writer thread panicked");
+                return false;
             }
         }
+        true
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.stop_and_join();
+        let _ = self.stop_and_join();
     }
+}
+
+/// Writes a new file whole and syncs it (never overwrites one).
+fn save_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 fn pin(core: Option<usize>) {
@@ -170,6 +191,9 @@ struct WriterLoop {
     last_publish: Instant,
     seen: InstrumentMap,
     dedup: Option<super::dedup::Dedup>,
+    stop: Arc<AtomicBool>,
+    /// Set when the stop request is first seen: the end of trying to write.
+    deadline: Option<Instant>,
 }
 
 impl WriterLoop {
@@ -179,6 +203,7 @@ impl WriterLoop {
         sink: Box<dyn DaySink>,
         stats: Arc<Stats>,
         wake: Arc<Wake>,
+        stop: Arc<AtomicBool>,
     ) -> Self {
         let cap = cfg.buffer_size + (256 << 10);
         let dedup = cfg.dedup_window_micros.map(super::dedup::Dedup::new);
@@ -202,13 +227,29 @@ impl WriterLoop {
             last_publish: Instant::now(),
             seen: InstrumentMap::default(),
             dedup,
+            stop,
+            deadline: None,
         }
     }
 
-    fn run(&mut self, stop: &AtomicBool) {
+    /// Whether shutdown has asked us to stop and the time to write is over.
+    fn past_deadline(&mut self) -> bool {
+        if self.deadline.is_none() && self.stop.load(Ordering::SeqCst) {
+            self.deadline = Some(Instant::now() + self.cfg.shutdown_write_limit);
+        }
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn run(&mut self) {
         let mut idle_spins = 0u32;
         loop {
-            let stopping = stop.load(Ordering::SeqCst);
+            let stopping = self.stop.load(Ordering::SeqCst);
+            if self.past_deadline() {
+                if !(self.buf.is_empty() && self.rings_empty()) {
+                    self.give_up();
+                }
+                break;
+            }
             let drained = if self.buf.len() < self.cfg.max_buffer {
                 self.drain()
             } else {
@@ -239,16 +280,8 @@ impl WriterLoop {
                 self.publish_dedup();
                 self.last_publish = now;
             }
-            if stopping && drained == 0 && self.rings_empty() {
-                if self.buf.is_empty() {
-                    break;
-                }
-                if self.retry_at.is_some() {
-                    // Shutting down on a failing disk: keep retrying (the
-                    // data is not ours to drop), but do not spin.
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                continue;
+            if stopping && drained == 0 && self.rings_empty() && self.buf.is_empty() {
+                break;
             }
             if drained > 0 {
                 idle_spins = 0;
@@ -262,19 +295,28 @@ impl WriterLoop {
                 std::hint::spin_loop();
                 continue;
             }
-            // Park until woken or the flush/retry deadline.
+            // Park until woken, the flush deadline, the retry time or the
+            // shutdown deadline. While writes fail, the flush deadline is
+            // already past and must not wake us: the retry time rules.
             self.wake.going_to_sleep();
-            if !self.rings_empty() || stop.load(Ordering::SeqCst) {
+            let can_take = self.buf.len() < self.cfg.max_buffer;
+            let stop_news = !stopping && self.stop.load(Ordering::SeqCst);
+            if (can_take && !self.rings_empty()) || stop_news {
                 self.wake.awake();
                 continue;
             }
+            let now = Instant::now();
             let mut timeout = Duration::from_millis(100);
-            if let Some(t) = self.oldest {
-                timeout = timeout
-                    .min((t + self.cfg.flush_interval).saturating_duration_since(Instant::now()));
+            match (self.retry_at, self.oldest) {
+                (Some(t), _) => timeout = timeout.min(t.saturating_duration_since(now)),
+                (None, Some(t)) => {
+                    timeout =
+                        timeout.min((t + self.cfg.flush_interval).saturating_duration_since(now))
+                }
+                (None, None) => {}
             }
-            if let Some(t) = self.retry_at {
-                timeout = timeout.min(t.saturating_duration_since(Instant::now()));
+            if let Some(d) = self.deadline {
+                timeout = timeout.min(d.saturating_duration_since(now));
             }
             std::thread::park_timeout(timeout);
             self.wake.awake();
@@ -393,6 +435,10 @@ impl WriterLoop {
     /// Rotation must not mix days in one buffer: retry until the old day is out.
     fn write_out_blocking(&mut self) {
         while !self.buf.is_empty() {
+            if self.past_deadline() {
+                // Shutdown gave up on the disk: `give_up` saves the buffer.
+                return;
+            }
             if let Some(t) = self.retry_at {
                 std::thread::sleep(t.saturating_duration_since(Instant::now()));
             }
@@ -434,6 +480,7 @@ impl WriterLoop {
             .fetch_add(self.recv.len() as u64, Ordering::Relaxed);
         w.last_flush_micros.store(now_micros, Ordering::Relaxed);
         w.buffered_bytes.store(0, Ordering::Relaxed);
+        w.failing_since_micros.store(0, Ordering::Relaxed);
         if self.retry_at.take().is_some() {
             tracing::info!("writes succeed again; nothing was lost");
             if let Ok(mut e) = w.last_error.lock() {
@@ -457,8 +504,71 @@ impl WriterLoop {
         }
     }
 
+    /// Shutdown could not write everything in time: move what is left (the
+    /// unwritten tail of the buffer, from the start of its first incomplete
+    /// line, and everything still in the rings) to a recovery file, or say
+    /// exactly what was lost when no place takes it.
+    fn give_up(&mut self) {
+        // Everything the event loop handed over joins the buffer now: no
+        // ceiling, the rings are bounded and this is the last step.
+        while self.drain() > 0 {}
+        let start = self.buf[..self.written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let data = &self.buf[start..];
+        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        let (first, last) = (
+            self.recv.iter().min().copied().unwrap_or(0),
+            self.recv.iter().max().copied().unwrap_or(0),
+        );
+        let day = self
+            .day
+            .map_or_else(|| "unknown-day".to_owned(), |d| d.to_string());
+        let epoch = self.cfg.clock.now_micros() / 1_000_000;
+        let name = format!("market_data_{day}.jsonl.unwritten-{epoch}");
+        let w = &self.stats.writer;
+        w.unwritten_lines.store(lines, Ordering::Relaxed);
+        let mut saved = None;
+        for dir in &self.cfg.recovery_dirs {
+            let path = dir.join(&name);
+            match save_file(&path, data) {
+                Ok(()) => {
+                    saved = Some(path);
+                    break;
+                }
+                Err(e) => tracing::error!("cannot save unwritten lines to {}: {e}", path.display()),
+            }
+        }
+        match &saved {
+            Some(p) => {
+                w.saved_lines.store(lines, Ordering::Relaxed);
+                tracing::error!(
+                    "the disk did not take {lines} lines within {:?} of shutdown; they are saved in {} (receive times {first}..{last} µs); append them to the day's file once it is writable",
+                    self.cfg.shutdown_write_limit,
+                    p.display()
+                );
+            }
+            None => tracing::error!(
+                "LOST: {lines} lines could not be written or saved anywhere (receive times {first}..{last} µs since the epoch)"
+            ),
+        }
+        if let Ok(mut g) = w.saved_to.lock() {
+            *g = saved;
+        }
+        self.buf.clear();
+        self.recv.clear();
+        self.written = 0;
+    }
+
     fn fail(&mut self, e: std::io::Error) {
         let w = &self.stats.writer;
+        let _ = w.failing_since_micros.compare_exchange(
+            0,
+            self.cfg.clock.now_micros(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         let n = w.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= 10 || n.is_power_of_two() {
             tracing::error!(

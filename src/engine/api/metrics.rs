@@ -174,6 +174,8 @@ pub(super) fn json(v: &mut View<'_>) -> Value {
         })
         .collect();
     m.insert("rings".into(), rings.into());
+    let failing_since = s.writer.failing_since_micros.load(Ordering::Relaxed);
+    m.insert("writer_failing".into(), (failing_since > 0).into());
     m.insert("ticks_per_second".into(), round1(v.rates.total).into());
     m.insert(
         "ticks_per_second_by_connection".into(),

@@ -50,9 +50,28 @@ pub fn health(v: &mut View<'_>) -> Value {
             "failover: the tertiary carries {n} instruments of connection {from}"
         ));
     }
+    let w = &v.stats.writer;
+    let failing_since = w.failing_since_micros.load(Ordering::Relaxed);
+    if failing_since > 0 {
+        let err = w
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        reasons.push(format!(
+            "writes fail since {:.0} s ago ({err}); {} bytes wait in memory",
+            (now - failing_since) as f64 / 1e6,
+            w.buffered_bytes.load(Ordering::Relaxed)
+        ));
+    }
     let status = if active == 0 {
         "down"
-    } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o) && fresh && !v.failover.is_active() {
+    } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o)
+        && fresh
+        && !v.failover.is_active()
+        && failing_since == 0
+    {
         "healthy"
     } else {
         "degraded"
