@@ -458,6 +458,12 @@ impl EventLoop {
                 .map_or(MAX_POLL_WAIT, |t| {
                     t.saturating_duration_since(now).min(MAX_POLL_WAIT)
                 });
+            // A socket whose read budget ran out is read again at once.
+            let wait = if self.conns.iter().any(Connection::has_more_to_read) {
+                Duration::ZERO
+            } else {
+                wait
+            };
             // While a connection with instruments is down, check the
             // failover deadline often.
             let wait = if self
@@ -476,10 +482,22 @@ impl EventLoop {
                     break;
                 }
             }
+            // Sockets that still had data after their budget last turn get
+            // another budget, before this turn's events: every socket reads
+            // at most one budget per turn.
+            let mut served = [false; 3];
+            for (i, c) in self.conns.iter_mut().enumerate() {
+                if c.has_more_to_read() {
+                    c.read_more(self.poll.registry());
+                    served[i] = true;
+                }
+            }
             for ev in events.iter() {
                 match ev.token() {
                     Token(i) if i < self.conns.len() => {
-                        self.conns[i].on_event(self.poll.registry())
+                        if !served.get(i).copied().unwrap_or(false) {
+                            self.conns[i].on_event(self.poll.registry());
+                        }
                     }
                     t if self.status.owns(t) => self.on_status_event(t),
                     SIGNALS => {

@@ -45,6 +45,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// healthy: only then does the reconnect backoff start again from its base
 /// (a feed that accepts and then breaks each connection keeps backing off).
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// Most frames (data, heartbeat, text, ping, pong, close alike) read from
+/// one socket per loop turn; then the other sockets, the timers and the
+/// status port get theirs. A socket that always has data (a ping flood, a
+/// burst) cannot hold the loop.
+pub const FRAME_BUDGET: u32 = 64;
+/// Most payload bytes read from one socket per loop turn.
+pub const BYTE_BUDGET: usize = 1 << 20;
 /// How often the receive→ring histogram is copied for readers.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Tokens per subscribe/mode message.
@@ -208,6 +215,9 @@ pub struct Connection {
     hist: Histogram<u64>,
     /// When `hist` was last published (real time).
     last_publish: Instant,
+    /// The read budget ran out with data possibly left: read again next turn
+    /// (edge-triggered readiness will not signal it again).
+    more_to_read: bool,
     scratch: Vec<u8>,
     errors_logged: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -270,6 +280,7 @@ impl Connection {
             last_error: None,
             hist: new_histogram(),
             last_publish: Instant::now(),
+            more_to_read: false,
             scratch: Vec::new(),
             errors_logged: 0,
             tls,
@@ -566,19 +577,43 @@ impl Connection {
         self.read_frames(registry);
     }
 
+    /// Whether this socket used up its budget last turn and must be read again.
+    pub fn has_more_to_read(&self) -> bool {
+        self.more_to_read && self.is_open() && self.paused_since.is_none()
+    }
+
+    /// Reads on after a turn whose budget ran out.
+    pub fn read_more(&mut self, registry: &Registry) {
+        if self.has_more_to_read() {
+            self.read_frames(registry);
+        }
+    }
+
     /// Reads and decodes frames until the socket would block, the ring is
-    /// full, or the connection ends.
+    /// full, the connection ends, or this turn's budget is spent.
     fn read_frames(&mut self, registry: &Registry) {
+        self.more_to_read = false;
         if self.paused_since.is_some() {
             return;
         }
+        let mut frames = 0u32;
+        let mut bytes = 0usize;
         let ConnState::Open { ws, .. } = &mut self.state else {
             return;
         };
         let id = self.id;
         let st = &self.stats.conns[usize::from(id - 1)];
         let end = loop {
-            match ws.read() {
+            if frames >= FRAME_BUDGET || bytes >= BYTE_BUDGET {
+                self.more_to_read = true;
+                break None;
+            }
+            frames += 1;
+            let read = ws.read();
+            if let Ok(m) = &read {
+                bytes += m.len();
+            }
+            match read {
                 Ok(Message::Binary(payload)) => {
                     let recv = self.clock.now_micros();
                     // Latency is real CPU time, whatever clock drives the timers.

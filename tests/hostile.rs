@@ -1,0 +1,114 @@
+//! Hostile peers on loopback: a feed that floods one connection with
+//! pings, one that sends huge and forged text frames, one that accepts and
+//! breaks. Capture on the other connections and the status port must carry
+//! on, and the log must stay bounded and honest (see docs/reliability.md).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::wait_until;
+use tickcap::config::{Config, Env};
+use tickcap::engine::{Engine, Options};
+use tickcap::replay::{ReplayConfig, Server};
+use tickcap::status::client;
+use tungstenite::Message;
+
+/// A WebSocket peer that upgrades each connection and then runs `behave`
+/// on it until `stop`.
+fn hostile(
+    behave: impl Fn(&mut tungstenite::WebSocket<std::net::TcpStream>, &AtomicBool)
+        + Send
+        + Sync
+        + 'static,
+) -> (String, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", l.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::clone(&stop);
+    let behave = Arc::new(behave);
+    std::thread::spawn(move || {
+        for s in l.incoming().take(16) {
+            let Ok(s) = s else { return };
+            let (st2, behave) = (Arc::clone(&st), Arc::clone(&behave));
+            std::thread::spawn(move || {
+                if let Ok(mut ws) = tungstenite::accept(s) {
+                    behave(&mut ws, &st2);
+                }
+            });
+            if st.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+    });
+    (url, stop)
+}
+
+/// Primary on `primary_url`, secondary (2 instruments) on the replay feed.
+fn engine_with(primary_url: &str, feed: &Server, dir: &Path) -> Engine {
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\nurl = {primary_url:?}\ninstruments = [256]\n\
+         [secondary]\ninstruments = [512, 768]\n",
+        feed.url(),
+        dir.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    Engine::start(cfg, Options::default()).unwrap()
+}
+
+#[test]
+fn a_ping_flood_on_one_connection_starves_neither_the_others_nor_the_status_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        2_000,
+    ))
+    .unwrap();
+    let (url, stop) = hostile(|ws, stop| {
+        let ping = Message::Ping(vec![7u8; 16].into());
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..256 {
+                if ws.write(ping.clone()).is_err() {
+                    return;
+                }
+            }
+            if ws.flush().is_err() {
+                return;
+            }
+        }
+    });
+    let engine = engine_with(&url, &feed, dir.path());
+    let stats = Arc::clone(engine.stats());
+    let status = format!("http://{}", engine.status_addr().unwrap());
+    assert!(wait_until(Duration::from_secs(10), || stats.conns[0]
+        .state()
+        == tickcap::stats::StateName::Open));
+    // The flood runs; the secondary captures and /health answers promptly.
+    let before = stats.conns[1].ticks.load(Ordering::Relaxed);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = client::get(&status, "/health").expect("/health answers under a ping flood");
+        assert_eq!(r.status, 200);
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/health took {slowest:?} under a ping flood"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || stats.conns[1]
+            .ticks
+            .load(Ordering::Relaxed)
+            > before + 1000),
+        "the secondary kept capturing"
+    );
+    stop.store(true, Ordering::Relaxed);
+    feed.halt();
+    drop(engine);
+}
