@@ -69,6 +69,8 @@ pub struct ConnStats {
     pub decode_errors: AtomicU64,
     /// `error` text frames from the server.
     pub server_errors: AtomicU64,
+    /// Text frames that were not UTF-8 (skipped).
+    pub bad_text_frames: AtomicU64,
     /// Times the connection was (re)opened after the first.
     pub reconnects: AtomicU64,
     /// Times it opened at all.

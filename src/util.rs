@@ -24,3 +24,100 @@ impl SplitMix {
         self.next_u64() % n.max(1)
     }
 }
+
+/// Remote text made safe for one log line: control characters (newlines,
+/// NUL, escape sequences) are written as `\n`, `\0`, `\u{1b}`…, and the text
+/// is cut to `max` characters with the original length noted. A feed can
+/// then neither forge log lines nor flood the log through one message.
+pub fn log_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 16);
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            out.push_str(&format!("…({} bytes in all)", s.len()));
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Rate limit for a repeated log event: at most `burst` lines per `window`,
+/// then silence, and the first line of a later window says how many were
+/// suppressed. Time is passed in (tests step it).
+#[derive(Debug, Clone)]
+pub struct LogLimit {
+    window: std::time::Duration,
+    burst: u32,
+    start: Option<std::time::Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// `burst` lines per `window`.
+    pub fn new(burst: u32, window: std::time::Duration) -> Self {
+        LogLimit {
+            window,
+            burst,
+            start: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this event now; `Some(n)` = yes, and `n` similar
+    /// events were suppressed before it.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window)
+        {
+            self.start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn remote_text_cannot_forge_lines_or_flood() {
+        assert_eq!(
+            log_text("a\nb\0c\r\t\u{1b}[2J", 100),
+            "a\\nb\\0c\\r\\t\\u{1b}[2J"
+        );
+        let big = "x".repeat(100_000);
+        let short = log_text(&big, 200);
+        assert!(
+            short.len() < 260 && short.ends_with("…(100000 bytes in all)"),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn a_burst_per_window_then_the_count_of_the_suppressed() {
+        let mut l = LogLimit::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let got: Vec<Option<u64>> = (0..6).map(|_| l.allow(t0)).collect();
+        assert_eq!(got, [Some(0), Some(0), Some(0), None, None, None]);
+        assert_eq!(l.allow(t0 + Duration::from_secs(10)), Some(3));
+        assert_eq!(l.allow(t0 + Duration::from_secs(10)), Some(0));
+    }
+}

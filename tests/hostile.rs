@@ -112,3 +112,106 @@ fn a_ping_flood_on_one_connection_starves_neither_the_others_nor_the_status_port
     feed.halt();
     drop(engine);
 }
+
+#[test]
+fn a_text_frame_that_is_not_utf8_is_counted_and_skipped_not_fatal() {
+    use tickcap::kite::{encode_message, PacketKind, Tick};
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 500)).unwrap();
+    let (url, stop) = hostile(|ws, stop| {
+        let ticks: Vec<Tick> = (0..10).map(|_| Tick::new(PacketKind::Ltp, 256)).collect();
+        let mut msg = Vec::new();
+        encode_message(&ticks, &mut msg);
+        for _ in 0..100 {
+            let bad = Frame::message(vec![0xff, 0xfe, b'x'], OpCode::Data(Data::Text), true);
+            for m in [Message::binary(msg.clone()), Message::Frame(bad)] {
+                if ws.send(m).is_err() {
+                    return;
+                }
+            }
+        }
+        while !stop.load(Ordering::Relaxed) {
+            if ws.send(Message::binary(vec![0u8])).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let engine = engine_with(&url, &feed, dir.path());
+    let stats = Arc::clone(engine.stats());
+    let c = &stats.conns[0];
+    assert!(
+        wait_until(Duration::from_secs(10), || c.ticks.load(Ordering::Relaxed)
+            == 1000
+            && c.bad_text_frames.load(Ordering::Relaxed) == 100),
+        "ticks {}, bad text frames {}",
+        c.ticks.load(Ordering::Relaxed),
+        c.bad_text_frames.load(Ordering::Relaxed)
+    );
+    assert_eq!(c.opens.load(Ordering::Relaxed), 1, "never dropped");
+    stop.store(true, Ordering::Relaxed);
+    feed.halt();
+    drop(engine);
+}
+
+#[test]
+fn huge_forged_error_frames_leave_a_short_honest_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    let (url, stop) = hostile(move |ws, stop| {
+        let body = format!("boom\nFORGED tickcap line\0{}", "x".repeat(100_000));
+        let text = serde_json::json!({"type": "error", "data": body}).to_string();
+        while !stop.load(Ordering::Relaxed) {
+            if ws.send(Message::text(text.clone())).is_err() {
+                return;
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let config = dir.path().join("tickcap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kite]\nurl = {url:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+             [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256]\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    // 2,000 frames of 100 KB: 200 MB of remote text.
+    let flooded = wait_until(Duration::from_secs(30), || {
+        sent.load(Ordering::Relaxed) >= 2_000
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        flooded,
+        "the hostile feed sent {} frames",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read(dir.path().join("stderr")).unwrap();
+    assert!(log.len() < 64 * 1024, "{} bytes of log", log.len());
+    assert!(!log.contains(&0u8), "a raw NUL reached the log");
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "the feed forged a log line:\n{text}"
+    );
+    let shown = text.matches("Kite says error").count();
+    assert!((1..=10).contains(&shown), "{shown} error lines:\n{text}");
+}

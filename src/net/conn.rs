@@ -38,6 +38,10 @@ use crate::kite::{parse_text, ClientRequest, Mode, TextFrame};
 use crate::ring::{push_frame, Stamped, Wake};
 use crate::stats::{new_histogram, publish, ConnStats, StateName, Stats};
 use crate::time::{Clock, Mono};
+use crate::util::{log_text, LogLimit};
+
+/// Longest remote text in one log line, characters.
+const LOG_TEXT_MAX: usize = 300;
 
 /// A connect or upgrade that takes longer than this is abandoned.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -215,6 +219,8 @@ pub struct Connection {
     hist: Histogram<u64>,
     /// When `hist` was last published (real time).
     last_publish: Instant,
+    /// Remote text in the log: a few lines per window per connection.
+    text_log: LogLimit,
     /// The read budget ran out with data possibly left: read again next turn
     /// (edge-triggered readiness will not signal it again).
     more_to_read: bool,
@@ -281,6 +287,7 @@ impl Connection {
             hist: new_histogram(),
             last_publish: Instant::now(),
             more_to_read: false,
+            text_log: LogLimit::new(10, Duration::from_secs(10)),
             scratch: Vec::new(),
             errors_logged: 0,
             tls,
@@ -522,9 +529,10 @@ impl Connection {
             {
                 self.retry_later(registry, ConnError::Auth(resp.status().as_u16()))
             }
-            Err(HandshakeError::Failure(e)) => {
-                self.retry_later(registry, ConnError::Upgrade(e.to_string()))
-            }
+            Err(HandshakeError::Failure(e)) => self.retry_later(
+                registry,
+                ConnError::Upgrade(log_text(&e.to_string(), LOG_TEXT_MAX)),
+            ),
         }
     }
 
@@ -652,38 +660,61 @@ impl Connection {
                     }
                 }
                 Ok(Message::Text(t)) => {
+                    let now = self.mono.now();
+                    self.last_frame = now;
+                    let frame = parse_text(t.as_str(), &mut self.scratch);
+                    if let TextFrame::Error(_) = frame {
+                        st.server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Remote text: escaped, cut, and rate-limited.
+                    if let Some(skipped) = self.text_log.allow(now) {
+                        let more = if skipped > 0 {
+                            format!(" ({skipped} similar messages suppressed)")
+                        } else {
+                            String::new()
+                        };
+                        match frame {
+                            TextFrame::Error(msg) => tracing::warn!(
+                                "connection {id}: Kite says error: {}{more}",
+                                log_text(&msg, LOG_TEXT_MAX)
+                            ),
+                            TextFrame::Message(msg) => tracing::info!(
+                                "connection {id}: Kite says: {}{more}",
+                                log_text(&msg, LOG_TEXT_MAX)
+                            ),
+                            TextFrame::Order(o) => tracing::info!(
+                                "connection {id}: order update {} {}{more}",
+                                log_text(o.order_id.as_deref().unwrap_or("?"), 64),
+                                log_text(o.status.as_deref().unwrap_or("?"), 64)
+                            ),
+                            TextFrame::Unknown { kind, raw } => tracing::info!(
+                                "connection {id}: text frame of type {}: {}{more}",
+                                log_text(kind.as_deref().unwrap_or("none"), 64),
+                                log_text(&raw, LOG_TEXT_MAX)
+                            ),
+                        }
+                    }
+                }
+                Err(tungstenite::Error::Utf8(_)) => {
+                    // A text frame that is not UTF-8: Kite never sends one.
+                    // Counted and skipped; the binary frames behind it are
+                    // ticks like any other.
                     self.last_frame = self.mono.now();
-                    match parse_text(t.as_str(), &mut self.scratch) {
-                        TextFrame::Error(msg) => {
-                            st.server_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!("connection {id}: Kite says error: {msg}");
-                        }
-                        TextFrame::Message(msg) => {
-                            tracing::info!("connection {id}: Kite says: {msg}")
-                        }
-                        TextFrame::Order(o) => tracing::info!(
-                            "connection {id}: order update {:?} {:?}",
-                            o.order_id,
-                            o.status
-                        ),
-                        TextFrame::Unknown { kind, raw } => {
-                            tracing::info!(
-                                "connection {id}: text frame of type {kind:?}: {}",
-                                raw.chars().take(300).collect::<String>()
-                            )
-                        }
+                    st.bad_text_frames.fetch_add(1, Ordering::Relaxed);
+                    if self.text_log.allow(self.mono.now()).is_some() {
+                        tracing::warn!("connection {id}: a text frame that is not UTF-8 (skipped)");
                     }
                 }
                 Ok(Message::Close(frame)) => {
                     break Some(ConnError::Closed(match frame {
-                        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
+                        Some(f) => format!("{} {}", u16::from(f.code), log_text(&f.reason, 200)),
                         None => "no reason".into(),
                     }))
                 }
                 Ok(_) => self.last_frame = self.mono.now(),
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break None,
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Some(ConnError::Read(e.to_string())),
+                Err(e) => break Some(ConnError::Read(log_text(&e.to_string(), LOG_TEXT_MAX))),
             }
         };
         // Push out pongs, close replies and queued subscriptions.
