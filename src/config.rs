@@ -160,6 +160,7 @@ struct RawStorage {
 struct RawStatus {
     listen: Option<String>,
     token: Option<Secret>,
+    request_deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -269,6 +270,8 @@ pub struct Config {
     pub status_listen: std::net::SocketAddr,
     /// Bearer token for control calls.
     pub status_token: Option<Secret>,
+    /// A status request must arrive whole within this long (slowloris).
+    pub status_request_deadline_ms: u64,
     /// Tertiary takes over after a connection is down this long.
     pub failover_after_ms: u64,
     /// Keep the tertiary connected while idle.
@@ -355,6 +358,11 @@ impl Config {
                 raw.status.listen.as_deref().unwrap_or("127.0.0.1:8080"),
             )?,
             status_token: raw.status.token.clone(),
+            status_request_deadline_ms: p.in_range(
+                "status.request_deadline_ms",
+                raw.status.request_deadline_ms.unwrap_or(10_000),
+                100..=600_000,
+            )?,
             failover_after_ms: raw.tertiary.failover_after_ms.unwrap_or(3000),
             tertiary_warm: raw.tertiary.warm.unwrap_or(false),
             tertiary_mirror: mirror,

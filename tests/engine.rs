@@ -339,12 +339,18 @@ impl tickcap::sink::files::DaySink for DeadDisk {
 
 /// CPU time (user + system) of this process's thread named `name`, in clock ticks.
 fn thread_cpu_ticks(name: &str) -> Option<u64> {
-    for t in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = t.ok()?.path();
-        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != name {
+    // Threads come and go while we look: skip any that vanished.
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = t.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != name {
             continue;
         }
-        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
         // Fields after the ")" of the name: state is field 3; utime 14, stime 15.
         let rest = &stat[stat.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split(' ').collect();

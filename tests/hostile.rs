@@ -215,3 +215,106 @@ fn huge_forged_error_frames_leave_a_short_honest_log() {
     let shown = text.matches("Kite says error").count();
     assert!((1..=10).contains(&shown), "{shown} error lines:\n{text}");
 }
+
+/// An engine whose status port gives a request 500 ms to arrive.
+fn engine_with_quick_deadline(feed: &Server, dir: &Path) -> (Engine, std::net::SocketAddr) {
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:0\"\nrequest_deadline_ms = 500\n[primary]\ninstruments = [256]\n",
+        feed.url(),
+        dir.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let e = Engine::start(cfg, Options::default()).unwrap();
+    let a = e.status_addr().unwrap();
+    (e, a)
+}
+
+fn read_all(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn slowloris_clients_cannot_hold_the_status_port() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
+    let (engine, addr) = engine_with_quick_deadline(&feed, dir.path());
+    let status = format!("http://{addr}");
+    // 80 clients (more than the 64 slots), each trickling a request a byte
+    // at a time, each byte well within any idle timer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle: Vec<_> = (0..80)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+                    return 0;
+                };
+                let mut sent = 0;
+                for b in b"GET /health HTTP/1.1\r\nX-Slow: "
+                    .iter()
+                    .chain(std::iter::repeat(&b'a'))
+                {
+                    if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                sent
+            })
+        })
+        .collect();
+    // While they trickle, /health answers every time, promptly.
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = client::get(&status, "/health").expect("/health under slowloris");
+        assert_eq!(r.status, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in trickle {
+        let _ = t.join();
+    }
+    // A request whose body never arrives gets 408 in time.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"POST /subscribe HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}")
+        .unwrap();
+    let t = Instant::now();
+    let reply = read_all(&mut s);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    feed.halt();
+    drop(engine);
+}
+
+#[test]
+fn a_large_body_sent_before_reading_gets_its_413_not_a_reset() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
+    let (engine, addr) = engine_with_quick_deadline(&feed, dir.path());
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = vec![b'x'; 4 << 20];
+    s.write_all(
+        format!(
+            "POST /subscribe HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Like Python's urllib: the whole body first, then read the answer.
+    s.write_all(&body)
+        .expect("the server reads (and discards) the body");
+    let reply = read_all(&mut s);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply:?}");
+    feed.halt();
+    drop(engine);
+}

@@ -241,6 +241,7 @@ impl Engine {
             poll.registry(),
             STATUS_LISTENER,
             STATUS_CLIENT_TOKENS,
+            Duration::from_millis(config.status_request_deadline_ms),
         )
         .map_err(|source| EngineError::Status {
             addr: config.status_listen.to_string(),
@@ -494,11 +495,12 @@ impl EventLoop {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    Token(i) if i < self.conns.len() => {
-                        if !served.get(i).copied().unwrap_or(false) {
-                            self.conns[i].on_event(self.poll.registry());
-                        }
+                    Token(i)
+                        if i < self.conns.len() && !served.get(i).copied().unwrap_or(false) =>
+                    {
+                        self.conns[i].on_event(self.poll.registry());
                     }
+                    Token(i) if i < self.conns.len() => {}
                     t if self.status.owns(t) => self.on_status_event(t),
                     SIGNALS => {
                         if let Some(s) = &mut self.signals {

@@ -97,6 +97,10 @@ pub fn reload(
         ("storage", running.storage != new.storage),
         ("status", running.status_listen != new.status_listen),
         (
+            "status.request_deadline_ms",
+            running.status_request_deadline_ms != new.status_request_deadline_ms,
+        ),
+        (
             "engine.ring_capacity",
             running.ring_capacity != new.ring_capacity,
         ),
@@ -109,10 +113,12 @@ pub fn reload(
         .collect();
     let keep_storage = running.storage.clone();
     let keep_listen = running.status_listen;
+    let keep_deadline = running.status_request_deadline_ms;
     *running = new;
     // What needs a restart keeps its running value until then.
     running.storage = keep_storage;
     running.status_listen = keep_listen;
+    running.status_request_deadline_ms = keep_deadline;
     tracing::info!("config reloaded from {}: {r:?}", path.display());
     Ok(r)
 }

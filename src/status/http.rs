@@ -8,7 +8,14 @@
 //! | body | 64 KiB | 413, close |
 //! | open client connections | 64 | 503, close |
 //! | idle time on a connection | 30 s | closed |
+//! | one request, first byte to last | 10 s | 408, close (slowloris: trickled bytes do not extend it) |
 //! | unsent response bytes | 4 MiB | closed (a client that does not read) |
+//! | all slots taken | — | the oldest incomplete (else idle) client is evicted for the new one |
+//!
+//! A rejected request's response is sent, then the write side is shut and
+//! the rest of what the client sends is read and discarded (up to 8 MiB or
+//! 2 s), so a client that sends a large body before reading gets its 413
+//! instead of a connection reset.
 //!
 //! A malformed request gets 400 with a JSON `error` and the connection is
 //! closed; nothing here can panic or block the loop.
@@ -30,6 +37,13 @@ pub const MAX_CLIENTS: usize = 64;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// A client that lets this much response pile up is dropped.
 const MAX_PENDING_OUT: usize = 4 << 20;
+/// By default, a request must arrive whole within this long of its first
+/// byte (`[status] request_deadline_ms`).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// After a final response: read and discard at most this much ...
+const LINGER_BYTES: usize = 8 << 20;
+/// ... for at most this long, then close.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +129,36 @@ struct Client {
     output: Vec<u8>,
     last_active: Instant,
     close_when_sent: bool,
+    /// When the request now arriving sent its first byte.
+    request_started: Option<Instant>,
+    /// Final response sent and write side shut: discarding input since then
+    /// (bytes discarded).
+    lingering: Option<(Instant, usize)>,
+}
+
+impl Client {
+    fn new(stream: TcpStream, peer: Option<SocketAddr>, now: Instant) -> Self {
+        Client {
+            stream,
+            peer,
+            input: Vec::new(),
+            output: Vec::new(),
+            last_active: now,
+            close_when_sent: false,
+            request_started: None,
+            lingering: None,
+        }
+    }
+
+    /// How urgently this client should give its slot to a newcomer: an
+    /// incomplete request first (oldest first), then an idle connection.
+    fn eviction_rank(&self) -> Option<(u8, Instant)> {
+        match self.request_started {
+            Some(t) => Some((0, t)),
+            None if self.output.is_empty() => Some((1, self.last_active)),
+            None => None,
+        }
+    }
 }
 
 /// The listener and its clients. Tokens `first_token..first_token+MAX_CLIENTS`.
@@ -127,6 +171,9 @@ pub struct Server {
     pub served: u64,
     /// Requests refused as malformed or over a limit.
     pub rejected: u64,
+    /// Clients evicted to make room for a new one.
+    pub evicted: u64,
+    request_deadline: Duration,
 }
 
 /// What happened when parsing a client's input.
@@ -231,6 +278,7 @@ impl Server {
         registry: &Registry,
         listener_token: Token,
         first_token: usize,
+        request_deadline: Duration,
     ) -> std::io::Result<Self> {
         let mut listener = TcpListener::bind(addr)?;
         registry.register(&mut listener, listener_token, Interest::READABLE)?;
@@ -241,6 +289,8 @@ impl Server {
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             served: 0,
             rejected: 0,
+            evicted: 0,
+            request_deadline,
         })
     }
 
@@ -285,7 +335,21 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let Some(slot) = self.clients.iter().position(Option::is_none) else {
+                    let free = self.clients.iter().position(Option::is_none).or_else(|| {
+                        // Full: evict the slowest (a trickled request, else
+                        // the longest idle) so that /health stays reachable.
+                        let victim = self
+                            .clients
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, c)| c.as_ref()?.eviction_rank().map(|r| (r, i)))
+                            .min()
+                            .map(|(_, i)| i)?;
+                        self.evicted += 1;
+                        self.close(registry, victim);
+                        Some(victim)
+                    });
+                    let Some(slot) = free else {
                         let mut out = Vec::new();
                         serialize(
                             &mut out,
@@ -303,14 +367,7 @@ impl Server {
                     {
                         continue;
                     }
-                    self.clients[slot] = Some(Client {
-                        stream,
-                        peer: Some(peer),
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        last_active: Instant::now(),
-                        close_when_sent: false,
-                    });
+                    self.clients[slot] = Some(Client::new(stream, Some(peer), Instant::now()));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -331,10 +388,39 @@ impl Server {
     /// Closes idle clients.
     pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
         for slot in 0..self.clients.len() {
-            if self.clients[slot]
-                .as_ref()
-                .is_some_and(|c| now.duration_since(c.last_active) >= IDLE)
-            {
+            let Some(c) = self.clients[slot].as_mut() else {
+                continue;
+            };
+            let late = c
+                .request_started
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.request_deadline);
+            if late && !c.close_when_sent {
+                // The request did not arrive whole in time: 408, then linger.
+                self.rejected += 1;
+                c.input.clear();
+                c.request_started = None;
+                serialize(
+                    &mut c.output,
+                    &Response::error(
+                        408,
+                        format!(
+                            "the request did not arrive within {:?}",
+                            self.request_deadline
+                        ),
+                    ),
+                    false,
+                );
+                c.close_when_sent = true;
+                if !flush_and_linger(c) {
+                    self.close(registry, slot);
+                }
+                continue;
+            }
+            let done = match c.lingering {
+                Some((since, _)) => now.saturating_duration_since(since) >= LINGER,
+                None => now.saturating_duration_since(c.last_active) >= IDLE,
+            };
+            if done {
                 self.close(registry, slot);
             }
         }
@@ -357,7 +443,18 @@ fn service(
                 break;
             }
             Ok(n) => {
-                c.last_active = Instant::now();
+                if let Some((_, discarded)) = &mut c.lingering {
+                    *discarded += n;
+                    if *discarded > LINGER_BYTES {
+                        return false;
+                    }
+                    continue;
+                }
+                let now = Instant::now();
+                c.last_active = now;
+                if c.input.is_empty() {
+                    c.request_started.get_or_insert(now);
+                }
                 c.input.extend_from_slice(&buf[..n]);
                 if c.input.len() > MAX_HEAD + MAX_BODY + 8192 {
                     break;
@@ -368,7 +465,7 @@ fn service(
             Err(_) => return false,
         }
     }
-    while !c.close_when_sent {
+    while !c.close_when_sent && c.lingering.is_none() {
         match parse(&c.input, c.peer) {
             Parsed::Incomplete => break,
             Parsed::Bad(status, msg) => {
@@ -380,6 +477,8 @@ fn service(
             Parsed::Request(req, used) => {
                 *served += 1;
                 c.input.drain(..used);
+                // The next request (pipelined) starts its own clock.
+                c.request_started = (!c.input.is_empty()).then(Instant::now);
                 let resp = handle(&req);
                 serialize(&mut c.output, &resp, !req.close);
                 if req.close {
@@ -391,6 +490,23 @@ fn service(
             }
         }
     }
+    if c.input.is_empty() {
+        c.request_started = None;
+    }
+    if eof && c.lingering.is_some() {
+        return false;
+    }
+    if !flush_and_linger(c) {
+        return false;
+    }
+    !(eof && c.output.is_empty())
+}
+
+/// Writes what is pending; once a final response is out, shuts the write
+/// side and lingers (reading and discarding) instead of closing at once: a
+/// close with unread input would reset the connection and the client might
+/// never see its response. False = close now.
+fn flush_and_linger(c: &mut Client) -> bool {
     while !c.output.is_empty() {
         match c.stream.write(&c.output) {
             Ok(0) => return false,
@@ -403,10 +519,11 @@ fn service(
             Err(_) => return false,
         }
     }
-    if c.output.is_empty() && (c.close_when_sent || eof) {
-        return false;
+    if c.output.is_empty() && c.close_when_sent && c.lingering.is_none() {
+        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        c.lingering = Some((Instant::now(), 0));
     }
-    !(eof && c.output.is_empty())
+    true
 }
 
 #[cfg(test)]

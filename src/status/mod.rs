@@ -34,8 +34,9 @@ impl StatusPort {
         registry: &Registry,
         listener: Token,
         first_token: usize,
+        request_deadline: std::time::Duration,
     ) -> std::io::Result<Self> {
-        let server = http::Server::bind(addr, registry, listener, first_token)?;
+        let server = http::Server::bind(addr, registry, listener, first_token, request_deadline)?;
         Ok(StatusPort {
             server,
             rates: Rates::default(),
