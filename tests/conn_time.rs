@@ -87,6 +87,7 @@ fn rig(url: &str) -> Rig {
         stale_after: STALE,
         reconnect_max: Duration::from_secs(30),
         tls: None,
+        resolver: tickcap::net::conn::system_resolver(),
     };
     let cfg = ConnectionConfig {
         role: Role::Primary,

@@ -318,3 +318,68 @@ fn a_large_body_sent_before_reading_gets_its_413_not_a_reset() {
     feed.halt();
     drop(engine);
 }
+
+#[test]
+fn a_hanging_resolver_freezes_neither_the_other_connections_nor_the_status_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        2_000,
+    ))
+    .unwrap();
+    let hung = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calls = Arc::clone(&hung);
+    // A resolver that takes 3 s for every name (a dead DNS server).
+    let resolver: tickcap::net::conn::Resolver = Arc::new(move |_host, _port| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(3));
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "resolver timed out",
+        ))
+    });
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\nurl = \"ws://feed.invalid:9\"\ninstruments = [256]\n\
+         [secondary]\ninstruments = [512, 768]\n",
+        feed.url(),
+        dir.path().display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            resolver: Some(resolver),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    let status = format!("http://{}", engine.status_addr().unwrap());
+    assert!(wait_until(Duration::from_secs(5), || hung
+        .load(Ordering::Relaxed)
+        >= 1));
+    // The lookup hangs; the secondary captures and /health answers promptly.
+    let before = stats.conns[1].ticks.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(client::get(&status, "/health").unwrap().status, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(wait_until(Duration::from_secs(5), || stats.conns[1]
+        .ticks
+        .load(Ordering::Relaxed)
+        > before + 500));
+    let conns: serde_json::Value = client::get(&status, "/connections")
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(conns["connections"][0]["state"], "connecting", "{conns}");
+    feed.halt();
+    drop(engine);
+}

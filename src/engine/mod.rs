@@ -123,6 +123,8 @@ pub struct Options {
     pub config_path: Option<std::path::PathBuf>,
     /// TLS settings for `wss://` (default: webpki roots; tests add their own CA).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Host name lookups (default: the system's; tests inject a hung one).
+    pub resolver: Option<crate::net::conn::Resolver>,
 }
 
 impl Default for Options {
@@ -134,6 +136,7 @@ impl Default for Options {
             config_path: None,
             tls: None,
             sink: None,
+            resolver: None,
         }
     }
 }
@@ -210,6 +213,10 @@ impl Engine {
             stale_after: Duration::from_millis(config.stale_after_ms),
             reconnect_max: Duration::from_millis(config.reconnect_max_ms),
             tls: opts.tls.clone(),
+            resolver: opts
+                .resolver
+                .clone()
+                .unwrap_or_else(crate::net::conn::system_resolver),
         };
         let mut conns: Vec<Connection> = config
             .connections

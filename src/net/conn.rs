@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +74,15 @@ pub enum ConnState {
         /// Whether the last attempt was refused for credentials.
         auth: bool,
     },
+    /// DNS lookup in flight on a resolver thread (never on the loop).
+    Resolving {
+        /// Host name (TLS SNI).
+        host: String,
+        /// `wss://`.
+        tls: bool,
+        /// Started (the connect timeout counts from here).
+        since: Instant,
+    },
     /// TCP connect in flight.
     Connecting {
         /// The socket.
@@ -115,7 +124,7 @@ impl ConnState {
             ConnState::Idle => StateName::Idle,
             ConnState::Backoff { auth: true, .. } => StateName::AuthFailed,
             ConnState::Backoff { .. } => StateName::Backoff,
-            ConnState::Connecting { .. } => StateName::Connecting,
+            ConnState::Resolving { .. } | ConnState::Connecting { .. } => StateName::Connecting,
             ConnState::Handshaking { .. } => StateName::Handshaking,
             ConnState::Open { .. } => StateName::Open,
             ConnState::Closed => StateName::Closed,
@@ -168,8 +177,25 @@ pub enum ConnError {
     Stale(u64),
 }
 
+/// Resolves a host name to addresses. Blocking: it runs on a resolver
+/// thread, never on the event loop (a slow or dead resolver would freeze
+/// every socket and the status port). Tests inject one that hangs.
+pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// The system's resolver (`getaddrinfo`).
+pub fn system_resolver() -> Resolver {
+    Arc::new(|host, port| (host, port).to_socket_addrs().map(Iterator::collect))
+}
+
+/// A lookup running on its thread.
+struct Lookup {
+    host: String,
+    port: u16,
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<SocketAddr>>>,
+}
+
 /// What every connection of one engine shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     /// Live counters.
     pub stats: Arc<Stats>,
@@ -185,6 +211,17 @@ pub struct Context {
     pub reconnect_max: Duration,
     /// TLS settings for `wss://` (None: webpki roots, see `stream::tls_config`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Host name lookups (run on a thread of their own).
+    pub resolver: Resolver,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("stale_after", &self.stale_after)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One of the three Kite connections.
@@ -221,6 +258,10 @@ pub struct Connection {
     last_publish: Instant,
     /// Remote text in the log: a few lines per window per connection.
     text_log: LogLimit,
+    resolver: Resolver,
+    /// The lookup in flight, kept across a timed-out attempt so that a hung
+    /// resolver costs one thread, not one per retry.
+    lookup: Option<Lookup>,
     /// The read budget ran out with data possibly left: read again next turn
     /// (edge-triggered readiness will not signal it again).
     more_to_read: bool,
@@ -254,6 +295,7 @@ impl Connection {
             stale_after,
             reconnect_max,
             tls,
+            resolver,
         } = ctx.clone();
         let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
         let id = cfg.role.connection_id();
@@ -288,6 +330,8 @@ impl Connection {
             last_publish: Instant::now(),
             more_to_read: false,
             text_log: LogLimit::new(10, Duration::from_secs(10)),
+            resolver,
+            lookup: None,
             scratch: Vec::new(),
             errors_logged: 0,
             tls,
@@ -386,6 +430,8 @@ impl Connection {
         }
         match &self.state {
             ConnState::Backoff { until, .. } => Some(*until),
+            // Poll the lookup soon; it arrives from another thread.
+            ConnState::Resolving { .. } => Some(self.mono.now() + Duration::from_millis(5)),
             ConnState::Connecting { since, .. } | ConnState::Handshaking { since, .. } => {
                 Some(*since + CONNECT_TIMEOUT)
             }
@@ -413,19 +459,55 @@ impl Connection {
             .ok_or_else(|| ConnError::BadUrl(format!("no host in {:?}", self.cfg.url)))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        // Blocking DNS: a cost only at (re)connect, and loopback/IP literals
-        // resolve without a lookup.
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| ConnError::Resolve {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+            return self.connect_to(
+                registry,
+                SocketAddr::new(ip, port),
+                host,
+                tls,
+                self.mono.now(),
+            );
+        }
+        // A name: look it up on a thread (reusing one still in flight).
+        if !self
+            .lookup
+            .as_ref()
+            .is_some_and(|l| l.host == host && l.port == port)
+        {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (resolver, h) = (Arc::clone(&self.resolver), host.clone());
+            std::thread::Builder::new()
+                .name("tickcap-dns".into())
+                .spawn(move || {
+                    let _ = tx.send(resolver(&h, port));
+                })
+                .map_err(|e| ConnError::Resolve {
+                    host: host.clone(),
+                    message: format!("cannot start a resolver thread: {e}"),
+                })?;
+            self.lookup = Some(Lookup {
                 host: host.clone(),
-                message: e.to_string(),
-            })?
-            .next()
-            .ok_or_else(|| ConnError::Resolve {
-                host: host.clone(),
-                message: "no address".into(),
-            })?;
+                port,
+                rx,
+            });
+        }
+        Ok(ConnState::Resolving {
+            host,
+            tls,
+            since: self.mono.now(),
+        })
+    }
+
+    /// Starts the TCP connect (non-blocking).
+    fn connect_to(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        host: String,
+        tls: bool,
+        since: Instant,
+    ) -> Result<ConnState, ConnError> {
         let mut tcp =
             TcpStream::connect(addr).map_err(|e| ConnError::Connect(format!("{addr}: {e}")))?;
         registry
@@ -435,13 +517,46 @@ impl Connection {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| ConnError::Connect(format!("register: {e}")))?;
-        tracing::debug!("connection {} connecting to {host}:{port}", self.id);
+        tracing::debug!("connection {} connecting to {addr} ({host})", self.id);
         Ok(ConnState::Connecting {
             tcp,
             host,
             tls,
-            since: self.mono.now(),
+            since,
         })
+    }
+
+    /// A finished lookup moves on to the connect.
+    fn poll_lookup(&mut self, registry: &Registry) {
+        let ConnState::Resolving { host, tls, since } = &self.state else {
+            return;
+        };
+        let (host, tls, since) = (host.clone(), *tls, *since);
+        let Some(l) = &self.lookup else {
+            return;
+        };
+        let got = match l.rx.try_recv() {
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err("the resolver thread ended without an answer".to_owned())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(addrs)) => addrs
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no address".to_owned()),
+        };
+        self.lookup = None;
+        let next = got
+            .map_err(|message| ConnError::Resolve {
+                host: host.clone(),
+                message,
+            })
+            .and_then(|addr| self.connect_to(registry, addr, host, tls, since));
+        match next {
+            Ok(state) => self.set_state(state),
+            Err(e) => self.retry_later(registry, e),
+        }
     }
 
     /// The URL with credentials; never logged.
@@ -752,6 +867,7 @@ impl Connection {
                 self.last_error = None;
             }
         }
+        self.poll_lookup(registry);
         match &self.state {
             ConnState::Idle if self.wanted() => {
                 self.down_since.get_or_insert(now);
@@ -764,7 +880,9 @@ impl Connection {
                     self.set_state(ConnState::Idle);
                 }
             }
-            ConnState::Connecting { since, .. } | ConnState::Handshaking { since, .. }
+            ConnState::Resolving { since, .. }
+            | ConnState::Connecting { since, .. }
+            | ConnState::Handshaking { since, .. }
                 if now >= *since + CONNECT_TIMEOUT =>
             {
                 let state = std::mem::replace(&mut self.state, ConnState::Idle);
