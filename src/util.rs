@@ -1,4 +1,5 @@
-//! Small helpers every layer may use: a seeded RNG.
+//! Small helpers every layer may use: a seeded RNG, remote text made safe
+//! for the log, a log rate limit, and the regular-file check for inputs.
 
 /// SplitMix64: tiny, fast, good enough for market noise, and no crate.
 #[derive(Debug, Clone)]
@@ -89,6 +90,25 @@ impl LogLimit {
             self.suppressed += 1;
             None
         }
+    }
+}
+
+/// Captures and recordings are regular files: opening a FIFO (or a device) would block or
+/// never end, and a directory cannot be read. Checked before `open`.
+pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
+    let m = std::fs::metadata(path)?;
+    if m.is_file() {
+        Ok(())
+    } else {
+        let kind = if m.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}", path.display()),
+        ))
     }
 }
 

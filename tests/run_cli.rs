@@ -181,3 +181,32 @@ fn demo_runs_captures_and_reports_lossless() {
     let v: serde_json::Value = serde_json::from_slice(&storage.stdout).unwrap();
     assert_eq!(v["total_ticks"].as_u64(), Some(cap.lines as u64));
 }
+
+#[test]
+fn an_unusable_data_dir_is_a_configuration_error_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let cfg = dir.path().join("tickcap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\ndata_dir = {:?}\n[status]\nlisten = \"127.0.0.1:0\"\n",
+            not_a_dir.join("sub").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("storage.data_dir"), "{err}");
+    assert_eq!(
+        err.matches("Not a directory").count(),
+        1,
+        "the OS error once: {err}"
+    );
+}

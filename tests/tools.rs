@@ -227,3 +227,60 @@ fn storage_lists_files_and_cleanup_keeps_today() {
     let out = tickcap(&["storage", "--data-dir", "/nonexistent/dir"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn non_regular_files_are_skipped_with_a_message_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO: opening it for reading would block for ever.
+    let fifo = dir.path().join("market_data_2026-01-02.jsonl");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // A directory named like a daily file, old enough for retention.
+    std::fs::create_dir(dir.path().join("market_data_2020-01-01.jsonl")).unwrap();
+    let old = dir.path().join("market_data_2020-01-02.jsonl");
+    std::fs::write(&old, "").unwrap();
+    for cmd in [&["analyze"][..], &["verify"][..]] {
+        let mut args = cmd.to_vec();
+        args.push(s(&fifo));
+        let out = tickcap(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a regular file"), "{cmd:?}: {err}");
+    }
+    let out = tickcap(&[
+        "storage",
+        "--data-dir",
+        s(dir.path()),
+        "--cleanup",
+        "--keep-days",
+        "30",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("is a directory") && err.contains("not a regular file"),
+        "{err}"
+    );
+    assert!(!old.exists(), "the old regular file is cleaned up");
+    assert!(
+        dir.path().join("market_data_2020-01-01.jsonl").is_dir(),
+        "the directory is not ours to delete"
+    );
+}
+
+#[test]
+fn a_recording_with_a_huge_line_reports_it_without_copying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec.jsonl");
+    std::fs::write(&rec, vec![b'x'; 1 << 20]).unwrap();
+    let r = tickcap::replay::read_recordings(&[rec]).unwrap();
+    assert!(r.records.is_empty());
+    assert_eq!(r.bad.len(), 1);
+    assert!(
+        r.bad[0].reason.contains("1048576 bytes"),
+        "{}",
+        r.bad[0].reason
+    );
+}

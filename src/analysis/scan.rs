@@ -376,6 +376,7 @@ pub fn scan<F: Fold>(
     strict: bool,
     make: impl Fn() -> F + Sync,
 ) -> std::io::Result<(F, usize)> {
+    crate::util::regular_file(path)?;
     let file = std::fs::File::open(path)?;
     if file.metadata()?.len() == 0 {
         return Ok((make(), 0));

@@ -88,18 +88,24 @@ pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
     })
 }
 
-/// Every daily file in `dir`, oldest first.
-pub fn list(dir: &Path) -> std::io::Result<Vec<FileInfo>> {
+/// Every daily file in `dir`, oldest first, and the entries named like one
+/// that are not regular files (skipped: a directory, a FIFO), with why.
+pub fn list(dir: &Path) -> std::io::Result<(Vec<FileInfo>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if date_of_name(&name).is_some() {
-            out.push(file_info(&e.path())?);
+        if date_of_name(&name).is_none() {
+            continue;
+        }
+        match crate::util::regular_file(&e.path()).and_then(|()| file_info(&e.path())) {
+            Ok(f) => out.push(f),
+            Err(err) => skipped.push(err.to_string()),
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// The JSON summary.

@@ -87,12 +87,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .context("installing signal handlers")?;
     }
     let engine = match Engine::start(cfg, Options::default()) {
-        Err(crate::engine::EngineError::Status { addr, source }) => {
-            eprintln!("tickcap demo: status port {addr} unavailable ({source}); using a free port");
+        Err(crate::engine::EngineError::Status { addr, error }) => {
+            eprintln!("tickcap demo: status port {addr} unavailable ({error}); using a free port");
             let cfg = parse(([127, 0, 0, 1], 0).into()).map_err(Failure::usage)?;
-            Engine::start(cfg, Options::default())?
+            Engine::start(cfg, Options::default()).map_err(engine_failure)?
         }
-        other => other?,
+        other => other.map_err(engine_failure)?,
     };
     let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     println!(
@@ -166,4 +166,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(anyhow::anyhow!("{} ticks sent but {written} written", report.sent).into());
     }
     Ok(())
+}
+
+/// A start failure: exit 2 when the configuration is at fault.
+pub(super) fn engine_failure(e: crate::engine::EngineError) -> Failure {
+    if e.is_config() {
+        Failure::usage(e)
+    } else {
+        e.into()
+    }
 }

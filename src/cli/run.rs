@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         config_path: Some(args.config.clone()),
         ..Options::default()
     };
-    let engine = Engine::start(cfg, opts)?;
+    let engine = Engine::start(cfg, opts).map_err(super::demo::engine_failure)?;
     engine.wait()?;
     Ok(())
 }

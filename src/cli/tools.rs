@@ -85,8 +85,11 @@ pub fn storage(args: StorageArgs) -> Result<(), Failure> {
         }
         println!("{} file(s) removed", removed.len());
     }
-    let files = storage::list(&args.data_dir)
+    let (files, skipped) = storage::list(&args.data_dir)
         .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    for s in &skipped {
+        eprintln!("tickcap storage: skipped {s}");
+    }
     if args.json {
         println!("{}", storage::to_json(&args.data_dir, &files, today));
         return Ok(());
@@ -149,6 +152,10 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
     let mut per_file = Vec::new();
     let mut bad_total = 0;
     for path in &args.files {
+        if let Err(e) = crate::util::regular_file(path) {
+            eprintln!("tickcap analyze: skipped {e}");
+            continue;
+        }
         let bar = progress(format!("analyzing {}", path.display()));
         let (s, _) = scan::scan(path, n, false, || {
             Analysis::new(args.instruments.clone(), keep_series)
@@ -288,6 +295,11 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let mut problems = 0usize;
     let (mut bad_total, mut back_total) = (0usize, 0usize);
     for path in &args.files {
+        if let Err(e) = crate::util::regular_file(path) {
+            eprintln!("tickcap verify: skipped {e}");
+            problems += 1;
+            continue;
+        }
         let bar = progress(format!("verifying {}", path.display()));
         let (c, lines) = scan::scan(path, threads(), true, verify::Check::default)
             .with_context(|| format!("reading {}", path.display()))?;

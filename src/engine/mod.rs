@@ -59,14 +59,13 @@ pub enum EngineError {
     /// Signal handlers could not be installed.
     #[error("signal handlers: {0}")]
     Signals(#[source] std::io::Error),
-    /// The data directory is unusable.
-    #[error("data directory {dir}: {source}")]
+    /// The data directory is unusable (a configuration error).
+    #[error("storage.data_dir = {dir:?} cannot be used: {error}")]
     DataDir {
         /// The directory.
         dir: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown once: not a `source`, so the chain does not repeat it).
+        error: std::io::Error,
     },
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
@@ -74,15 +73,24 @@ pub enum EngineError {
     /// The time zone did not resolve (config validation normally catches it).
     #[error("{0}")]
     Zone(String),
-    /// The status port could not listen.
-    #[error("status port {addr}: {source}")]
+    /// The status port could not listen (a configuration error).
+    #[error("status.listen = \"{addr}\" cannot be used: {error}")]
     Status {
         /// The address.
         addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown once).
+        error: std::io::Error,
     },
+}
+
+impl EngineError {
+    /// Whether the configuration is at fault (exit 2), not the machine.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            EngineError::DataDir { .. } | EngineError::Status { .. } | EngineError::Zone(_)
+        )
+    }
 }
 
 /// How a capture ended, when it did not end cleanly.
@@ -173,9 +181,9 @@ impl Engine {
                     Arc::clone(&w.files_opened),
                     Arc::clone(&w.torn_repaired),
                 )
-                .map_err(|source| EngineError::DataDir {
+                .map_err(|error| EngineError::DataDir {
                     dir: dir.display().to_string(),
-                    source,
+                    error,
                 })?
                 .with_retention(config.storage.retention_days);
                 Box::new(files) as Box<dyn DaySink>
@@ -250,9 +258,9 @@ impl Engine {
             STATUS_CLIENT_TOKENS,
             Duration::from_millis(config.status_request_deadline_ms),
         )
-        .map_err(|source| EngineError::Status {
+        .map_err(|error| EngineError::Status {
             addr: config.status_listen.to_string(),
-            source,
+            error,
         })?;
         let status_addr = status.local_addr();
         if let Some(a) = status_addr {

@@ -56,7 +56,10 @@ pub struct RecordingError {
     source: std::io::Error,
 }
 
-/// Reads every file; bad lines are collected, not fatal.
+/// Longest line taken as a tick (a full tick line is about 1.5 KB).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads recorded JSONL files into ticks; bad lines are reported, not fatal.
 pub fn read_recordings(paths: &[PathBuf]) -> Result<Recording, RecordingError> {
     let mut rec = Recording::default();
     let mut scratch = Vec::with_capacity(4096);
@@ -65,6 +68,7 @@ pub fn read_recordings(paths: &[PathBuf]) -> Result<Recording, RecordingError> {
             path: path.clone(),
             source,
         };
+        crate::util::regular_file(path).map_err(err)?;
         let file = std::fs::File::open(path).map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
         if len == 0 {
@@ -76,6 +80,19 @@ pub fn read_recordings(paths: &[PathBuf]) -> Result<Recording, RecordingError> {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(err)?;
         for (i, line) in map.split(|&b| b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // A tick line is at most a few KB; a huge "line" (a binary file,
+            // a file without newlines) is reported, never copied.
+            if line.len() > MAX_LINE {
+                rec.bad.push(BadLine {
+                    path: path.clone(),
+                    line: i + 1,
+                    reason: format!(
+                        "line of {} bytes; a tick line is at most {MAX_LINE}",
+                        line.len()
+                    ),
+                });
                 continue;
             }
             match parse_line(line, &mut scratch) {

@@ -64,6 +64,10 @@ pub fn apply_retention(dir: &Path, today: LocalDate, keep_days: u32) -> io::Resu
         let Some(date) = name.to_str().and_then(date_of_name) else {
             continue;
         };
+        // Only regular files: a directory or FIFO named like a day is not ours.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         if date != today && days_from_civil(date) < cutoff {
             std::fs::remove_file(entry.path())?;
             tracing::info!(
