@@ -262,6 +262,8 @@ pub struct Connection {
     /// The lookup in flight, kept across a timed-out attempt so that a hung
     /// resolver costs one thread, not one per retry.
     lookup: Option<Lookup>,
+    /// Free ring slots below which a frame wakes the writer early.
+    wake_below_free: usize,
     /// The read budget ran out with data possibly left: read again next turn
     /// (edge-triggered readiness will not signal it again).
     more_to_read: bool,
@@ -299,6 +301,7 @@ impl Connection {
         } = ctx.clone();
         let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
         let id = cfg.role.connection_id();
+        let wake_below_free = producer.buffer().capacity() * 3 / 4;
         Connection {
             role: cfg.role,
             id,
@@ -329,6 +332,7 @@ impl Connection {
             hist: new_histogram(),
             last_publish: Instant::now(),
             more_to_read: false,
+            wake_below_free,
             text_log: LogLimit::new(10, Duration::from_secs(10)),
             resolver,
             lookup: None,
@@ -608,7 +612,16 @@ impl Connection {
                     Ok(r) => r,
                     Err(e) => return self.retry_later(registry, ConnError::BadUrl(e.to_string())),
                 };
-                self.handshake_step(registry, tungstenite::client(req, stream), since);
+                // Reads of 16 KiB: tungstenite zero-fills its read chunk before
+                // every read, and its 128 KiB default made that memset a
+                // visible cost per frame at real rates.
+                let ws_cfg =
+                    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+                self.handshake_step(
+                    registry,
+                    tungstenite::client::client_with_config(req, stream, Some(ws_cfg)),
+                    since,
+                );
             }
             ConnState::Handshaking { mid, since } => {
                 self.handshake_step(registry, mid.handshake(), since);
@@ -767,7 +780,12 @@ impl Connection {
                     }
                     st.last_tick_micros.store(recv, Ordering::Relaxed);
                     let _ = self.hist.record_n(t0.elapsed().as_nanos().max(1) as u64, n);
-                    self.wake.notify();
+                    // The writer wakes on its own every flush_interval / 2;
+                    // it is woken early only when the ring fills up (a wake
+                    // per frame cost two context switches per frame).
+                    if self.producer.slots() < self.wake_below_free {
+                        self.wake.notify();
+                    }
                     if !self.overflow.is_empty() {
                         self.paused_since = Some(self.mono.now());
                         st.ring_stalls.fetch_add(1, Ordering::Relaxed);

@@ -217,7 +217,8 @@ fn market_loop(sh: &Shared) {
         sh.generated.fetch_add(made, Ordering::Relaxed);
         sh.building.fetch_sub(1, Ordering::SeqCst);
         if made == 0 {
-            std::thread::sleep(sh.pacer.tick_interval().max(Duration::from_micros(200)));
+            let nap = sh.pacer.next_due().unwrap_or(Duration::from_millis(20));
+            std::thread::sleep(nap.clamp(Duration::from_micros(200), Duration::from_millis(20)));
         }
     }
 }

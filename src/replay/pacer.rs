@@ -76,12 +76,21 @@ impl Pacer {
         self.budget.load(Ordering::Relaxed) == 0
     }
 
-    /// How long to wait before one more tick is due (for idle sleeps).
-    pub fn tick_interval(&self) -> Duration {
-        match 1_000_000_000u64.checked_div(self.rate) {
-            None => Duration::ZERO,
-            Some(ns) => Duration::from_nanos(ns).min(Duration::from_millis(1)),
+    /// How long until one more tick is due: zero when one is due now (or
+    /// unpaced), `None` when `--count` is used up (nothing will ever be due).
+    pub fn next_due(&self) -> Option<Duration> {
+        if self.exhausted() {
+            return None;
         }
+        if self.rate == 0 {
+            return Some(Duration::ZERO);
+        }
+        let granted = self.granted.load(Ordering::Relaxed);
+        let due_ns = (u128::from(granted) + 1) * 1_000_000_000 / u128::from(self.rate);
+        let elapsed = self.start.elapsed().as_nanos();
+        Some(Duration::from_nanos(
+            due_ns.saturating_sub(elapsed).min(u128::from(u64::MAX)) as u64,
+        ))
     }
 }
 

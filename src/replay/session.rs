@@ -21,6 +21,9 @@ use crate::kite::{ClientRequest, MessageBuilder, Mode, Tick};
 const MALFORMED: [u8; 13] = [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 /// While busy emitting, look for client requests this often.
 const READ_CHECK: Duration = Duration::from_millis(2);
+/// Longest nap of an idle session (nothing due): bounds how late a client's
+/// request is read while nothing is sent.
+const IDLE_NAP: Duration = Duration::from_millis(20);
 /// How long a blocked write may hold the loop before it goes round again.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -311,12 +314,21 @@ impl<'a> Session<'a> {
                     }
                 }
                 None => {
-                    let idle = self
-                        .shared
-                        .pacer
-                        .tick_interval()
-                        .max(Duration::from_micros(200));
-                    std::thread::sleep(idle.min(next_hb.saturating_duration_since(Instant::now())));
+                    // Nothing to send: sleep until the next tick is due (at
+                    // least 200 µs), never past the next heartbeat, and at
+                    // most IDLE_NAP when nothing will be due (count used up,
+                    // halted, nothing subscribed) — requests are read then.
+                    let idle = match self.shared.pacer.next_due() {
+                        Some(d)
+                            if !self.order.is_empty()
+                                && !self.shared.halted.load(Ordering::Relaxed) =>
+                        {
+                            d.max(Duration::from_micros(200))
+                        }
+                        _ => IDLE_NAP,
+                    };
+                    let until_hb = next_hb.saturating_duration_since(Instant::now());
+                    std::thread::sleep(idle.min(IDLE_NAP).min(until_hb));
                 }
             }
         }
