@@ -45,6 +45,8 @@ const SIGNALS: Token = Token(11);
 /// The status port's listener; its clients get tokens from `STATUS_CLIENT_TOKENS` up.
 const STATUS_LISTENER: Token = Token(12);
 const STATUS_CLIENT_TOKENS: usize = 100;
+/// Timers run at most this often.
+const TIMER_GRAIN: Duration = Duration::from_millis(1);
 /// The loop wakes at least this often to run timers.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the writer to take what the rings cannot hold.
@@ -463,6 +465,7 @@ impl EventLoop {
             c.start(self.poll.registry());
         }
         let mut last_log = self.mono.now();
+        let mut last_timers = last_log;
         let mut last_count = 0u64;
         loop {
             let now = self.mono.now();
@@ -542,7 +545,14 @@ impl EventLoop {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            // Timers run at most once a millisecond (their granularity):
+            // at thousands of frames a second, running them after every
+            // frame was measurable work for nothing.
             let now = self.mono.now();
+            if now.saturating_duration_since(last_timers) < TIMER_GRAIN {
+                continue;
+            }
+            last_timers = now;
             for c in &mut self.conns {
                 c.on_timer(self.poll.registry(), now);
             }

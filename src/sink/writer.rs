@@ -302,13 +302,10 @@ impl WriterLoop {
                 continue;
             }
             let now = Instant::now();
-            let mut timeout = Duration::from_millis(100);
+            let mut timeout = half;
             match (self.retry_at, self.oldest) {
                 (Some(t), _) => timeout = timeout.min(t.saturating_duration_since(now)),
-                (None, Some(t)) => {
-                    timeout =
-                        timeout.min((t + self.cfg.flush_interval).saturating_duration_since(now))
-                }
+                (None, Some(t)) => timeout = timeout.min((t + half).saturating_duration_since(now)),
                 (None, None) => {}
             }
             if let Some(d) = self.deadline {
