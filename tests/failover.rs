@@ -264,7 +264,7 @@ fn primary_drops_on_a_market(mirror: bool, drops: u64) -> Ledger {
     let feed = feed_on("127.0.0.1:0".parse().unwrap(), 4_000, |c| {
         c.market = true;
         c.faults = Faults {
-            drop_every: Some(Duration::from_millis(600)),
+            drop_every: Some(Duration::from_millis(350)),
             drop_only_key: Some("k".into()),
             ..Faults::default()
         };
@@ -277,7 +277,7 @@ fn primary_drops_on_a_market(mirror: bool, drops: u64) -> Ledger {
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
          [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 256265]\n\
-         {tertiary}[engine]\nreconnect_max_ms = 300\n",
+         {tertiary}[engine]\nreconnect_max_ms = 200\n",
         feed.url(),
         dir.path().display().to_string(),
     );
