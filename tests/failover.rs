@@ -425,3 +425,67 @@ fn when_the_tertiary_is_short_of_room_the_primary_is_carried_first() {
     tertiary_feed.halt();
     engine.stop().expect("a clean shutdown");
 }
+
+#[test]
+fn a_reload_during_a_takeover_keeps_the_carried_instruments_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let text = failover_config(
+        &primary_feed.url(),
+        &tertiary_feed.url(),
+        dir.path(),
+        "[primary]\ninstruments = [256, 512]\n",
+        500,
+    );
+    let path = dir.path().join("tickcap.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = Config::parse(&text, &path, &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            config_path: Some(path.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 200));
+    primary_feed.stop();
+    assert!(wait_until(Duration::from_secs(10), || get(
+        &url,
+        "/failovers"
+    )["active"]
+        == true));
+    // The file is unchanged; the reload must not take the instruments off the tertiary.
+    let (status, body) = {
+        let r = client::request(
+            &url,
+            "POST",
+            "/reload",
+            Some(b"{}"),
+            None,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        (r.status, r.json().unwrap_or(Value::Null))
+    };
+    assert_eq!(status, 200, "{body}");
+    let t = &stats.conns[2];
+    let before = t.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(5), || t
+            .ticks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > before + 500),
+        "the tertiary keeps delivering the carried instruments after the reload"
+    );
+    let c = get(&url, "/connections");
+    assert_eq!(c["connections"][2]["subscribed_instruments"], 2, "{c}");
+    assert_eq!(get(&url, "/failovers")["active"], true);
+    tertiary_feed.halt();
+    engine.stop().expect("a clean shutdown");
+}

@@ -206,6 +206,94 @@ impl Failover {
             .collect()
     }
 
+    /// What the tertiary carries for active takeovers (not its own list).
+    pub fn carried(&self) -> BTreeMap<u32, Mode> {
+        self.active
+            .iter()
+            .flatten()
+            .flat_map(|a| a.carried.iter().copied())
+            .collect()
+    }
+
+    /// After a reload changed the failed connections' lists: each active
+    /// takeover carries the new list (capacity permitting), drops what left
+    /// it (unless the tertiary's own list, `own`, or the other takeover has
+    /// it), and follows mode changes.
+    pub fn resync<C: Carrier>(&mut self, conns: &mut [C], own: &std::collections::BTreeSet<u32>) {
+        if conns.len() < 3 {
+            return;
+        }
+        for i in 0..2 {
+            let Some(mut a) = self.active[i].take() else {
+                continue;
+            };
+            let (failed, rest) = conns.split_at_mut(2);
+            let tertiary = &mut rest[0];
+            let want = failed[i].desired();
+            let others: Vec<u32> = self
+                .active
+                .iter()
+                .flatten()
+                .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
+                .collect();
+            let left: Vec<u32> = a
+                .carried
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| !want.contains_key(t))
+                .collect();
+            let drop: Vec<u32> = left
+                .iter()
+                .copied()
+                .filter(|t| !own.contains(t) && !others.contains(t))
+                .collect();
+            if !drop.is_empty() {
+                tertiary.unsubscribe(&drop);
+            }
+            a.carried.retain(|(t, _)| want.contains_key(t));
+            // New instruments and mode changes, while the tertiary has room.
+            let mut room = MAX_INSTRUMENTS.saturating_sub(tertiary.desired().len());
+            let mut subscribe: Vec<(u32, Mode)> = Vec::new();
+            for (&t, &m) in want {
+                match a.carried.iter_mut().find(|(c, _)| *c == t) {
+                    Some(entry) if entry.1 != m => {
+                        entry.1 = m;
+                        subscribe.push((t, m));
+                    }
+                    Some(_) => {}
+                    None if tertiary.desired().contains_key(&t) => {}
+                    None if room > 0 => {
+                        room -= 1;
+                        a.carried.push((t, m));
+                        subscribe.push((t, m));
+                    }
+                    None => self.records[a.record].not_carried.push(t),
+                }
+            }
+            for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+                let tokens: Vec<u32> = subscribe
+                    .iter()
+                    .filter(|(_, m)| *m == mode)
+                    .map(|(t, _)| *t)
+                    .collect();
+                if !tokens.is_empty() {
+                    tertiary.subscribe(&tokens, mode);
+                }
+            }
+            self.records[a.record].instruments = a.carried.len();
+            if !left.is_empty() || !subscribe.is_empty() {
+                tracing::info!(
+                    "reload during a takeover of connection {}: the tertiary now carries {} of its instruments ({} dropped, {} added or re-moded)",
+                    i + 1,
+                    a.carried.len(),
+                    left.len(),
+                    subscribe.len()
+                );
+            }
+            self.active[i] = Some(a);
+        }
+    }
+
     /// Every takeover, oldest first.
     pub fn records(&self) -> &[Record] {
         &self.records
@@ -621,5 +709,33 @@ mod tests {
             .collect();
         assert_eq!(sec.len(), 1);
         assert_eq!((sec[0].start_micros, sec[0].end_micros), (1, Some(50)));
+    }
+
+    #[test]
+    fn a_reload_during_a_takeover_moves_the_carried_set_with_the_failed_list() {
+        let stats = Stats::default();
+        let (mono, clock) = crate::time::Mono::manual();
+        let mut f = Failover::new(AFTER, true);
+        let mut c = three();
+        c[0].fail(mono.now());
+        clock.advance(AFTER);
+        f.step(mono.now(), 1, &mut c, &stats);
+        assert_eq!(c[2].desired, list(1..4, Mode::Quote));
+        // The reload changed the (down) primary's list: 1 gone, 4 new, 3 to full.
+        c[0].desired = list(2..5, Mode::Quote);
+        c[0].desired.insert(3, Mode::Full);
+        f.resync(&mut c, &std::collections::BTreeSet::new());
+        let mut want = list(2..5, Mode::Quote);
+        want.insert(3, Mode::Full);
+        assert_eq!(
+            c[2].desired, want,
+            "the tertiary follows, nothing uncaptured"
+        );
+        assert_eq!(f.carried(), want);
+        assert_eq!(f.records()[0].instruments, 3);
+        // Handback then releases exactly the new set.
+        c[0].recover(Some(9));
+        f.step(mono.now(), 2, &mut c, &stats);
+        assert!(c[2].desired.is_empty());
     }
 }

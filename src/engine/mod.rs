@@ -404,6 +404,7 @@ impl EventLoop {
             &mut self.config,
             &mut self.conns,
             &mut self.history,
+            &mut self.failover,
             now,
         ) {
             tracing::error!("reload rejected, running config kept: {e}");
@@ -421,7 +422,7 @@ impl EventLoop {
             &mut self.zone,
             self.clock,
             self.config_path.as_deref(),
-            &self.failover,
+            &mut self.failover,
         );
         self.status
             .on_event(registry, token, &mut |req: &Request, rates: &Rates| {

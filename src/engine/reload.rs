@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use super::failover::Failover;
 use crate::config::{Config, Env};
 use crate::engine::history::{Action, History};
 use crate::kite::Mode;
@@ -29,15 +32,22 @@ pub struct Reloaded {
 }
 
 /// Rereads `path` and applies it. On error nothing changes.
+///
+/// Instruments the tertiary carries for an active takeover belong to the
+/// failover, not to the file: they stay subscribed, and the takeover is then
+/// re-aligned with the failed connection's new list (`Failover::resync`), so
+/// a reload never leaves an instrument captured by nobody.
 pub fn reload(
     path: &Path,
     running: &mut Config,
     conns: &mut [Connection],
     history: &mut History,
+    failover: &mut Failover,
     now_micros: i64,
 ) -> Result<Reloaded, String> {
     let new = Config::load(path, &Env::from_process()).map_err(|e| e.to_string())?;
     let mut r = Reloaded::default();
+    let carried = failover.carried();
     for (i, conn) in conns.iter_mut().enumerate() {
         let want = &new.connections[i];
         let old = conn.config().clone();
@@ -48,51 +58,52 @@ pub fn reload(
             r.credentials_changed.push(conn.id());
         }
         conn.set_endpoint(want);
+        let mut wanted: BTreeMap<u32, Mode> =
+            want.instruments.iter().map(|&t| (t, want.mode)).collect();
+        if i == 2 {
+            for (&t, &m) in &carried {
+                wanted.entry(t).or_insert(m);
+            }
+        }
         let current = conn.desired().clone();
         let gone: Vec<u32> = current
             .keys()
             .copied()
-            .filter(|t| !want.instruments.contains(t))
+            .filter(|t| !wanted.contains_key(t))
             .collect();
         if !gone.is_empty() {
             conn.unsubscribe(&gone);
             history.record(now_micros, Action::Unsubscribe, conn.id(), &gone, None);
         }
-        let added: Vec<u32> = want
-            .instruments
-            .iter()
-            .copied()
-            .filter(|t| !current.contains_key(t))
-            .collect();
-        if !added.is_empty() {
-            conn.subscribe(&added, want.mode);
-            history.record(
-                now_micros,
-                Action::Reload,
-                conn.id(),
-                &added,
-                Some(want.mode),
-            );
+        let mut added = 0;
+        let mut remoded = 0;
+        for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+            let new_here: Vec<u32> = wanted
+                .iter()
+                .filter(|(t, m)| **m == mode && !current.contains_key(t))
+                .map(|(t, _)| *t)
+                .collect();
+            if !new_here.is_empty() {
+                conn.subscribe(&new_here, mode);
+                history.record(now_micros, Action::Reload, conn.id(), &new_here, Some(mode));
+                added += new_here.len();
+            }
+            let changed: Vec<u32> = wanted
+                .iter()
+                .filter(|(t, m)| **m == mode && current.get(t).is_some_and(|c| c != *m))
+                .map(|(t, _)| *t)
+                .collect();
+            if !changed.is_empty() {
+                conn.set_mode(&changed, mode);
+                history.record(now_micros, Action::Mode, conn.id(), &changed, Some(mode));
+                remoded += changed.len();
+            }
         }
-        let remoded: Vec<u32> = want
-            .instruments
-            .iter()
-            .copied()
-            .filter(|t| current.get(t).is_some_and(|m: &Mode| *m != want.mode))
-            .collect();
-        if !remoded.is_empty() {
-            conn.set_mode(&remoded, want.mode);
-            history.record(
-                now_micros,
-                Action::Mode,
-                conn.id(),
-                &remoded,
-                Some(want.mode),
-            );
-        }
-        (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) =
-            (added.len(), gone.len(), remoded.len());
+        (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) = (added, gone.len(), remoded);
     }
+    let own: std::collections::BTreeSet<u32> =
+        new.connections[2].instruments.iter().copied().collect();
+    failover.resync(conns, &own);
     let restart = [
         ("storage", running.storage != new.storage),
         ("status", running.status_listen != new.status_listen),

@@ -48,7 +48,7 @@ pub struct View<'a> {
     /// The page.
     pub page: &'static str,
     /// Takeovers.
-    pub failover: &'a Failover,
+    pub failover: &'a mut Failover,
 }
 
 impl View<'_> {
@@ -120,7 +120,9 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
             ),
             Some(path) => {
                 let now = v.clock.now_micros();
-                match crate::engine::reload::reload(path, v.config, v.conns, v.history, now) {
+                match crate::engine::reload::reload(
+                    path, v.config, v.conns, v.history, v.failover, now,
+                ) {
                     Ok(r) => Response::json(200, &json!({"status": "ok", "reloaded": r})),
                     Err(e) => Response::json(
                         422,
