@@ -47,6 +47,9 @@ fn wait_all_written(feed: &Server, stats: &Arc<Stats>, limit: Duration) -> u64 {
         "feed never reached its count: {:?}",
         feed.report()
     );
+    // The count is used up; halt() waits until no session is still
+    // counting a message it built, so `sent` is final.
+    feed.halt();
     let sent = feed.report().sent;
     assert!(
         wait_until(limit, || stats.lines_written() >= sent),

@@ -218,6 +218,14 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
         "/connections"
     )["connections"][2]["subscribed_instruments"]
         == 3));
+    // Ticks of both failed connections' instruments reached the file from
+    // the tertiary (the writer publishes who delivered each last, once a second).
+    assert!(wait_until(Duration::from_secs(10), || {
+        let seen = stats.instruments.lock().unwrap();
+        [256u32, 1281]
+            .iter()
+            .all(|t| seen.get(t).is_some_and(|s| s.connection_id == 3))
+    }));
     let user_feed = feed_on(addr, 3_000, |_| {});
     assert!(wait_until(Duration::from_secs(10), || get(
         &url,

@@ -110,6 +110,11 @@ impl Client {
                 }
             }
         }
+        // The window shortened the read timeout: give later reads the usual 5 s.
+        let _ = self
+            .ws
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)));
         r
     }
 
