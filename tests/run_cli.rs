@@ -210,3 +210,35 @@ fn an_unusable_data_dir_is_a_configuration_error_naming_its_key() {
         "the OS error once: {err}"
     );
 }
+
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    use std::io::Read;
+    // decode writes far more than a pipe holds; the reader takes one byte and leaves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut msg = Vec::new();
+    let ticks: Vec<tickcap::kite::Tick> = (0..2000)
+        .map(|i| tickcap::kite::Tick::new(tickcap::kite::PacketKind::Quote, (i << 8) | 1))
+        .collect();
+    tickcap::kite::encode_message(&ticks, &mut msg);
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let p = dir.path().join(format!("m{i}.bin"));
+        std::fs::write(&p, &msg).unwrap();
+        files.push(p);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .arg("decode")
+        .args(&files)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut one = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut one).unwrap();
+    // stdout is dropped here: the pipe's reader is gone.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

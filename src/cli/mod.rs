@@ -94,11 +94,21 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): not a failure.
+        Err(f) if broken_pipe(&f.error) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("tickcap: error: {:#}", f.error);
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Whether an error is, at its root, a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Logs to stderr; `TICKCAP_LOG` (e.g. `debug`, `tickcap=trace`) sets the filter.
