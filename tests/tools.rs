@@ -284,3 +284,42 @@ fn a_recording_with_a_huge_line_reports_it_without_copying_it() {
         r.bad[0].reason
     );
 }
+
+#[test]
+fn verify_without_a_report_shows_a_70_second_hole_and_claims_no_completeness() {
+    use tickcap::kite::{Mode, Tick};
+    let dir = tempfile::tempdir().unwrap();
+    let mut fmt = tickcap::sink::LineFormatter::new(
+        tickcap::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
+    );
+    let mut a = tickcap::replay::synthetic::Instrument::new(256_265 << 8 | 1, 1);
+    let mut b = tickcap::replay::synthetic::Instrument::new(408_065, 1);
+    let t0 = 1_764_046_523_000_000i64;
+    let mut out = Vec::new();
+    for sec in 0..200i64 {
+        let at = t0 + sec * 1_000_000;
+        let ta: Tick = a.next_tick(Mode::Quote, (at / 1_000_000) as u32);
+        fmt.write_line(&mut out, &ta, at, 1);
+        if !(50..120).contains(&sec) {
+            let tb: Tick = b.next_tick(Mode::Quote, (at / 1_000_000) as u32);
+            fmt.write_line(&mut out, &tb, at, 1);
+        }
+    }
+    let file = dir.path().join("market_data_2025-11-25.jsonl");
+    std::fs::write(&file, &out).unwrap();
+    let run = tickcap(&["verify", s(&file)]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        !text.contains("complete\n") && !text.contains("capture is complete"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gap: instrument 408065 silent for 71 s while connection 1 kept ticking"),
+        "{text}"
+    );
+    assert!(text.contains("completeness cannot be proven"), "{text}");
+    let run = tickcap(&["verify", "--json", s(&file)]);
+    let v: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["complete"], Value::Null);
+    assert_eq!(v["gaps"]["instruments"][0]["instrument_token"], 408_065);
+}

@@ -27,6 +27,113 @@ pub struct Check {
     last: [Option<i64>; 4],
     /// Per instrument, `volume_traded` in file order (0 where the tick has none).
     pub volumes: HashMap<u32, Vec<u32>>,
+    /// Silences longer than the gap threshold.
+    pub gaps: Gaps,
+}
+
+/// What a capture shows of its own completeness without a replay report:
+/// silences longer than a threshold, per instrument and per connection.
+#[derive(Debug, Clone)]
+pub struct Gaps {
+    /// A silence at least this long is a gap, µs.
+    pub threshold_micros: i64,
+    /// Per instrument: (first, last) receive time seen, and its connection.
+    spans: HashMap<u32, (i64, i64, u8)>,
+    /// Per connection id: (first, last).
+    conn_spans: [Option<(i64, i64)>; 4],
+    /// (token, connection, from, to) in µs.
+    pub instruments: Vec<(u32, u8, i64, i64)>,
+    /// (connection, from, to) in µs.
+    pub connections: Vec<(u8, i64, i64)>,
+}
+
+impl Default for Gaps {
+    fn default() -> Self {
+        Gaps::new(30_000_000)
+    }
+}
+
+impl Gaps {
+    /// Gaps of at least `threshold_micros`.
+    pub fn new(threshold_micros: i64) -> Self {
+        Gaps {
+            threshold_micros,
+            spans: HashMap::new(),
+            conn_spans: [None; 4],
+            instruments: Vec::new(),
+            connections: Vec::new(),
+        }
+    }
+
+    fn see(&mut self, token: u32, conn: u8, at: i64) {
+        let c = usize::from(conn.min(3));
+        if let Some((_, last)) = &mut self.conn_spans[c] {
+            if at - *last >= self.threshold_micros {
+                self.connections.push((conn, *last, at));
+            }
+            *last = (*last).max(at);
+        } else {
+            self.conn_spans[c] = Some((at, at));
+        }
+        match self.spans.get_mut(&token) {
+            Some((_, last, cn)) => {
+                if at - *last >= self.threshold_micros {
+                    self.instruments.push((token, conn, *last, at));
+                }
+                *last = (*last).max(at);
+                *cn = conn;
+            }
+            None => {
+                self.spans.insert(token, (at, at, conn));
+            }
+        }
+    }
+
+    /// Appends what a later part (chunk or file) saw.
+    fn merge(&mut self, next: Gaps) {
+        for c in 0..4 {
+            self.conn_spans[c] = match (self.conn_spans[c], next.conn_spans[c]) {
+                (Some((f, last)), Some((nf, nl))) => {
+                    if nf - last >= self.threshold_micros {
+                        self.connections.push((c as u8, last, nf));
+                    }
+                    Some((f, last.max(nl)))
+                }
+                (a, b) => a.or(b),
+            };
+        }
+        self.connections.extend(next.connections);
+        for (t, (nf, nl, nc)) in next.spans {
+            match self.spans.get_mut(&t) {
+                Some((_, last, c)) => {
+                    if nf - *last >= self.threshold_micros {
+                        self.instruments.push((t, nc, *last, nf));
+                    }
+                    *last = (*last).max(nl);
+                    *c = nc;
+                }
+                None => {
+                    self.spans.insert(t, (nf, nl, nc));
+                }
+            }
+        }
+        self.instruments.extend(next.instruments);
+    }
+
+    /// Instrument gaps during which their connection kept ticking (a gap of
+    /// the whole connection is reported as that, once).
+    pub fn instrument_gaps(&self) -> Vec<(u32, u8, i64, i64)> {
+        self.instruments
+            .iter()
+            .copied()
+            .filter(|(_, c, from, to)| {
+                !self
+                    .connections
+                    .iter()
+                    .any(|(cc, cf, ct)| cc == c && *cf <= *from && *ct >= *to)
+            })
+            .collect()
+    }
 }
 
 impl Fold for Check {
@@ -47,6 +154,7 @@ impl Fold for Check {
             .entry(l.token)
             .or_default()
             .push(l.volume.unwrap_or(0));
+        self.gaps.see(l.token, l.connection_id, l.ts_micros);
     }
 
     fn merge(&mut self, next: Self, lines_before: usize) {
@@ -75,6 +183,17 @@ impl Fold for Check {
         for (t, v) in next.volumes {
             self.volumes.entry(t).or_default().extend(v);
         }
+        self.gaps.merge(next.gaps);
+    }
+}
+
+impl Check {
+    /// A check that reports silences of at least `gap_micros` as gaps.
+    pub fn with_gap(gap_micros: i64) -> Self {
+        Check {
+            gaps: Gaps::new(gap_micros),
+            ..Check::default()
+        }
     }
 }
 
@@ -95,6 +214,7 @@ pub fn chain(all: &mut Check, next: Check) {
     for (t, v) in next.volumes {
         all.volumes.entry(t).or_default().extend(v);
     }
+    all.gaps.merge(next.gaps);
 }
 
 /// Loss, duplication and reordering against the replay feed's report
@@ -228,5 +348,39 @@ mod tests {
         let c = check(&[(9, 0), (9, 0)]);
         assert_eq!(against_report(&c, &report(&[(9, 3)]), 3).missing, 1);
         assert!(against_report(&c, &report(&[(9, 2)]), 2).complete());
+    }
+
+    #[test]
+    fn a_hole_in_one_instrument_while_its_connection_ticks_is_a_gap() {
+        let mut g = Gaps::new(30_000_000);
+        let s = 1_000_000;
+        for t in 0..200 {
+            g.see(1, 1, t * s); // instrument 1 ticks every second ...
+            if !(50..120).contains(&t) {
+                g.see(2, 1, t * s); // ... instrument 2 has a 70 s hole
+            }
+        }
+        assert_eq!(g.instrument_gaps(), [(2, 1, 49 * s, 120 * s)]);
+        assert!(g.connections.is_empty());
+        // The same hole split across two parts is still found.
+        let (mut a, mut b) = (Gaps::new(30 * s), Gaps::new(30 * s));
+        a.see(2, 1, 49 * s);
+        a.see(1, 1, 60 * s);
+        b.see(1, 1, 61 * s);
+        b.see(2, 1, 120 * s);
+        a.merge(b);
+        assert_eq!(a.instrument_gaps(), [(2, 1, 49 * s, 120 * s)]);
+    }
+
+    #[test]
+    fn a_silent_connection_is_one_connection_gap_not_one_per_instrument() {
+        let mut g = Gaps::new(30_000_000);
+        let s = 1_000_000;
+        for t in [0, 1, 2, 100, 101] {
+            g.see(1, 2, t * s);
+            g.see(2, 2, t * s);
+        }
+        assert_eq!(g.connections, [(2, 2 * s, 100 * s)]);
+        assert!(g.instrument_gaps().is_empty());
     }
 }

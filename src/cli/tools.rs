@@ -274,6 +274,10 @@ pub struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Report silences at least this long (seconds): an instrument's while
+    /// its connection kept ticking, and a whole connection's.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    gap: f64,
 }
 
 /// `tickcap verify`: exit 0 only when every check passes.
@@ -290,7 +294,13 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let mut all = verify::Check::default();
+    if !(args.gap > 0.0 && args.gap.is_finite()) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--gap must be a positive number of seconds"
+        )));
+    }
+    let gap_micros = (args.gap * 1e6) as i64;
+    let mut all = verify::Check::with_gap(gap_micros);
     let mut files = Vec::new();
     let mut problems = 0usize;
     let (mut bad_total, mut back_total) = (0usize, 0usize);
@@ -301,8 +311,10 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
             continue;
         }
         let bar = progress(format!("verifying {}", path.display()));
-        let (c, lines) = scan::scan(path, threads(), true, verify::Check::default)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let (c, lines) = scan::scan(path, threads(), true, || {
+            verify::Check::with_gap(gap_micros)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -325,11 +337,29 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
         .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
     let complete =
         problems + all.backwards.len() == 0 && against.as_ref().is_none_or(|a| a.complete());
+    let inst_gaps = all.gaps.instrument_gaps();
+    let conn_gaps = &all.gaps.connections;
+    let mut zone = zone("Asia/Kolkata")?;
+    let mut iso = |micros: i64| {
+        let mut b = Vec::new();
+        zone.write_micros(&mut b, micros);
+        String::from_utf8_lossy(&b).into_owned()
+    };
     if args.json {
+        let ig: Vec<Value> = inst_gaps
+            .iter()
+            .map(|(t, c, f, to)| json!({"instrument_token": t, "connection_id": c, "from": iso(*f), "to": iso(*to), "seconds": (to - f) as f64 / 1e6}))
+            .collect();
+        let cg: Vec<Value> = conn_gaps
+            .iter()
+            .map(|(c, f, to)| json!({"connection_id": c, "from": iso(*f), "to": iso(*to), "seconds": (to - f) as f64 / 1e6}))
+            .collect();
         println!(
             "{}",
             json!({"files": files, "ticks": all.lines, "bad_lines": bad_total, "timestamps_backwards": back_total + all.backwards.len(),
-            "replay": against.as_ref().map(verify::against_json), "ok": complete})
+            "replay": against.as_ref().map(verify::against_json), "ok": complete,
+            "complete": against.as_ref().map(|a| a.complete()),
+            "gaps": {"threshold_seconds": args.gap, "instruments": ig, "connections": cg}})
         );
     } else {
         println!(
@@ -348,12 +378,36 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
                 println!("  instrument {t}: missing {m}, duplicated {d}, out of order {o}");
             }
         }
+        for (c, f, to) in conn_gaps.iter().take(50) {
+            println!(
+                "gap: connection {c} silent for {:.0} s, {} → {}",
+                (to - f) as f64 / 1e6,
+                iso(*f),
+                iso(*to)
+            );
+        }
+        for (t, c, f, to) in inst_gaps.iter().take(50) {
+            println!(
+                "gap: instrument {t} silent for {:.0} s while connection {c} kept ticking, {} → {}",
+                (to - f) as f64 / 1e6,
+                iso(*f),
+                iso(*to)
+            );
+        }
+        let gaps = inst_gaps.len() + conn_gaps.len();
         println!(
             "{}",
-            if complete {
-                "OK: the capture is complete"
-            } else {
-                "FAILED: see above"
+            match (complete, &against) {
+                (false, _) => "FAILED: see above".to_owned(),
+                (true, Some(_)) => "OK: every tick the feed sent was captured exactly once".to_owned(),
+                (true, None) if gaps == 0 => format!(
+                    "OK: every line is well formed; no silence of {} s or more. Completeness cannot be proven without the feed's report (--replay-report)",
+                    args.gap
+                ),
+                (true, None) => format!(
+                    "every line is well formed, but {gaps} gap(s) of {} s or more (above) may be lost ticks; completeness cannot be proven without the feed's report",
+                    args.gap
+                ),
             }
         );
     }
