@@ -216,11 +216,15 @@ fn huge_forged_error_frames_leave_a_short_honest_log() {
     assert!((1..=10).contains(&shown), "{shown} error lines:\n{text}");
 }
 
-/// An engine whose status port gives a request 500 ms to arrive.
-fn engine_with_quick_deadline(feed: &Server, dir: &Path) -> (Engine, std::net::SocketAddr) {
+/// An engine whose status port gives a request `deadline_ms` to arrive.
+fn engine_with_deadline(
+    feed: &Server,
+    dir: &Path,
+    deadline_ms: u64,
+) -> (Engine, std::net::SocketAddr) {
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
-         [status]\nlisten = \"127.0.0.1:0\"\nrequest_deadline_ms = 500\n[primary]\ninstruments = [256]\n",
+         [status]\nlisten = \"127.0.0.1:0\"\nrequest_deadline_ms = {deadline_ms}\n[primary]\ninstruments = [256]\n",
         feed.url(),
         dir.display().to_string()
     );
@@ -243,14 +247,17 @@ fn slowloris_clients_cannot_hold_the_status_port() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
-    let (engine, addr) = engine_with_quick_deadline(&feed, dir.path());
+    // The default 10 s request deadline: eviction, not the deadline, is what
+    // keeps /health reachable here.
+    let (engine, addr) = engine_with_deadline(&feed, dir.path(), 10_000);
     let status = format!("http://{addr}");
     // 80 clients (more than the 64 slots), each trickling a request a byte
     // at a time, each byte well within any idle timer.
     let stop = Arc::new(AtomicBool::new(false));
+    let trickled = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let trickle: Vec<_> = (0..80)
         .map(|_| {
-            let stop = Arc::clone(&stop);
+            let (stop, trickled) = (Arc::clone(&stop), Arc::clone(&trickled));
             std::thread::spawn(move || {
                 let Ok(mut s) = std::net::TcpStream::connect(addr) else {
                     return 0;
@@ -264,13 +271,18 @@ fn slowloris_clients_cannot_hold_the_status_port() {
                         break;
                     }
                     sent += 1;
+                    trickled.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 sent
             })
         })
         .collect();
-    // While they trickle, /health answers every time, promptly.
+    // Once their requests are older than the eviction age (1 s: 12 bytes
+    // each at 100 ms), /health answers every time, promptly.
+    assert!(wait_until(Duration::from_secs(20), || trickled
+        .load(Ordering::Relaxed)
+        >= 64 * 12));
     for _ in 0..20 {
         let t = Instant::now();
         let r = client::get(&status, "/health").expect("/health under slowloris");
@@ -282,7 +294,10 @@ fn slowloris_clients_cannot_hold_the_status_port() {
     for t in trickle {
         let _ = t.join();
     }
+    feed.halt();
+    drop(engine);
     // A request whose body never arrives gets 408 in time.
+    let (engine, addr) = engine_with_deadline(&feed, dir.path(), 500);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"POST /subscribe HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}")
         .unwrap();
@@ -299,7 +314,7 @@ fn a_large_body_sent_before_reading_gets_its_413_not_a_reset() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
-    let (engine, addr) = engine_with_quick_deadline(&feed, dir.path());
+    let (engine, addr) = engine_with_deadline(&feed, dir.path(), 500);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let body = vec![b'x'; 4 << 20];
     s.write_all(

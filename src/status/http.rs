@@ -10,7 +10,7 @@
 //! | idle time on a connection | 30 s | closed |
 //! | one request, first byte to last | 10 s | 408, close (slowloris: trickled bytes do not extend it) |
 //! | unsent response bytes | 4 MiB | closed (a client that does not read) |
-//! | all slots taken | — | the oldest incomplete (else idle) client is evicted for the new one |
+//! | all slots taken | — | the oldest incomplete (else idle) client, slow for ≥ 1 s, is evicted for the new one; else 503 |
 //!
 //! A rejected request's response is sent, then the write side is shut and
 //! the rest of what the client sends is read and discarded (up to 8 MiB or
@@ -40,6 +40,9 @@ const MAX_PENDING_OUT: usize = 4 << 20;
 /// By default, a request must arrive whole within this long of its first
 /// byte (`[status] request_deadline_ms`).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// A client must have been slow (its request incomplete, or idle) this long
+/// before a newcomer may take its slot.
+const MIN_EVICT_AGE: Duration = Duration::from_secs(1);
 /// After a final response: read and discard at most this much ...
 const LINGER_BYTES: usize = 8 << 20;
 /// ... for at most this long, then close.
@@ -151,12 +154,15 @@ impl Client {
     }
 
     /// How urgently this client should give its slot to a newcomer: an
-    /// incomplete request first (oldest first), then an idle connection.
-    fn eviction_rank(&self) -> Option<(u8, Instant)> {
+    /// incomplete request first (oldest first), then an idle connection —
+    /// but only one slow for at least `MIN_EVICT_AGE`, so a client in the
+    /// middle of a normal request is never the one evicted.
+    fn eviction_rank(&self, now: Instant) -> Option<(u8, Instant)> {
+        let old = |t: Instant| now.saturating_duration_since(t) >= MIN_EVICT_AGE;
         match self.request_started {
-            Some(t) => Some((0, t)),
-            None if self.output.is_empty() => Some((1, self.last_active)),
-            None => None,
+            Some(t) if old(t) => Some((0, t)),
+            None if self.output.is_empty() && old(self.last_active) => Some((1, self.last_active)),
+            _ => None,
         }
     }
 }
@@ -335,6 +341,7 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
+                    let now = Instant::now();
                     let free = self.clients.iter().position(Option::is_none).or_else(|| {
                         // Full: evict the slowest (a trickled request, else
                         // the longest idle) so that /health stays reachable.
@@ -342,7 +349,7 @@ impl Server {
                             .clients
                             .iter()
                             .enumerate()
-                            .filter_map(|(i, c)| c.as_ref()?.eviction_rank().map(|r| (r, i)))
+                            .filter_map(|(i, c)| c.as_ref()?.eviction_rank(now).map(|r| (r, i)))
                             .min()
                             .map(|(_, i)| i)?;
                         self.evicted += 1;
