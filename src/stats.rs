@@ -138,6 +138,8 @@ pub struct WriterStats {
     pub last_error: Mutex<Option<String>>,
     /// Since when writes have been failing, epoch µs (0 = they succeed).
     pub failing_since_micros: AtomicI64,
+    /// Receive time of the oldest line not yet written, epoch µs (0 = none).
+    pub oldest_unwritten_micros: AtomicI64,
     /// Lines the writer could not write by the end of shutdown.
     pub unwritten_lines: AtomicU64,
     /// Of those, saved to a recovery file.

@@ -328,3 +328,62 @@ fn auth_refusals_back_off_and_recover() {
     assert_eq!(stats.conns[0].auth_failures.load(Ordering::Relaxed), 2);
     assert_eq!(read_capture(dir.path()).lines as u64, sent);
 }
+
+/// A disk whose first write takes 2.5 s (a stalled device), then is fine.
+struct SlowDisk {
+    inner: tickcap::sink::files::DailyFiles,
+    slow: bool,
+}
+
+impl tickcap::sink::files::DaySink for SlowDisk {
+    fn write(&mut self, date: tickcap::time::LocalDate, data: &[u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.slow) {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        self.inner.write(date, data)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn current_path(&self) -> Option<std::path::PathBuf> {
+        self.inner.current_path()
+    }
+}
+
+#[test]
+fn a_writer_that_falls_behind_makes_health_degraded_with_the_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = || Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = SlowDisk {
+        inner: tickcap::sink::files::DailyFiles::new(dir.path(), counter(), counter()).unwrap(),
+        slow: true,
+    };
+    let feed = feed(2_000, None, Faults::default());
+    let opts = Options {
+        sink: Some(Box::new(sink)),
+        ..Options::default()
+    };
+    let engine = Engine::start(config(&feed.url(), dir.path(), 3, 0, ""), opts).unwrap();
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    let health = || -> serde_json::Value {
+        tickcap::status::client::get(&url, "/health")
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || health()["reasons"]
+            .to_string()
+            .contains("writer lag")),
+        "{}",
+        health()
+    );
+    assert_eq!(health()["status"], "degraded");
+    // The disk recovers: the lag clears.
+    assert!(wait_until(Duration::from_secs(10), || !health()["reasons"]
+        .to_string()
+        .contains("writer lag")));
+    let stats = Arc::clone(engine.stats());
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+}

@@ -410,6 +410,14 @@ impl WriterLoop {
         if total > 0 && self.oldest.is_none() {
             self.oldest = Some(Instant::now());
         }
+        // The writer's lag, for /health: the receive time of the oldest line
+        // not yet accepted by write(2).
+        if let Some(&first) = self.recv.first() {
+            let w = &self.stats.writer;
+            if w.oldest_unwritten_micros.load(Ordering::Relaxed) == 0 {
+                w.oldest_unwritten_micros.store(first, Ordering::Relaxed);
+            }
+        }
         if new_day {
             // Rotation: the old day's lines go to the old file first.
             self.write_out_blocking();
@@ -473,6 +481,7 @@ impl WriterLoop {
         w.last_flush_micros.store(now_micros, Ordering::Relaxed);
         w.buffered_bytes.store(0, Ordering::Relaxed);
         w.failing_since_micros.store(0, Ordering::Relaxed);
+        w.oldest_unwritten_micros.store(0, Ordering::Relaxed);
         if self.retry_at.take().is_some() {
             tracing::info!("writes succeed again; nothing was lost");
             if let Ok(mut e) = w.last_error.lock() {

@@ -65,12 +65,25 @@ pub fn health(v: &mut View<'_>) -> Value {
             w.buffered_bytes.load(Ordering::Relaxed)
         ));
     }
+    // Writer lag: a line waiting far longer than the flush rule allows means
+    // the writer (or the disk) is not keeping up.
+    let oldest = w.oldest_unwritten_micros.load(Ordering::Relaxed);
+    let lag_limit = (v.config.storage.flush_interval_ms as i64 * 4000).max(1_000_000);
+    let lagging = oldest > 0 && now - oldest > lag_limit;
+    if lagging && failing_since == 0 {
+        reasons.push(format!(
+            "writer lag: a received tick has waited {:.1} s for the disk (limit {:.1} s)",
+            (now - oldest) as f64 / 1e6,
+            lag_limit as f64 / 1e6
+        ));
+    }
     let status = if active == 0 {
         "down"
     } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o)
         && fresh
         && !v.failover.is_active()
         && failing_since == 0
+        && !lagging
     {
         "healthy"
     } else {
