@@ -8,6 +8,21 @@ use serde_json::{json, Value};
 use crate::sink::files::date_of_name;
 use crate::time::LocalDate;
 
+/// Counts good and bad lines (the same parser as `analyze`).
+#[derive(Default)]
+struct Count {
+    good: u64,
+}
+
+impl super::scan::Fold for Count {
+    fn line(&mut self, _: usize, line: Result<super::scan::Line, super::scan::LineError>) {
+        self.good += u64::from(line.is_ok());
+    }
+    fn merge(&mut self, next: Self, _: usize) {
+        self.good += next.good;
+    }
+}
+
 /// One daily file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileInfo {
@@ -17,8 +32,10 @@ pub struct FileInfo {
     pub date: LocalDate,
     /// Bytes.
     pub bytes: u64,
-    /// Lines (ticks), counting a torn last line.
+    /// Lines, counting a torn last line.
     pub lines: u64,
+    /// Of those, lines that are ticks (parse as one).
+    pub ticks: u64,
     /// `timestamp` of the first and last line (as written).
     pub first: Option<String>,
     /// Last.
@@ -54,6 +71,7 @@ pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
             date,
             bytes,
             lines: 0,
+            ticks: 0,
             first: None,
             last: None,
             torn: false,
@@ -77,11 +95,14 @@ pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
         (false, None) => 0,
     };
     let last_line = body[start..].split(|&c| c == b'\n').next().unwrap_or(&[]);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (count, _) = super::scan::scan(path, threads, false, Count::default)?;
     Ok(FileInfo {
         name,
         date,
         bytes,
         lines: newlines + u64::from(torn),
+        ticks: count.good,
         first: timestamp_of(first_line),
         last: timestamp_of(last_line),
         torn,
@@ -114,11 +135,11 @@ pub fn to_json(dir: &Path, files: &[FileInfo], today: LocalDate) -> Value {
         "data_dir": dir.display().to_string(),
         "today": today.to_string(),
         "files": files.iter().map(|f| json!({
-            "name": f.name, "date": f.date.to_string(), "bytes": f.bytes, "ticks": f.lines,
+            "name": f.name, "date": f.date.to_string(), "bytes": f.bytes, "ticks": f.ticks, "lines": f.lines,
             "first_timestamp": f.first, "last_timestamp": f.last, "torn_last_line": f.torn, "today": f.date == today,
         })).collect::<Vec<_>>(),
         "total_files": files.len(),
         "total_bytes": files.iter().map(|f| f.bytes).sum::<u64>(),
-        "total_ticks": files.iter().map(|f| f.lines).sum::<u64>(),
+        "total_ticks": files.iter().map(|f| f.ticks).sum::<u64>(),
     })
 }

@@ -104,7 +104,7 @@ pub fn storage(args: StorageArgs) -> Result<(), Failure> {
             "{:<32} {:>12} {:>10}  {:<32}  {:<32}{}{}",
             f.name,
             f.bytes,
-            f.lines,
+            f.ticks,
             f.first.as_deref().unwrap_or("-"),
             f.last.as_deref().unwrap_or("-"),
             if f.date == today { "  ← today" } else { "" },
@@ -115,7 +115,7 @@ pub fn storage(args: StorageArgs) -> Result<(), Failure> {
         "{} file(s), {} bytes, {} ticks",
         files.len(),
         files.iter().map(|f| f.bytes).sum::<u64>(),
-        files.iter().map(|f| f.lines).sum::<u64>()
+        files.iter().map(|f| f.ticks).sum::<u64>()
     );
     Ok(())
 }
