@@ -194,6 +194,8 @@ struct WriterLoop {
     stop: Arc<AtomicBool>,
     /// Set when the stop request is first seen: the end of trying to write.
     deadline: Option<Instant>,
+    /// The per-instrument map is to be published (a reader held it).
+    instruments_due: bool,
 }
 
 impl WriterLoop {
@@ -229,6 +231,7 @@ impl WriterLoop {
             dedup,
             stop,
             deadline: None,
+            instruments_due: false,
         }
     }
 
@@ -275,11 +278,17 @@ impl WriterLoop {
             }
             if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
                 publish(&self.stats.latency.receive_to_written_us, &self.hist);
+                self.publish_dedup();
+                self.instruments_due = true;
+                self.last_publish = now;
+            }
+            // Never waits on a reader: a turn that finds the map locked
+            // tries again on the next one (not a second later).
+            if self.instruments_due {
                 if let Ok(mut m) = self.stats.instruments.try_lock() {
                     m.clone_from(&self.seen);
+                    self.instruments_due = false;
                 }
-                self.publish_dedup();
-                self.last_publish = now;
             }
             if stopping && drained == 0 && self.rings_empty() && self.buf.is_empty() {
                 break;
