@@ -141,6 +141,7 @@ struct RawKite {
     url: Option<String>,
     api_key: Option<String>,
     access_token: Option<Secret>,
+    access_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -172,6 +173,7 @@ struct RawConn {
     url: Option<String>,
     api_key: Option<String>,
     access_token: Option<Secret>,
+    access_token_file: Option<PathBuf>,
     failover_after_ms: Option<u64>,
     warm: Option<bool>,
     mirror: Option<bool>,
@@ -233,6 +235,9 @@ pub struct ConnectionConfig {
     pub api_key: String,
     /// The access token.
     pub access_token: Secret,
+    /// The file it was read from (watched: a new token is picked up without
+    /// a restart), when it came from one.
+    pub access_token_file: Option<PathBuf>,
     /// The mode its instruments are set to.
     pub mode: Mode,
     /// Its instruments, in config order, without duplicates.
@@ -396,6 +401,20 @@ impl Config {
     }
 }
 
+/// A token file: one line, the access token (surrounding whitespace ignored).
+fn read_token_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!(
+            "{} does not hold one access token (run `tickcap login`)",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
 /// One parse of one file: the pieces of [`Config::parse`], each naming the
 /// key it validates.
 struct Parser<'a> {
@@ -508,12 +527,37 @@ impl Parser<'_> {
             .or_else(|| self.env.api_key.clone())
             .or_else(|| kite.api_key.clone())
             .unwrap_or_default();
-        let access_token = c
-            .access_token
-            .clone()
-            .or_else(|| self.env.access_token.clone())
-            .or_else(|| kite.access_token.clone())
-            .unwrap_or_default();
+        // Precedence (README "Credentials"): the section's access_token, then
+        // a token file (the section's, then [kite]'s: what `tickcap login`
+        // writes, re-read on reload and when it changes), then
+        // KITE_ACCESS_TOKEN, then [kite] access_token.
+        let file = c
+            .access_token_file
+            .as_ref()
+            .map(|f| (format!("{section}.access_token_file"), f))
+            .or_else(|| {
+                kite.access_token_file
+                    .as_ref()
+                    .map(|f| ("kite.access_token_file".to_owned(), f))
+            });
+        let (access_token, access_token_file) = match (&c.access_token, file) {
+            (Some(t), _) => (t.clone(), None),
+            (None, Some((key, f))) => {
+                let p = self.path.parent().unwrap_or(Path::new(".")).join(f);
+                (
+                    read_token_file(&p).map_err(|m| self.invalid(&key, m))?,
+                    Some(p),
+                )
+            }
+            (None, None) => (
+                self.env
+                    .access_token
+                    .clone()
+                    .or_else(|| kite.access_token.clone())
+                    .unwrap_or_default(),
+                None,
+            ),
+        };
         let instruments = self.instruments(section, c)?;
         if !instruments.is_empty() && (api_key.is_empty() || access_token.is_empty()) {
             return Err(self.invalid(
@@ -526,6 +570,7 @@ impl Parser<'_> {
             url,
             api_key,
             access_token,
+            access_token_file,
             mode,
             instruments,
         })
@@ -784,5 +829,36 @@ failover_after_ms = 1500
             .unwrap_err()
             .to_string();
         assert!(e.contains("u.txt:2"), "{e}");
+    }
+
+    #[test]
+    fn a_token_file_beats_the_environment_and_a_bad_one_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "  from-file\n").unwrap();
+        let cfg = dir.path().join("tickcap.toml");
+        let text =
+            "[kite]\napi_key=\"k\"\naccess_token_file = \"tok\"\n[primary]\ninstruments = [1]\n";
+        let env = Env {
+            api_key: None,
+            access_token: Some(Secret::new("from-env")),
+        };
+        let c = Config::parse(text, &cfg, &env).unwrap();
+        assert_eq!(c.connections[0].access_token.expose(), "from-file");
+        assert_eq!(
+            c.connections[0].access_token_file.as_deref(),
+            Some(dir.path().join("tok").as_path())
+        );
+        std::fs::write(dir.path().join("tok"), "\n").unwrap();
+        let e = Config::parse(text, &cfg, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("kite.access_token_file") && e.contains("tickcap login"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("tok")).unwrap();
+        let e = Config::parse(text, &cfg, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("kite.access_token_file") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 }

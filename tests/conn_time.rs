@@ -94,6 +94,7 @@ fn rig(url: &str) -> Rig {
         url: url.to_owned(),
         api_key: "key".into(),
         access_token: Secret::new("token"),
+        access_token_file: None,
         mode: Mode::Quote,
         instruments: vec![256_265],
     };

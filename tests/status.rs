@@ -575,3 +575,49 @@ fn doctor_names_a_refused_token_as_the_cause() {
         "{text}"
     );
 }
+
+#[test]
+fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call() {
+    let dir = tempfile::tempdir().unwrap();
+    // The feed accepts only the new token, as Kite does after 06:00.
+    let f = feed(2_000, Some("new-token"));
+    let token_file = dir.path().join("access_token");
+    std::fs::write(&token_file, "old-token\n").unwrap();
+    let path = dir.path().join("tickcap.toml");
+    let text = config_text(&f.url(), dir.path(), "unused", &[256, 512], "").replace(
+        "access_token = \"unused\"",
+        "access_token_file = \"access_token\"",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let cfg = Config::parse(&text, &path, &Env::default()).unwrap();
+    assert_eq!(cfg.connections[0].access_token.expose(), "old-token");
+    let engine = Engine::start(
+        cfg,
+        Options {
+            config_path: Some(path.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats.conns[0]
+        .auth_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= 1));
+    // `tickcap login` writes the new token atomically (a rename).
+    let tmp = dir.path().join(".access_token.tmp");
+    std::fs::write(&tmp, "new-token\n").unwrap();
+    std::fs::rename(&tmp, &token_file).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || stats.lines_written() > 500),
+        "never captured with the new token"
+    );
+    halt_and_receive_all(&f, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+    let cap = read_capture(&dir.path().join("data"));
+    assert_eq!(
+        cap.lines as u64,
+        f.stop().sent,
+        "nothing lost across the token change"
+    );
+}

@@ -16,6 +16,17 @@ pub struct Args {
 
 /// Logs what will be captured (never the token).
 pub fn describe(cfg: &Config) {
+    if std::env::var_os("KITE_ACCESS_TOKEN").is_some()
+        && cfg
+            .connections
+            .iter()
+            .any(|c| c.access_token_file.is_some())
+    {
+        tracing::warn!(
+            "KITE_ACCESS_TOKEN is set but ignored: access_token_file wins (it is what `tickcap login` \
+             refreshes and what a reload re-reads). Unset KITE_ACCESS_TOKEN to silence this."
+        );
+    }
     for c in &cfg.connections {
         tracing::info!(
             "connection {} ({}): {} instruments in {} mode via {} (api_key {:?}, access_token {})",

@@ -311,7 +311,10 @@ impl Engine {
                     clock,
                     mono,
                     failover,
+                    token_files: Vec::new(),
+                    token_checked: Instant::now(),
                 };
+                l.watch_token_files();
                 l.run()
             })
             .map_err(|e| EngineError::Thread("event loop", e))?;
@@ -389,9 +392,53 @@ struct EventLoop {
     clock: Clock,
     mono: Mono,
     failover: Failover,
+    /// Token files to watch, with the modification time last seen.
+    token_files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
+    /// When the token files were last checked.
+    token_checked: Instant,
 }
 
 impl EventLoop {
+    /// The token files the running config reads, with their current mtimes.
+    fn watch_token_files(&mut self) {
+        let mut files: Vec<std::path::PathBuf> = self
+            .config
+            .connections
+            .iter()
+            .filter_map(|c| c.access_token_file.clone())
+            .collect();
+        files.sort();
+        files.dedup();
+        self.token_files = files
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, m)
+            })
+            .collect();
+    }
+
+    /// Once a second: a token file that changed (`tickcap login` wrote a new
+    /// token) triggers a reload by itself. One `stat` per file per second is
+    /// the only file IO this adds to the loop.
+    fn check_token_files(&mut self, now: Instant) {
+        if self.token_files.is_empty()
+            || now.saturating_duration_since(self.token_checked) < Duration::from_secs(1)
+        {
+            return;
+        }
+        self.token_checked = now;
+        let changed = self
+            .token_files
+            .iter()
+            .any(|(p, seen)| std::fs::metadata(p).and_then(|m| m.modified()).ok() != *seen);
+        if changed {
+            tracing::info!("an access token file changed: reloading the configuration");
+            self.reload();
+            self.watch_token_files();
+        }
+    }
+
     /// SIGHUP: reread the config (errors are logged; the running one stays).
     fn reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
@@ -557,6 +604,7 @@ impl EventLoop {
             for c in &mut self.conns {
                 c.on_timer(self.poll.registry(), now);
             }
+            self.check_token_files(Instant::now());
             self.failover
                 .step(now, self.clock.now_micros(), &mut self.conns, &self.stats);
             let secs = self.clock.now_micros() / 1_000_000;

@@ -56,6 +56,8 @@ pub fn reload(
             || old.access_token != want.access_token
         {
             r.credentials_changed.push(conn.id());
+            conn.set_endpoint(want);
+            conn.retry_now();
         }
         conn.set_endpoint(want);
         let mut wanted: BTreeMap<u32, Mode> =

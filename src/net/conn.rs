@@ -1092,6 +1092,15 @@ impl Connection {
         self.cfg.mode = cfg.mode;
     }
 
+    /// New credentials arrived (a reload): a connection waiting to retry
+    /// (after a 403, say) tries again at the next timer, from the base delay.
+    pub fn retry_now(&mut self) {
+        if let ConnState::Backoff { until, .. } = &mut self.state {
+            *until = self.mono.now();
+            self.backoff.reset();
+        }
+    }
+
     /// (capacity, ticks waiting) of its ring, plus its overflow.
     pub fn ring_occupancy(&self) -> (usize, usize) {
         let cap = self.producer.buffer().capacity();
