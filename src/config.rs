@@ -142,6 +142,10 @@ struct RawKite {
     api_key: Option<String>,
     access_token: Option<Secret>,
     access_token_file: Option<PathBuf>,
+    /// Used by `tickcap login` only (see [`Account`]).
+    api_secret: Option<Secret>,
+    api_root: Option<String>,
+    redirect_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -398,6 +402,77 @@ impl Config {
     /// The connection of `role`.
     pub fn connection(&self, role: Role) -> &ConnectionConfig {
         &self.connections[usize::from(role.connection_id() - 1)]
+    }
+}
+
+/// What `tickcap login` needs of the config: only `[kite]` and `[status]`,
+/// read without the rest of the validation (there is no token yet).
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The API key (`KITE_API_KEY` wins, as for the service).
+    pub api_key: String,
+    /// The API secret (`KITE_API_SECRET` wins); never logged or shown.
+    pub api_secret: Secret,
+    /// Kite's REST root, default `https://api.kite.trade`.
+    pub api_root: String,
+    /// Where the access token is written (relative to the config file).
+    pub access_token_file: Option<PathBuf>,
+    /// The app's redirect URL, e.g. `http://127.0.0.1:5000/`: login listens
+    /// there once for the `request_token`.
+    pub redirect_url: Option<String>,
+    /// The service's status port and token, to ask it to reload.
+    pub status_listen: String,
+    /// Bearer token for control calls.
+    pub status_token: Option<Secret>,
+}
+
+impl Account {
+    /// Reads `[kite]` and `[status]` of `path`, with the environment.
+    pub fn load(
+        path: &Path,
+        env_key: Option<String>,
+        env_secret: Option<String>,
+    ) -> Result<Account, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let k = raw.kite;
+        let api_key = env_key
+            .or(k.api_key)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("kite.api_key", "needed to log in (or KITE_API_KEY)"))?;
+        let api_secret = env_secret
+            .map(Secret::new)
+            .or(k.api_secret)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("kite.api_secret", "needed to log in (or KITE_API_SECRET)"))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Account {
+            api_key,
+            api_secret,
+            api_root: k
+                .api_root
+                .unwrap_or_else(|| "https://api.kite.trade".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            access_token_file: k.access_token_file.map(|f| base.join(f)),
+            redirect_url: k.redirect_url,
+            status_listen: raw
+                .status
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            status_token: raw.status.token,
+        })
     }
 }
 

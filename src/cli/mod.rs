@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod decode;
 mod demo;
 mod doctor;
+mod login;
 pub mod replay;
 mod run;
 mod status;
@@ -32,6 +33,8 @@ enum Command {
     Run(run::Args),
     /// Start the built-in replay feed on loopback and capture it (no account needed).
     Demo(demo::Args),
+    /// Log in to Kite (the user's own login) and write the day's access token to access_token_file.
+    Login(login::Args),
     /// Live terminal view of a running service (its status port).
     Status(status::Args),
     /// Diagnose config, credentials, reachability, market hours and a running service.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Login(args) => login::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Storage(args) => tools::storage(args),
         Command::Analyze(args) => tools::analyze(args),

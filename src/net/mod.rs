@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod conn;
+pub mod http;
 pub mod stream;
 
 pub use backoff::Backoff;

@@ -1,0 +1,168 @@
+//! `tickcap login` against a local stand-in for Kite's REST API: it checks
+//! the form, the header and the checksum as Kite does, and answers in Kite's
+//! JSON shapes.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+/// Serves `n` token exchanges; the secret it knows is `secret`.
+fn kite_stand_in(secret: &'static str, n: usize) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let root = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let mut s = s.unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let k = s.read(&mut buf).unwrap();
+                raw.extend_from_slice(&buf[..k]);
+                if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..i]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while raw.len() < i + 4 + len {
+                        let k = s.read(&mut buf).unwrap();
+                        raw.extend_from_slice(&buf[..k]);
+                    }
+                    break (
+                        head,
+                        String::from_utf8_lossy(&raw[i + 4..i + 4 + len]).into_owned(),
+                    );
+                }
+            };
+            let field = |k: &str| {
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (key, rt, sum) = (field("api_key"), field("request_token"), field("checksum"));
+            let want: String = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{key}{rt}{secret}").as_bytes(),
+            )
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+            let ok = head.starts_with("POST /session/token ")
+                && head.to_ascii_lowercase().contains("x-kite-version: 3")
+                && sum == want;
+            let (status, json) = if ok {
+                (
+                    200,
+                    serde_json::json!({"status": "success", "data": {"user_id": "AB1234", "access_token": format!("access-for-{rt}")}}),
+                )
+            } else {
+                (
+                    403,
+                    serde_json::json!({"status": "error", "message": "Invalid `checksum`.", "error_type": "TokenException"}),
+                )
+            };
+            let body = json.to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    root
+}
+
+fn config(dir: &std::path::Path, root: &str, secret: &str) -> std::path::PathBuf {
+    let p = dir.join("tickcap.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[kite]\napi_key = \"key1\"\napi_secret = \"{secret}\"\napi_root = \"{root}\"\naccess_token_file = \"token\"\n\
+             [status]\nlisten = \"127.0.0.1:9\"\n[primary]\ninstruments = [256]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn login_exchanges_the_request_token_and_writes_the_token_file_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = kite_stand_in("s3cret", 1);
+    let cfg = config(dir.path(), &root, "s3cret");
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args([
+            "login",
+            "--no-browser",
+            "--request-token",
+            "RT42",
+            "--config",
+        ])
+        .arg(&cfg)
+        .env_remove("KITE_API_KEY")
+        .env_remove("KITE_API_SECRET")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let token = dir.path().join("token");
+    assert_eq!(
+        std::fs::read_to_string(&token).unwrap(),
+        "access-for-RT42\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !text.contains("s3cret"),
+        "the secret is never shown: {text}"
+    );
+    assert!(
+        !text.contains("access-for-RT42"),
+        "the token is shown redacted: {text}"
+    );
+    // The service reads it as its token.
+    let c = tickcap::config::Config::load(&cfg, &tickcap::config::Env::default()).unwrap();
+    assert_eq!(c.connections[0].access_token.expose(), "access-for-RT42");
+}
+
+#[test]
+fn kites_error_is_shown_as_it_is_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = kite_stand_in("the-real-secret", 1);
+    let cfg = config(dir.path(), &root, "a-wrong-secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args([
+            "login",
+            "--no-browser",
+            "--request-token",
+            "RT42",
+            "--config",
+        ])
+        .arg(&cfg)
+        .env_remove("KITE_API_KEY")
+        .env_remove("KITE_API_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Invalid `checksum`.") && err.contains("TokenException"),
+        "{err}"
+    );
+    assert!(!err.contains("a-wrong-secret"), "{err}");
+    assert!(!dir.path().join("token").exists());
+}
