@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod decode;
 mod demo;
 mod doctor;
+mod init;
 mod login;
 pub mod replay;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Run(run::Args),
     /// Start the built-in replay feed on loopback and capture it (no account needed).
     Demo(demo::Args),
+    /// Write a commented tickcap.toml to start from (every key, its default).
+    Init(init::Args),
     /// Log in to Kite (the user's own login) and write the day's access token to access_token_file.
     Login(login::Args),
     /// Live terminal view of a running service (its status port).
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Init(args) => init::run(args),
         Command::Login(args) => login::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Storage(args) => tools::storage(args),
