@@ -92,6 +92,23 @@ fn config(dir: &std::path::Path, root: &str, secret: &str) -> std::path::PathBuf
     p
 }
 
+/// `tickcap login` with a request token in hand, the environment cleared.
+fn login(cfg: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args([
+            "login",
+            "--no-browser",
+            "--request-token",
+            "RT42",
+            "--config",
+        ])
+        .arg(cfg)
+        .env_remove("KITE_API_KEY")
+        .env_remove("KITE_API_SECRET")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn login_exchanges_the_request_token_and_writes_the_token_file_0600() {
     use std::os::unix::fs::PermissionsExt;

@@ -117,6 +117,20 @@ pub fn plan(
     (carried, refused)
 }
 
+/// Subscribes `list` on `c`, one request per mode.
+fn subscribe_by_mode<C: Carrier>(c: &mut C, list: &[(u32, Mode)]) {
+    for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
+        let tokens: Vec<u32> = list
+            .iter()
+            .filter(|(_, m)| *m == mode)
+            .map(|(t, _)| *t)
+            .collect();
+        if !tokens.is_empty() {
+            c.subscribe(&tokens, mode);
+        }
+    }
+}
+
 /// One takeover, for the status port and the log.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -206,6 +220,15 @@ impl Failover {
             .collect()
     }
 
+    /// The tokens the active takeovers carry.
+    fn tokens_carried(&self) -> Vec<u32> {
+        self.active
+            .iter()
+            .flatten()
+            .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
+            .collect()
+    }
+
     /// What the tertiary carries for active takeovers (not its own list).
     pub fn carried(&self) -> BTreeMap<u32, Mode> {
         self.active
@@ -230,12 +253,7 @@ impl Failover {
             let (failed, rest) = conns.split_at_mut(2);
             let tertiary = &mut rest[0];
             let want = failed[i].desired();
-            let others: Vec<u32> = self
-                .active
-                .iter()
-                .flatten()
-                .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
-                .collect();
+            let others = self.tokens_carried();
             let left: Vec<u32> = a
                 .carried
                 .iter()
@@ -270,16 +288,7 @@ impl Failover {
                     None => self.records[a.record].not_carried.push(t),
                 }
             }
-            for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
-                let tokens: Vec<u32> = subscribe
-                    .iter()
-                    .filter(|(_, m)| *m == mode)
-                    .map(|(t, _)| *t)
-                    .collect();
-                if !tokens.is_empty() {
-                    tertiary.subscribe(&tokens, mode);
-                }
-            }
+            subscribe_by_mode(tertiary, &subscribe);
             self.records[a.record].instruments = a.carried.len();
             if !left.is_empty() || !subscribe.is_empty() {
                 tracing::info!(
@@ -399,16 +408,7 @@ impl Failover {
                 &refused[..refused.len().min(50)]
             );
         }
-        for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
-            let tokens: Vec<u32> = carried
-                .iter()
-                .filter(|(_, m)| *m == mode)
-                .map(|(t, _)| *t)
-                .collect();
-            if !tokens.is_empty() {
-                tertiary.subscribe(&tokens, mode);
-            }
-        }
+        subscribe_by_mode(tertiary, &carried);
         tertiary.mark();
         failed[i].mark();
         // A record still waiting for this connection's first tick after an
@@ -464,12 +464,7 @@ impl Failover {
             return;
         };
         // Keep what the other active takeover also carries.
-        let other: Vec<u32> = self
-            .active
-            .iter()
-            .flatten()
-            .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
-            .collect();
+        let other = self.tokens_carried();
         let tokens: Vec<u32> = a
             .carried
             .iter()
