@@ -115,19 +115,7 @@ fn login_exchanges_the_request_token_and_writes_the_token_file_0600() {
     let dir = tempfile::tempdir().unwrap();
     let root = kite_stand_in("s3cret", 1);
     let cfg = config(dir.path(), &root, "s3cret");
-    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
-        .args([
-            "login",
-            "--no-browser",
-            "--request-token",
-            "RT42",
-            "--config",
-        ])
-        .arg(&cfg)
-        .env_remove("KITE_API_KEY")
-        .env_remove("KITE_API_SECRET")
-        .output()
-        .unwrap();
+    let out = login(&cfg);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -161,19 +149,7 @@ fn kites_error_is_shown_as_it_is_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let root = kite_stand_in("the-real-secret", 1);
     let cfg = config(dir.path(), &root, "a-wrong-secret");
-    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
-        .args([
-            "login",
-            "--no-browser",
-            "--request-token",
-            "RT42",
-            "--config",
-        ])
-        .arg(&cfg)
-        .env_remove("KITE_API_KEY")
-        .env_remove("KITE_API_SECRET")
-        .output()
-        .unwrap();
+    let out = login(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
