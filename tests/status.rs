@@ -604,6 +604,14 @@ fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call
         .auth_failures
         .load(std::sync::atomic::Ordering::Relaxed)
         >= 1));
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&url, "/health")["reasons"]
+            .to_string()
+            .contains("access token rejected (expired?): run `tickcap login`")),
+        "{}",
+        get(&url, "/health")
+    );
     // `tickcap login` writes the new token atomically (a rename).
     let tmp = dir.path().join(".access_token.tmp");
     std::fs::write(&tmp, "new-token\n").unwrap();

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::config::MAX_INSTRUMENTS;
 use crate::kite::Mode;
 use crate::net::Connection;
-use crate::stats::Stats;
+use crate::stats::{StateName, Stats};
 
 use super::{View, FRESH_MICROS};
 
@@ -34,12 +34,21 @@ pub fn health(v: &mut View<'_>) -> Value {
     let mut reasons = Vec::new();
     for (i, c) in v.conns.iter().enumerate() {
         if wanted[i] && !open[i] {
-            reasons.push(format!(
-                "connection {} ({}) is {}",
-                i + 1,
-                c.role().as_str(),
-                v.stats.conns[i].state().as_str()
-            ));
+            let state = v.stats.conns[i].state();
+            reasons.push(if state == StateName::AuthFailed {
+                format!(
+                    "connection {} ({}): access token rejected (expired?): run `tickcap login`",
+                    i + 1,
+                    c.role().as_str()
+                )
+            } else {
+                format!(
+                    "connection {} ({}) is {}",
+                    i + 1,
+                    c.role().as_str(),
+                    state.as_str()
+                )
+            });
         }
     }
     if !fresh {
