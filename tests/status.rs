@@ -149,14 +149,16 @@ fn every_endpoint_reports_live_state() {
     assert!(!c.to_string().contains("\"t\""), "no token in the output");
 
     // Per-instrument counts are published by the writer once a second.
-    assert!(wait_until(Duration::from_secs(5), || get(
-        &url,
-        "/instruments"
-    )["instruments"]
-        .as_array()
-        .is_some_and(|a| a
-            .iter()
-            .all(|x| x["tick_count"].as_u64() > Some(0)))));
+    assert!(
+        wait_until(Duration::from_secs(15), || get(&url, "/instruments")
+            ["instruments"]
+            .as_array()
+            .is_some_and(|a| a
+                .iter()
+                .all(|x| x["tick_count"].as_u64() > Some(0)))),
+        "{}",
+        get(&url, "/instruments")
+    );
     let i = get(&url, "/instruments");
     assert_eq!(i["total_unique_instruments"], 4);
     assert_eq!(i["history"][0]["action"], "config");
