@@ -143,7 +143,7 @@ fn check_credentials(cfg: &Config, r: &mut Report) {
             r.fail(
                 format!("{role}: no api_key/access_token"),
                 "neither the config nor the environment sets them",
-                "export KITE_API_KEY and KITE_ACCESS_TOKEN",
+                "set [kite] api_key and access_token_file, then run `tickcap login`",
             );
         } else {
             r.ok(format!(
@@ -231,7 +231,7 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
         Err((Some(403), _)) | Err((Some(401), _)) => r.fail(
             format!("{}: the upgrade was refused with HTTP 403", c.url),
             "the access token is invalid or expired (Kite tokens expire every day around 06:00 IST)",
-            "log in again, put the new token in KITE_ACCESS_TOKEN, then `kill -HUP` the service or POST /reload",
+            "run `tickcap login` (it writes [kite] access_token_file; a running service picks the new token up by itself)",
         ),
         Err((Some(code), msg)) => r.fail(format!("{}: upgrade refused with HTTP {code}: {msg}", c.url), "endpoint or API key problem", "check api_key and the URL"),
         Err((None, msg)) => r.fail(format!("{}: TLS/WebSocket failed: {msg}", c.url), "a proxy or TLS interception, or not a Kite endpoint", "check the URL and any proxy"),
@@ -312,7 +312,7 @@ fn check_service(url: &str, r: &mut Report) {
                 r.fail(
                     format!("connection {id} is {state} after {auth} refused upgrade(s)"),
                     "the access token is invalid or expired",
-                    "set the new token in KITE_ACCESS_TOKEN and reload (kill -HUP or POST /reload)",
+                    "run `tickcap login`: it writes access_token_file, which the service re-reads by itself (a running process cannot see a new KITE_ACCESS_TOKEN)",
                 );
             } else {
                 r.fail(
