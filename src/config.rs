@@ -22,12 +22,12 @@ pub const MAX_INSTRUMENTS: usize = 3000;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TOML syntax, a wrong type or an unknown key.
     #[error("{path}: {message}")]
@@ -325,9 +325,9 @@ impl Env {
 impl Config {
     /// Loads and validates `path` with `env` applied.
     pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Config::parse(&text, path, env)
     }
@@ -433,9 +433,9 @@ impl Account {
         env_key: Option<String>,
         env_secret: Option<String>,
     ) -> Result<Account, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),

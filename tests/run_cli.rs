@@ -242,3 +242,14 @@ fn a_closed_output_pipe_ends_a_command_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn one_error_is_not_repeated_inside_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["run", "--config", "/nonexistent/tickcap.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

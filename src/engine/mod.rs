@@ -73,8 +73,8 @@ pub enum EngineError {
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, #[source] std::io::Error),
     /// The time zone did not resolve (config validation normally catches it).
-    #[error("{0}")]
-    Zone(String),
+    #[error(transparent)]
+    Zone(#[from] crate::time::UnknownZone),
     /// The status port could not listen (a configuration error).
     #[error("status.listen = \"{addr}\" cannot be used: {error}")]
     Status {
@@ -170,8 +170,7 @@ impl Engine {
         stats
             .started_micros
             .store(opts.clock.now_micros(), Ordering::Relaxed);
-        let zone = ZoneFormatter::new(&config.storage.timezone)
-            .map_err(|e| EngineError::Zone(e.to_string()))?;
+        let zone = ZoneFormatter::new(&config.storage.timezone)?;
 
         let sink = match opts.sink.take() {
             Some(s) => s,
@@ -284,8 +283,7 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
         let stats2 = Arc::clone(&stats);
-        let zone2 = ZoneFormatter::new(&config.storage.timezone)
-            .map_err(|e| EngineError::Zone(e.to_string()))?;
+        let zone2 = ZoneFormatter::new(&config.storage.timezone)?;
         let clock = opts.clock;
         let mono = opts.mono.clone();
         let config_path = opts.config_path.take();

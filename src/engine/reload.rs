@@ -11,7 +11,7 @@ use std::path::Path;
 use std::collections::BTreeMap;
 
 use super::failover::Failover;
-use crate::config::{Config, Env};
+use crate::config::{Config, ConfigError, Env};
 use crate::engine::history::{Action, History};
 use crate::kite::Mode;
 use crate::net::Connection;
@@ -44,8 +44,8 @@ pub fn reload(
     history: &mut History,
     failover: &mut Failover,
     now_micros: i64,
-) -> Result<Reloaded, String> {
-    let new = Config::load(path, &Env::from_process()).map_err(|e| e.to_string())?;
+) -> Result<Reloaded, ConfigError> {
+    let new = Config::load(path, &Env::from_process())?;
     let mut r = Reloaded::default();
     let carried = failover.carried();
     for (i, conn) in conns.iter_mut().enumerate() {

@@ -49,11 +49,10 @@ pub struct Recording {
 
 /// Reading a file failed as a whole (not a line).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read recording {path}: {source}")]
+#[error("cannot read recording {path}: {error}")]
 pub struct RecordingError {
     path: PathBuf,
-    #[source]
-    source: std::io::Error,
+    error: std::io::Error,
 }
 
 /// Longest line taken as a tick (a full tick line is about 1.5 KB).
@@ -64,9 +63,9 @@ pub fn read_recordings(paths: &[PathBuf]) -> Result<Recording, RecordingError> {
     let mut rec = Recording::default();
     let mut scratch = Vec::with_capacity(4096);
     for path in paths {
-        let err = |source| RecordingError {
+        let err = |error| RecordingError {
             path: path.clone(),
-            source,
+            error,
         };
         crate::util::regular_file(path).map_err(err)?;
         let file = std::fs::File::open(path).map_err(err)?;

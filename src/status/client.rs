@@ -13,13 +13,12 @@ pub enum ClientError {
     #[error("bad status URL {0:?}: expected http://HOST:PORT")]
     Url(String),
     /// Could not connect, send or receive.
-    #[error("{url}: {source}")]
+    #[error("{url}: {error}")]
     Io {
         /// The URL.
         url: String,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The response was not HTTP.
     #[error("{0}: malformed HTTP response")]
@@ -57,9 +56,9 @@ pub fn request(
         .map(|r| r.trim_end_matches('/'))
         .ok_or_else(|| ClientError::Url(base.to_owned()))?;
     let url = format!("{base}{path}");
-    let io = |source| ClientError::Io {
+    let io = |error| ClientError::Io {
         url: url.clone(),
-        source,
+        error,
     };
     let addr = hostport
         .to_socket_addrs()

@@ -12,11 +12,10 @@ use jiff::Timestamp;
 
 /// A zone whose name did not resolve.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown time zone {name:?}: use an IANA name such as \"Asia/Kolkata\" ({source})")]
+#[error("unknown time zone {name:?}: use an IANA name such as \"Asia/Kolkata\" ({error})")]
 pub struct UnknownZone {
     name: String,
-    #[source]
-    source: jiff::Error,
+    error: jiff::Error,
 }
 
 /// A calendar date in the zone: the key of the daily file.
@@ -86,9 +85,9 @@ fn two(out: &mut [u8], v: u32) {
 impl ZoneFormatter {
     /// A clock for the IANA zone `name` (e.g. `Asia/Kolkata`, `UTC`).
     pub fn new(name: &str) -> Result<Self, UnknownZone> {
-        let tz = TimeZone::get(name).map_err(|source| UnknownZone {
+        let tz = TimeZone::get(name).map_err(|error| UnknownZone {
             name: name.to_owned(),
-            source,
+            error,
         })?;
         Ok(Self::with_zone(tz))
     }
