@@ -216,6 +216,9 @@ pub struct Stats {
     pub latency: Latency,
     /// When the engine started, epoch µs.
     pub started_micros: AtomicI64,
+    /// When the credentials in use were loaded (start or the last reload
+    /// that changed them), epoch µs.
+    pub credentials_loaded_micros: AtomicI64,
 }
 
 impl Default for Stats {
@@ -230,6 +233,7 @@ impl Default for Stats {
                 dedup_lead_us: Mutex::new(new_histogram()),
             },
             started_micros: AtomicI64::new(0),
+            credentials_loaded_micros: AtomicI64::new(0),
         }
     }
 }

@@ -614,6 +614,8 @@ fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call
         "{}",
         get(&url, "/health")
     );
+    let loaded_before = get(&url, "/health")["credentials_loaded_at"].clone();
+    assert!(loaded_before.is_string(), "{loaded_before}");
     // `tickcap login` writes the new token atomically (a rename).
     let tmp = dir.path().join(".access_token.tmp");
     std::fs::write(&tmp, "new-token\n").unwrap();
@@ -621,6 +623,11 @@ fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call
     assert!(
         wait_until(Duration::from_secs(10), || stats.lines_written() > 500),
         "never captured with the new token"
+    );
+    assert_ne!(
+        get(&url, "/health")["credentials_loaded_at"],
+        loaded_before,
+        "/health shows when the new token was loaded"
     );
     halt_and_receive_all(&f, &stats, Duration::from_secs(10));
     engine.stop().expect("a clean shutdown");

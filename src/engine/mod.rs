@@ -170,6 +170,9 @@ impl Engine {
         stats
             .started_micros
             .store(opts.clock.now_micros(), Ordering::Relaxed);
+        stats
+            .credentials_loaded_micros
+            .store(opts.clock.now_micros(), Ordering::Relaxed);
         let zone = ZoneFormatter::new(&config.storage.timezone)?;
 
         let sink = match opts.sink.take() {
@@ -444,7 +447,7 @@ impl EventLoop {
             return;
         };
         let now = self.clock.now_micros();
-        if let Err(e) = reload::reload(
+        match reload::reload(
             &path,
             &mut self.config,
             &mut self.conns,
@@ -452,7 +455,12 @@ impl EventLoop {
             &mut self.failover,
             now,
         ) {
-            tracing::error!("reload rejected, running config kept: {e}");
+            Ok(r) if !r.credentials_changed.is_empty() => self
+                .stats
+                .credentials_loaded_micros
+                .store(now, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::error!("reload rejected, running config kept: {e}"),
         }
     }
 

@@ -123,7 +123,14 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
                 match crate::engine::reload::reload(
                     path, v.config, v.conns, v.history, v.failover, now,
                 ) {
-                    Ok(r) => Response::json(200, &json!({"status": "ok", "reloaded": r})),
+                    Ok(r) => {
+                        if !r.credentials_changed.is_empty() {
+                            v.stats
+                                .credentials_loaded_micros
+                                .store(now, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Response::json(200, &json!({"status": "ok", "reloaded": r}))
+                    }
                     Err(e) => Response::json(
                         422,
                         &json!({"error": format!("config rejected; the running one is kept: {e}")}),

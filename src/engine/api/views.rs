@@ -117,6 +117,7 @@ pub fn health(v: &mut View<'_>) -> Value {
         "ticks_received": v.stats.ticks_received(),
         "lines_written": v.stats.lines_written(),
         "reasons": reasons,
+        "credentials_loaded_at": v.iso(v.stats.credentials_loaded_micros.load(Ordering::Relaxed)),
     })
 }
 
