@@ -146,8 +146,22 @@ fn check_credentials(cfg: &Config, r: &mut Report) {
                 "set [kite] api_key and access_token_file, then run `tickcap login`",
             );
         } else {
+            let from = match &c.access_token_file {
+                Some(p) => format!("from {}", p.display()),
+                None if std::env::var_os("KITE_ACCESS_TOKEN").is_some() => {
+                    "from KITE_ACCESS_TOKEN (a running service cannot see a new value: prefer access_token_file and `tickcap login`)".to_owned()
+                }
+                None => "from the config".to_owned(),
+            };
+            if c.access_token_file.is_some() && std::env::var_os("KITE_ACCESS_TOKEN").is_some() {
+                r.warn(
+                    format!("{role}: KITE_ACCESS_TOKEN is set but the token file wins"),
+                    "access_token_file is read first (it is what `tickcap login` refreshes)",
+                    "unset KITE_ACCESS_TOKEN so that what you see is what runs",
+                );
+            }
             r.ok(format!(
-                "{role}: credentials present (api_key {:?}, access_token {})",
+                "{role}: credentials present (api_key {:?}, access_token {} {from})",
                 c.api_key,
                 c.access_token.redacted()
             ));
