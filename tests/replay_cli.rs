@@ -75,7 +75,9 @@ fn sigterm_ends_the_feed_with_the_report_line() {
 
 #[test]
 fn count_stops_emission_and_duration_ends_the_process() {
-    let (child, url) = spawn(&["--rate", "0", "--count", "1000", "--duration", "1.5"]);
+    // --duration counts from the start of the process: leave a loaded
+    // machine time to connect before it ends (1.5 s once was not enough).
+    let (child, url) = spawn(&["--rate", "0", "--count", "1000", "--duration", "3"]);
     let mut c = Client::connect(&url);
     c.subscribe(&[408_065]);
     let got = c.receive(Duration::from_millis(1200));
