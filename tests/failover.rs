@@ -330,7 +330,20 @@ fn primary_drops_on_a_market(mirror: bool, drops: u64) -> Ledger {
         for r in recs {
             seen[r.tick.volume_traded as usize] += 1;
         }
-        let gaps: Vec<usize> = (1..seen.len()).filter(|v| seen[*v] == 0).collect();
+        // The standby's promise starts when it is subscribed: ticks the
+        // exchange made before then (a primary dropped in its first
+        // moments, on a loaded machine) are not its to save. Its first
+        // written tick marks that point; without a standby, from the start.
+        let ids = &cap.conn_ids[&token];
+        let from = recs
+            .iter()
+            .zip(ids)
+            .filter(|(_, c)| **c == 3)
+            .map(|(r, _)| r.tick.volume_traded as usize)
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let gaps: Vec<usize> = (from..seen.len()).filter(|v| seen[*v] == 0).collect();
         if !gaps.is_empty() {
             eprintln!(
                 "instrument {token}: missing volumes {:?} of {last}",
