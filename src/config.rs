@@ -325,20 +325,13 @@ impl Env {
 impl Config {
     /// Loads and validates `path` with `env` applied.
     pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Config::parse(&text, path, env)
+        Config::parse(&read_text(path)?, path, env)
     }
 
     /// Parses and validates TOML text; `path` names it in errors and
     /// anchors relative `instruments_file` paths.
     pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let raw = parse_raw(text, path)?;
         let p = Parser {
             path,
             env,
@@ -433,14 +426,7 @@ impl Account {
         env_key: Option<String>,
         env_secret: Option<String>,
     ) -> Result<Account, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        let raw: RawFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let raw = parse_raw(&read_text(path)?, path)?;
         let invalid = |key: &str, message: &str| ConfigError::Invalid {
             path: path.to_owned(),
             key: key.to_owned(),
@@ -474,6 +460,22 @@ impl Account {
             status_token: raw.status.token,
         })
     }
+}
+
+/// The config file's text.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// TOML syntax, types and unknown keys; no validation yet.
+fn parse_raw(text: &str, path: &Path) -> Result<RawFile, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// A token file: one line, the access token (surrounding whitespace ignored).
