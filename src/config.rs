@@ -7,11 +7,14 @@
 //! override the file. The access token is a [`Secret`]: its `Debug` and
 //! `Display` show only a redacted form.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::kite::instruments::{normalize_symbol, Directory};
 use crate::kite::Mode;
 use crate::time::ZoneFormatter;
 
@@ -146,6 +149,16 @@ struct RawKite {
     api_secret: Option<Secret>,
     api_root: Option<String>,
     redirect_url: Option<String>,
+    instruments_dump: Option<bool>,
+    instruments_refresh: Option<String>,
+}
+
+/// One entry of an `instruments` list: a token or `"EXCHANGE:SYMBOL"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawInstrument {
+    Token(i64),
+    Symbol(String),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -172,7 +185,7 @@ struct RawStatus {
 #[serde(deny_unknown_fields)]
 struct RawConn {
     mode: Option<String>,
-    instruments: Option<Vec<i64>>,
+    instruments: Option<Vec<RawInstrument>>,
     instruments_file: Option<PathBuf>,
     url: Option<String>,
     api_key: Option<String>,
@@ -268,6 +281,57 @@ pub struct StorageConfig {
     pub shutdown_write_limit_ms: u64,
 }
 
+/// Kite's daily instruments dump: whether tickcap fetches it, from where,
+/// as whom, and when (see `net::dump`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DumpConfig {
+    /// Fetch it at start and daily. Default: on when a connection goes to
+    /// Kite itself or a symbol is configured; off for local feeds (demo,
+    /// replay), which have no REST API.
+    pub enabled: bool,
+    /// Kite's REST root (`[kite] api_root`, default `https://api.kite.trade`).
+    pub api_root: String,
+    /// The API key sent with the request (the primary's).
+    pub api_key: String,
+    /// The access token sent with the request (the primary's).
+    pub access_token: Secret,
+    /// Local time (storage zone) of the daily refresh, minutes after
+    /// midnight: `[kite] instruments_refresh = "08:30"`, before the 09:15 open.
+    pub refresh_minute: u32,
+    /// Whether any instrument list names a symbol (a new dump may then
+    /// move it to another token: the engine reloads after a refresh).
+    pub symbols_used: bool,
+}
+
+/// Resolves `EXCHANGE:SYMBOL` entries. Asked only when the file names a
+/// symbol; the service passes a loader that fetches or reads the dump, a
+/// reload passes the dump already in use.
+pub trait Symbols {
+    /// The directory to resolve against.
+    fn directory(
+        &self,
+        dump: &DumpConfig,
+        storage: &StorageConfig,
+    ) -> Result<Arc<Directory>, String>;
+}
+
+/// No dump at hand: a symbol in the file is an error saying so.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSymbols;
+
+impl Symbols for NoSymbols {
+    fn directory(&self, _: &DumpConfig, _: &StorageConfig) -> Result<Arc<Directory>, String> {
+        Err("no instruments dump is at hand to resolve it (numeric tokens always work)".to_owned())
+    }
+}
+
+/// A dump already loaded.
+impl Symbols for Arc<Directory> {
+    fn directory(&self, _: &DumpConfig, _: &StorageConfig) -> Result<Arc<Directory>, String> {
+        Ok(self.clone())
+    }
+}
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -298,6 +362,8 @@ pub struct Config {
     pub stale_after_ms: u64,
     /// Cap of the reconnect backoff.
     pub reconnect_max_ms: u64,
+    /// The instruments dump.
+    pub dump: DumpConfig,
 }
 
 /// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
@@ -328,15 +394,39 @@ impl Config {
         Config::parse(&read_text(path)?, path, env)
     }
 
+    /// Loads `path`, resolving symbols through `symbols`.
+    pub fn load_with(path: &Path, env: &Env, symbols: &dyn Symbols) -> Result<Config, ConfigError> {
+        Config::parse_with(&read_text(path)?, path, env, symbols)
+    }
+
     /// Parses and validates TOML text; `path` names it in errors and
-    /// anchors relative `instruments_file` paths.
+    /// anchors relative `instruments_file` paths. A symbol is an error here
+    /// (no dump): see [`Config::parse_with`].
     pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, env, &NoSymbols)
+    }
+
+    /// [`Config::parse`] with `EXCHANGE:SYMBOL` entries resolved by `symbols`.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &Env,
+        symbols: &dyn Symbols,
+    ) -> Result<Config, ConfigError> {
         let raw = parse_raw(text, path)?;
-        let p = Parser {
+        let mut p = Parser {
             path,
             env,
             raw: &raw,
+            symbols,
+            directory: RefCell::new(None),
+            storage: None,
+            dump: None,
         };
+        let storage = p.storage(&raw.storage)?;
+        let dump = p.dump_config()?;
+        p.storage = Some(storage.clone());
+        p.dump = Some(dump.clone());
         let [primary, secondary, mut tertiary] = [
             p.connection(Role::Primary, &raw.primary, Mode::Quote)?,
             p.connection(Role::Secondary, &raw.secondary, Mode::Full)?,
@@ -352,9 +442,10 @@ impl Config {
             p.no_overlap("tertiary.instruments", &tertiary, &secondary)?;
         }
         let engine = &raw.engine;
+        let symbols_used = p.directory.borrow().is_some();
         Ok(Config {
             connections: [primary, secondary, tertiary],
-            storage: p.storage(&raw.storage)?,
+            storage,
             status_listen: p.listen_addr(
                 "status.listen",
                 raw.status.listen.as_deref().unwrap_or("127.0.0.1:8080"),
@@ -389,6 +480,10 @@ impl Config {
                 engine.reconnect_max_ms.unwrap_or(30_000),
                 100..=3_600_000,
             )?,
+            dump: DumpConfig {
+                symbols_used,
+                ..dump
+            },
         })
     }
 
@@ -498,6 +593,11 @@ struct Parser<'a> {
     path: &'a Path,
     env: &'a Env,
     raw: &'a RawFile,
+    symbols: &'a dyn Symbols,
+    /// The dump, once a symbol asked for it.
+    directory: RefCell<Option<Arc<Directory>>>,
+    storage: Option<StorageConfig>,
+    dump: Option<DumpConfig>,
 }
 
 /// Keys only `[tertiary]` may carry.
@@ -584,11 +684,10 @@ impl Parser<'_> {
                 .map_err(|e| self.invalid(&format!("{section}.mode"), e.to_string()))?,
             None => default_mode,
         };
-        let kite = &self.raw.kite;
         let url = c
             .url
             .clone()
-            .or_else(|| kite.url.clone())
+            .or_else(|| self.raw.kite.url.clone())
             .unwrap_or_else(|| "wss://ws.kite.trade".to_owned());
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(self.invalid(
@@ -596,6 +695,32 @@ impl Parser<'_> {
                 format!("{url:?} is not a ws:// or wss:// URL"),
             ));
         }
+        let (api_key, access_token, access_token_file) = self.credentials(section, c)?;
+        let instruments = self.instruments(section, c)?;
+        if !instruments.is_empty() && (api_key.is_empty() || access_token.is_empty()) {
+            return Err(self.invalid(
+                "kite.api_key",
+                format!("[{section}] has instruments but no api_key/access_token (set them in [kite] or KITE_API_KEY / KITE_ACCESS_TOKEN)"),
+            ));
+        }
+        Ok(ConnectionConfig {
+            role,
+            url,
+            api_key,
+            access_token,
+            access_token_file,
+            mode,
+            instruments,
+        })
+    }
+
+    /// A section's API key, access token and the token file it came from.
+    fn credentials(
+        &self,
+        section: &str,
+        c: &RawConn,
+    ) -> Result<(String, Secret, Option<PathBuf>), ConfigError> {
+        let kite = &self.raw.kite;
         // A connection with its own key may bring its own token; otherwise
         // the environment beats [kite].
         let api_key = c
@@ -635,34 +760,107 @@ impl Parser<'_> {
                 None,
             ),
         };
-        let instruments = self.instruments(section, c)?;
-        if !instruments.is_empty() && (api_key.is_empty() || access_token.is_empty()) {
-            return Err(self.invalid(
-                "kite.api_key",
-                format!("[{section}] has instruments but no api_key/access_token (set them in [kite] or KITE_API_KEY / KITE_ACCESS_TOKEN)"),
-            ));
-        }
-        Ok(ConnectionConfig {
-            role,
-            url,
+        Ok((api_key, access_token, access_token_file))
+    }
+
+    /// `[kite] instruments_dump`, `api_root`, `instruments_refresh`, and the
+    /// primary's credentials to fetch with.
+    fn dump_config(&self) -> Result<DumpConfig, ConfigError> {
+        let kite = &self.raw.kite;
+        let (api_key, access_token, _) = self.credentials("primary", &self.raw.primary)?;
+        let refresh = kite.instruments_refresh.as_deref().unwrap_or("08:30");
+        let refresh_minute = refresh
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.trim().parse::<u32>().ok()?, m.trim().parse::<u32>().ok()?)))
+            .filter(|(h, m)| *h < 24 && *m < 60)
+            .map(|(h, m)| h * 60 + m)
+            .ok_or_else(|| {
+                self.invalid(
+                    "kite.instruments_refresh",
+                    format!("{refresh:?}: expected HH:MM local time, e.g. \"08:30\""),
+                )
+            })?;
+        let urls = [&self.raw.primary, &self.raw.secondary, &self.raw.tertiary]
+            .map(|c| c.url.clone().or_else(|| kite.url.clone()));
+        let to_kite = urls
+            .iter()
+            .any(|u| u.as_deref().is_none_or(|u| u.contains("kite.trade")));
+        let names_symbols = [&self.raw.primary, &self.raw.secondary, &self.raw.tertiary]
+            .iter()
+            .any(|c| {
+                c.instruments
+                    .iter()
+                    .flatten()
+                    .any(|i| matches!(i, RawInstrument::Symbol(_)))
+            });
+        Ok(DumpConfig {
+            enabled: kite
+                .instruments_dump
+                .unwrap_or(to_kite || names_symbols || kite.api_root.is_some()),
+            api_root: kite
+                .api_root
+                .clone()
+                .unwrap_or_else(|| "https://api.kite.trade".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
             api_key,
             access_token,
-            access_token_file,
-            mode,
-            instruments,
+            refresh_minute,
+            symbols_used: false,
         })
+    }
+
+    /// The token of `symbol`, from the dump (fetched on first use).
+    fn resolve(&self, key: &str, symbol: &str, at: &str) -> Result<i64, ConfigError> {
+        let Some(norm) = normalize_symbol(symbol) else {
+            return Err(self.invalid(
+                key,
+                format!("{symbol:?} ({at}) is neither a token nor EXCHANGE:TRADINGSYMBOL (e.g. \"NSE:INFY\")"),
+            ));
+        };
+        if self.directory.borrow().is_none() {
+            let (Some(dump), Some(storage)) = (&self.dump, &self.storage) else {
+                return Err(self.invalid(key, "symbols are resolved after [storage] and [kite]"));
+            };
+            let d = self
+                .symbols
+                .directory(dump, storage)
+                .map_err(|m| self.invalid(key, format!("{norm} ({at}) names a symbol, but {m}")))?;
+            *self.directory.borrow_mut() = Some(d);
+        }
+        let dir = self.directory.borrow();
+        let dir = dir.as_ref().expect("set above");
+        match dir.token(&norm) {
+            Some(t) => Ok(i64::from(t)),
+            None => {
+                let near = dir.suggest(&norm, 3);
+                Err(self.invalid(
+                    key,
+                    format!(
+                        "unknown symbol {norm} ({at}) in today's instruments dump{}",
+                        if near.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; did you mean {}?", near.join(", "))
+                        }
+                    ),
+                ))
+            }
+        }
     }
 
     /// `instruments` or `instruments_file`: positive tokens, each once, at most 3000.
     fn instruments(&self, section: &str, c: &RawConn) -> Result<Vec<u32>, ConfigError> {
         let key = format!("{section}.instruments");
-        let mut list: Vec<(i64, String)> = c
-            .instruments
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, t)| (*t, format!("item {}", i + 1)))
-            .collect();
+        let mut list: Vec<(i64, String)> = Vec::new();
+        for (i, entry) in c.instruments.iter().flatten().enumerate() {
+            let at = format!("item {}", i + 1);
+            let t = match entry {
+                RawInstrument::Token(t) => *t,
+                RawInstrument::Symbol(s) => self.resolve(&key, s, &at)?,
+            };
+            list.push((t, at));
+        }
         if let Some(file) = &c.instruments_file {
             let fkey = format!("{section}.instruments_file");
             if c.instruments.is_some() {
@@ -676,13 +874,12 @@ impl Parser<'_> {
                 if l.is_empty() {
                     continue;
                 }
-                let t = l.parse::<i64>().map_err(|_| {
-                    self.invalid(
-                        &fkey,
-                        format!("{}:{}: {l:?} is not a token", p.display(), i + 1),
-                    )
-                })?;
-                list.push((t, format!("{}:{}", p.display(), i + 1)));
+                let at = format!("{}:{}", p.display(), i + 1);
+                let t = match l.parse::<i64>() {
+                    Ok(t) => t,
+                    Err(_) => self.resolve(&fkey, l, &at)?,
+                };
+                list.push((t, at));
             }
         }
         let mut seen = HashSet::new();

@@ -178,6 +178,8 @@ pub struct InstrumentSeen {
     pub last_micros: i64,
     /// The connection that delivered the last one.
     pub connection_id: u8,
+    /// Its `last_price` as on the wire (divide by `kite::price_divisor`).
+    pub last_price_raw: u32,
 }
 
 /// Token → what the writer saw, published by the writer about once a second.

@@ -78,7 +78,18 @@ fn the_page_shows_live_numbers_that_change() {
         dir.path().join("data").display().to_string()
     );
     let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
-    let engine = Engine::start(cfg, Options::default()).unwrap();
+    let csv = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n\
+               256265,1001,NIFTY 50,\"NIFTY 50\",0,,,0,0,EQ,INDICES,NSE\n";
+    let opts = Options {
+        dump: Some(tickcap::net::dump::Loaded {
+            directory: Arc::new(tickcap::kite::Directory::parse(csv.as_bytes()).unwrap()),
+            path: dir.path().join("instruments_2026-11-25.csv"),
+            day: tickcap::time::LocalDate::parse("2026-11-25").unwrap(),
+            warning: None,
+        }),
+        ..Options::default()
+    };
+    let engine = Engine::start(cfg, opts).unwrap();
     let stats = Arc::clone(engine.stats());
     assert!(common::wait_until(Duration::from_secs(10), || stats
         .lines_written()
@@ -95,6 +106,11 @@ fn the_page_shows_live_numbers_that_change() {
         "connections table not filled"
     );
     assert!(dom1.contains("market_data_"), "storage table not filled");
+    // The instruments panel: symbols from the dump, every subscribed token.
+    assert!(
+        dom1.contains("NSE:NIFTY 50") && dom1.contains("<td>2562</td>"),
+        "instruments panel not filled:\n{dom1}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let second = browse(&bin, &dir.path().join("p2"), &["--dump-dom"], &url);
     let n2 = shown(&String::from_utf8_lossy(&second.stdout), "total-ticks").unwrap();

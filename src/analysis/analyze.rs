@@ -200,7 +200,12 @@ pub fn combine(all: &mut Analysis, mut one: Analysis) {
 }
 
 /// The report of one file or of all of them.
-pub fn report(s: &Analysis, zone: &mut crate::time::ZoneFormatter) -> Value {
+/// The report of `s`; with a dump at hand each instrument carries its symbol.
+pub fn report(
+    s: &Analysis,
+    zone: &mut crate::time::ZoneFormatter,
+    dir: Option<&crate::kite::Directory>,
+) -> Value {
     let mut iso = |micros: i64| {
         let mut b = Vec::new();
         zone.write_micros(&mut b, micros);
@@ -220,6 +225,7 @@ pub fn report(s: &Analysis, zone: &mut crate::time::ZoneFormatter) -> Value {
         instruments.insert(
             *t,
             json!({
+                "symbol": dir.and_then(|d| d.symbol(*t)),
                 "count": i.count,
                 "first_price": i.first.1,
                 "last_price": i.last.1,

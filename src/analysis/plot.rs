@@ -73,6 +73,7 @@ pub fn write_all(
     dir: &Path,
     offset_secs: i64,
     title: &str,
+    symbols: Option<&crate::kite::Directory>,
 ) -> Result<Vec<PathBuf>, PlotError> {
     font();
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
@@ -84,7 +85,11 @@ pub fn write_all(
     tokens.sort();
     for t in tokens {
         let path = dir.join(format!("price_{t}.png"));
-        price(s, *t, &path, offset_secs)?;
+        let name = match symbols.and_then(|d| d.symbol(*t)) {
+            Some(sym) => format!("{sym} ({t})"),
+            None => format!("instrument {t}"),
+        };
+        price(s, *t, &name, &path, offset_secs)?;
         out.push(path);
     }
     Ok(out)
@@ -156,7 +161,7 @@ fn ticks_per_second(s: &Analysis, path: &Path, offset: i64, title: &str) -> Resu
     root.present().map_err(|e| err(path, e))
 }
 
-fn price(s: &Analysis, token: u32, path: &Path, offset: i64) -> Result<(), PlotError> {
+fn price(s: &Analysis, token: u32, name: &str, path: &Path, offset: i64) -> Result<(), PlotError> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let mut pts: Vec<(i64, f64)> = s.series.get(&token).cloned().unwrap_or_default();
@@ -177,10 +182,7 @@ fn price(s: &Analysis, token: u32, path: &Path, offset: i64) -> Result<(), PlotE
     };
     let pad = (hi - lo) * 0.05;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("last price — instrument {token}"),
-            ("sans-serif", 24),
-        )
+        .caption(format!("last price — {name}"), ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(80)

@@ -78,7 +78,11 @@ impl Report {
 pub fn run(args: Args) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
     let mut r = Report::default();
-    let cfg = match Config::load(&args.config, &Env::from_process()) {
+    let loader = crate::net::dump::Loader::new(
+        crate::engine::Clock::system(),
+        timeout.max(Duration::from_secs(10)),
+    );
+    let cfg = match Config::load_with(&args.config, &Env::from_process(), &loader) {
         Ok(c) => {
             r.ok(format!("config {} is valid", args.config.display()));
             Some(c)
@@ -87,13 +91,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             r.fail(
                 format!("config: {e}"),
                 "the file is missing or a key/value is wrong",
-                "fix the named key (see README, Configuration)",
+                format!("fix the named key in {} (see README, Configuration; `tickcap instruments search` finds symbols)", args.config.display()),
             );
             None
         }
     };
     if let Some(cfg) = &cfg {
         check_credentials(cfg, &mut r);
+        check_dump(cfg, &loader, &mut r);
         let mut seen = Vec::new();
         for c in cfg.connections.iter().filter(|c| !c.instruments.is_empty()) {
             let key = (c.url.clone(), c.api_key.clone());
@@ -199,11 +204,21 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
     };
     let tcp = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
+        Err(e) if addr.ip().is_loopback() => {
+            return r.fail(
+                format!("{}: TCP connect to {addr} failed: {e}", c.url),
+                "nothing listens there: a local feed (e.g. `tickcap replay`) is not running",
+                format!(
+                    "start the feed on {addr}, or point [{}] url at wss://ws.kite.trade",
+                    c.role.as_str()
+                ),
+            )
+        }
         Err(e) => {
             return r.fail(
                 format!("{}: TCP connect to {addr} failed: {e}", c.url),
                 "firewall, proxy or the endpoint is down",
-                "check outbound access to port 443",
+                format!("check outbound access to {host} port {port}"),
             )
         }
     };
@@ -243,7 +258,7 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
     match result {
         Ok(()) => r.ok(format!("{}: reachable; WebSocket upgrade accepted (credentials valid)", c.url)),
         Err((Some(403), _)) | Err((Some(401), _)) => r.fail(
-            format!("{}: the upgrade was refused with HTTP 403", c.url),
+            format!("{}: access token rejected (expired?): run `tickcap login` (the upgrade was refused with HTTP 403)", c.url),
             "the access token is invalid or expired (Kite tokens expire every day around 06:00 IST)",
             "run `tickcap login` (it writes [kite] access_token_file; a running service picks the new token up by itself)",
         ),
@@ -262,6 +277,57 @@ where
         }
         tungstenite::HandshakeError::Failure(e) => (None, e.to_string()),
         tungstenite::HandshakeError::Interrupted(_) => (None, "interrupted".into()),
+    }
+}
+
+/// The instruments dump: which one is at hand, and configured tokens it no
+/// longer lists (expired contracts never tick again).
+fn check_dump(cfg: &Config, loader: &crate::net::dump::Loader, r: &mut Report) {
+    if !cfg.dump.enabled {
+        return;
+    }
+    let l = match loader.load(&cfg.dump, &cfg.storage) {
+        Ok(l) => l,
+        Err(e) => {
+            return r.warn(
+                format!("instruments dump: none at hand ({e})"),
+                "Kite's REST API is unreachable or refused the request, and no copy is kept in data_dir",
+                "check [kite] api_root and the token (`tickcap login`), then `tickcap instruments fetch`",
+            )
+        }
+    };
+    match &l.warning {
+        Some(w) => r.warn(
+            format!("instruments dump: {w}"),
+            "Kite's REST API is unreachable or refused the request",
+            "symbols resolve against the older copy; `tickcap instruments fetch` when Kite is back",
+        ),
+        None => r.ok(format!(
+            "instruments dump of {}: {} instruments ({})",
+            l.day,
+            l.directory.len(),
+            l.path.display()
+        )),
+    }
+    let mut gone: Vec<u32> = cfg
+        .connections
+        .iter()
+        .flat_map(|c| c.instruments.iter().copied())
+        .filter(|t| l.directory.get(*t).is_none())
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    if !gone.is_empty() {
+        r.warn(
+            format!(
+                "{} configured instrument(s) are not in the dump of {}: {:?}",
+                gone.len(),
+                l.day,
+                gone
+            ),
+            "expired F&O contracts (their tokens are retired) or mistyped tokens; they will not tick",
+            "replace them (symbols such as \"NFO:NIFTY25DECFUT\" are accepted; `tickcap instruments search`)",
+        );
     }
 }
 

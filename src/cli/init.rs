@@ -21,16 +21,17 @@ pub struct Args {
     /// The file `tickcap login` writes the day's access token to.
     #[arg(long, default_value = "access_token")]
     token_file: String,
-    /// The primary connection's instruments: numeric tokens, comma-separated.
+    /// The primary connection's instruments, comma-separated: numeric
+    /// tokens or EXCHANGE:TRADINGSYMBOL (e.g. `NSE:INFY,NSE:TCS,256265`).
     #[arg(long, value_delimiter = ',')]
-    instruments: Vec<u32>,
+    instruments: Vec<String>,
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
 }
 
 /// The example with the given values in place.
-pub fn render(api_key: Option<&str>, token_file: &str, instruments: &[u32]) -> String {
+pub fn render(api_key: Option<&str>, token_file: &str, instruments: &[String]) -> String {
     let mut text = EXAMPLE.to_owned();
     if let Some(k) = api_key {
         text = text.replace("api_key = \"your_api_key\"", &format!("api_key = {k:?}"));
@@ -40,9 +41,15 @@ pub fn render(api_key: Option<&str>, token_file: &str, instruments: &[u32]) -> S
         &format!("access_token_file = {token_file:?}"),
     );
     if !instruments.is_empty() {
-        let list: Vec<String> = instruments.iter().map(u32::to_string).collect();
+        let list: Vec<String> = instruments
+            .iter()
+            .map(|i| match i.trim().parse::<u32>() {
+                Ok(t) => t.to_string(),
+                Err(_) => format!("{:?}", i.trim()),
+            })
+            .collect();
         text = text.replace(
-            "instruments = [408065, 738561]",
+            r#"instruments = ["NSE:INFY", "NSE:RELIANCE"]"#,
             &format!("instruments = [{}]", list.join(", ")),
         );
     }
@@ -78,13 +85,29 @@ mod tests {
         std::fs::write(dir.path().join("my_token"), "tok2\n").unwrap();
         let path = dir.path().join("tickcap.toml");
         let env = crate::config::Env::default();
-        let c = crate::config::Config::parse(EXAMPLE, &path, &env).expect("the example loads");
+        let dump = std::sync::Arc::new(
+            crate::kite::Directory::parse(
+                b"instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n\
+                  408065,1594,INFY,\"INFOSYS\",0,,,0.05,1,EQ,NSE,NSE\n\
+                  738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,,0.05,1,EQ,NSE,NSE\n\
+                  2953217,11536,TCS,\"TATA CONSULTANCY SERV LT\",0,,,0.05,1,EQ,NSE,NSE\n",
+            )
+            .unwrap(),
+        );
+        let c = crate::config::Config::parse_with(EXAMPLE, &path, &env, &dump)
+            .expect("the example loads");
         assert_eq!(c.connections[0].instruments, [408_065, 738_561]);
+        assert!(c.dump.enabled && c.dump.symbols_used);
+        assert_eq!(c.dump.refresh_minute, 8 * 60 + 30);
         assert_eq!(c.connections[0].access_token.expose(), "tok");
-        let text = render(Some("abc"), "my_token", &[256_265, 5633]);
-        let c = crate::config::Config::parse(&text, &path, &env).unwrap();
+        let text = render(
+            Some("abc"),
+            "my_token",
+            &["256265".to_owned(), "nse:tcs".to_owned()],
+        );
+        let c = crate::config::Config::parse_with(&text, &path, &env, &dump).unwrap();
         assert_eq!(c.connections[0].api_key, "abc");
-        assert_eq!(c.connections[0].instruments, [256_265, 5633]);
+        assert_eq!(c.connections[0].instruments, [256_265, 2_953_217]);
         assert_eq!(c.connections[0].access_token.expose(), "tok2");
     }
 }

@@ -9,6 +9,7 @@ mod decode;
 mod demo;
 mod doctor;
 mod init;
+mod instruments;
 mod login;
 pub mod replay;
 mod run;
@@ -38,6 +39,8 @@ enum Command {
     Init(init::Args),
     /// Log in to Kite (the user's own login) and write the day's access token to access_token_file.
     Login(login::Args),
+    /// Kite's instruments dump: `search TEXT` for tokens and symbols, `fetch` today's now.
+    Instruments(instruments::Args),
     /// Live terminal view of a running service (its status port).
     Status(status::Args),
     /// Diagnose config, credentials, reachability, market hours and a running service.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Init(args) => init::run(args),
         Command::Login(args) => login::run(args),
+        Command::Instruments(args) => instruments::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Storage(args) => tools::storage(args),
         Command::Analyze(args) => tools::analyze(args),

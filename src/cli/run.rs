@@ -1,10 +1,12 @@
 //! `tickcap run --config FILE`: the capture service until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Failure;
 use crate::config::{Config, Env};
-use crate::engine::{Engine, Options};
+use crate::engine::{Clock, Engine, Options};
+use crate::net::dump::{Loaded, Loader};
 
 /// Arguments of `tickcap run`.
 #[derive(Debug, clap::Args)]
@@ -48,15 +50,45 @@ pub fn describe(cfg: &Config) {
     );
 }
 
+/// Loads the config, resolving symbols through the instruments dump
+/// (fetched, or today's copy, or the latest copy kept); with the dump
+/// enabled and no symbols, fetches it too, for display. A config error is
+/// exit 2; a dump that cannot be had is one only when a symbol needs it.
+pub fn load(path: &Path) -> Result<(Config, Option<Loaded>), Failure> {
+    let loader = Loader::new(Clock::system(), Duration::from_secs(30));
+    let cfg = Config::load_with(path, &Env::from_process(), &loader).map_err(Failure::usage)?;
+    if cfg.dump.enabled {
+        if let Err(e) = loader.load(&cfg.dump, &cfg.storage) {
+            tracing::warn!(
+                "no instruments dump ({e}): tokens are shown without symbols until the daily refresh"
+            );
+        }
+    }
+    let dump = loader.take();
+    if let Some(l) = &dump {
+        match &l.warning {
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::info!(
+                "instruments dump of {}: {} instruments ({})",
+                l.day,
+                l.directory.len(),
+                l.path.display()
+            ),
+        }
+    }
+    Ok((cfg, dump))
+}
+
 /// Loads the config (exit 2 on error), runs until a signal; exits 0 only
 /// when every received tick was written (1 when some were not, or a thread
 /// panicked).
 pub fn run(args: Args) -> Result<(), Failure> {
-    let cfg = Config::load(&args.config, &Env::from_process()).map_err(Failure::usage)?;
+    let (cfg, dump) = load(&args.config)?;
     describe(&cfg);
     let opts = Options {
         handle_signals: true,
         config_path: Some(args.config.clone()),
+        dump,
         ..Options::default()
     };
     let engine = Engine::start(cfg, opts).map_err(super::demo::engine_failure)?;

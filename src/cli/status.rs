@@ -81,6 +81,43 @@ pub fn render(url: &str) -> Result<String, String> {
             s(&x["reconnects"])
         );
     }
+    // Instruments that have not ticked since they were subscribed, with
+    // symbols when the service has the instruments dump; then any
+    // configured token the dump no longer lists.
+    if let Ok(i) = fetch(url, "/instruments") {
+        let name = |x: &Value| match x["symbol"].as_str() {
+            Some(sym) => format!("{sym} ({})", s(&x["instrument_token"])),
+            None => s(&x["instrument_token"]),
+        };
+        if let Some(silent) = i["silent"].as_array().filter(|v| !v.is_empty()) {
+            let shown: Vec<String> = silent
+                .iter()
+                .take(8)
+                .map(|x| format!("{} {} s", name(x), s(&x["seconds_silent"])))
+                .collect();
+            let more = silent.len().saturating_sub(8);
+            let _ = writeln!(
+                o,
+                "\nsilent       {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" … and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(gone) = i["dump"]["not_in_dump"]
+            .as_array()
+            .filter(|v| !v.is_empty())
+        {
+            let _ = writeln!(
+                o,
+                "not in today's instruments dump (expired?): {}",
+                gone.iter().map(s).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
     let l = &m["latency"];
     let _ = writeln!(
         o,

@@ -126,9 +126,13 @@ pub struct AnalyzeArgs {
     /// Captured JSONL files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Only these instruments (repeat the flag for several).
+    /// Only these instruments, as tokens or EXCHANGE:SYMBOL (repeat the flag for several).
     #[arg(long = "instrument")]
-    instruments: Vec<u32>,
+    instruments: Vec<String>,
+    /// Kite's instruments dump CSV for symbols (default: the latest
+    /// `instruments_YYYY-MM-DD.csv` beside the first file, up to its day).
+    #[arg(long)]
+    instruments_dump: Option<PathBuf>,
     /// Print the analysis report as JSON.
     #[arg(long)]
     json: bool,
@@ -147,8 +151,10 @@ pub struct AnalyzeArgs {
 pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
     let mut z = zone(&args.timezone)?;
     let n = args.threads.unwrap_or_else(threads).max(1);
-    let keep_series = args.plot.is_some() && !args.instruments.is_empty();
-    let mut all = Analysis::new(args.instruments.clone(), keep_series);
+    let dir = dump_beside(args.instruments_dump.as_deref(), &args.files)?;
+    let filter = resolve_instruments(&args.instruments, dir.as_ref())?;
+    let keep_series = args.plot.is_some() && !filter.is_empty();
+    let mut all = Analysis::new(filter.clone(), keep_series);
     let mut per_file = Vec::new();
     let mut bad_total = 0;
     for path in &args.files {
@@ -158,7 +164,7 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         }
         let bar = progress(format!("analyzing {}", path.display()));
         let (s, _) = scan::scan(path, n, false, || {
-            Analysis::new(args.instruments.clone(), keep_series)
+            Analysis::new(filter.clone(), keep_series)
         })
         .with_context(|| format!("reading {}", path.display()))?;
         if let Some(b) = bar {
@@ -166,13 +172,13 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         }
         report_bad(path, &s.bad);
         bad_total += s.bad.len();
-        let mut r = analyze::report(&s, &mut z);
+        let mut r = analyze::report(&s, &mut z, dir.as_ref());
         r["file"] = json!(path.display().to_string());
         per_file.push(r);
         analyze::combine(&mut all, s);
     }
-    let overall = analyze::report(&all, &mut z);
-    if let Some(dir) = &args.plot {
+    let overall = analyze::report(&all, &mut z, dir.as_ref());
+    if let Some(plot_dir) = &args.plot {
         let off = all
             .range
             .map_or(19_800, |(a, _)| i64::from(z.offset_seconds(a)));
@@ -188,15 +194,16 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
             .join(", ");
         #[cfg(feature = "plot")]
         {
-            let written = crate::analysis::plot::write_all(&all, dir, off, &title)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let written =
+                crate::analysis::plot::write_all(&all, plot_dir, off, &title, dir.as_ref())
+                    .map_err(|e| anyhow::anyhow!(e))?;
             for w in &written {
                 eprintln!("wrote {}", w.display());
             }
         }
         #[cfg(not(feature = "plot"))]
         {
-            let _ = (dir, off, title);
+            let _ = (plot_dir, off, title);
             return Err(Failure::usage(anyhow::anyhow!(
                 "--plot: this tickcap was built without the `plot` feature (cargo build --features plot)"
             )));
@@ -208,6 +215,60 @@ pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
         print_summary(&overall, &args.files, bad_total);
     }
     Ok(())
+}
+
+/// The instruments dump for symbols: `--instruments-dump`, else the latest
+/// copy beside the first file dated up to that file's day (or any).
+fn dump_beside(
+    explicit: Option<&std::path::Path>,
+    files: &[PathBuf],
+) -> Result<Option<crate::kite::Directory>, Failure> {
+    if let Some(p) = explicit {
+        return Ok(Some(
+            crate::net::dump::read_copy(p).map_err(Failure::usage)?,
+        ));
+    }
+    let Some(first) = files.first() else {
+        return Ok(None);
+    };
+    let dir = first
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let day = crate::sink::files::date_of_name(&name);
+    let found =
+        crate::net::dump::latest_in(dir, day).or_else(|| crate::net::dump::latest_in(dir, None));
+    Ok(found.and_then(|(_, p)| crate::net::dump::read_copy(&p).ok()))
+}
+
+/// `--instrument` values: tokens, or symbols looked up in the dump.
+fn resolve_instruments(
+    given: &[String],
+    dir: Option<&crate::kite::Directory>,
+) -> Result<Vec<u32>, Failure> {
+    given
+        .iter()
+        .map(|g| {
+            if let Ok(t) = g.trim().parse::<u32>() {
+                return Ok(t);
+            }
+            let Some(d) = dir else {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--instrument {g:?}: a symbol needs an instruments dump (none beside the files; give --instruments-dump or a token)"
+                )));
+            };
+            d.token(g).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "--instrument {g:?}: unknown symbol; did you mean {}?",
+                    d.suggest(g, 3).join(", ")
+                ))
+            })
+        })
+        .collect()
 }
 
 fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
@@ -235,8 +296,8 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
         tps["peak_second"].as_str().unwrap_or("-")
     );
     println!(
-        "\n{:>10} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
-        "instrument", "ticks", "first", "last", "min", "max", "mean", "volume", "ticks/s"
+        "\n{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
+        "instrument", "symbol", "ticks", "first", "last", "min", "max", "mean", "volume", "ticks/s"
     );
     if let Some(m) = r["instruments"].as_object() {
         let mut rows: Vec<(&String, &Value)> = m.iter().collect();
@@ -244,8 +305,9 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
         for (t, v) in rows.iter().take(50) {
             let f = |k: &str| v[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
             println!(
-                "{:>10} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.2}",
+                "{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.2}",
                 t,
+                v["symbol"].as_str().unwrap_or("-"),
                 v["count"],
                 f("first_price"),
                 f("last_price"),

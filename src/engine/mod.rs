@@ -18,6 +18,7 @@ mod api;
 pub mod failover;
 pub mod history;
 pub mod reload;
+pub mod symbols;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub struct Options {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Host name lookups (default: the system's; tests inject a hung one).
     pub resolver: Option<crate::net::conn::Resolver>,
+    /// The instruments dump `tickcap run` obtained (symbols, daily refresh).
+    pub dump: Option<crate::net::dump::Loaded>,
 }
 
 impl Default for Options {
@@ -147,6 +150,7 @@ impl Default for Options {
             tls: None,
             sink: None,
             resolver: None,
+            dump: None,
         }
     }
 }
@@ -290,6 +294,7 @@ impl Engine {
         let clock = opts.clock;
         let mono = opts.mono.clone();
         let config_path = opts.config_path.take();
+        let dump = symbols::DumpState::new(&config, opts.dump.take());
         let failover = Failover::new(
             Duration::from_millis(config.failover_after_ms),
             !config.tertiary_mirror,
@@ -314,6 +319,7 @@ impl Engine {
                     failover,
                     token_files: Vec::new(),
                     token_checked: Instant::now(),
+                    dump,
                 };
                 l.watch_token_files();
                 l.run()
@@ -397,6 +403,8 @@ struct EventLoop {
     token_files: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
     /// When the token files were last checked.
     token_checked: Instant,
+    /// The instruments dump in use and its daily refresh.
+    dump: symbols::DumpState,
 }
 
 impl EventLoop {
@@ -449,6 +457,7 @@ impl EventLoop {
         let now = self.clock.now_micros();
         match reload::reload(
             &path,
+            &*self.dump.symbols(),
             &mut self.config,
             &mut self.conns,
             &mut self.history,
@@ -467,6 +476,7 @@ impl EventLoop {
     fn on_status_event(&mut self, token: Token) {
         let registry = self.poll.registry();
         let http = self.status.http_counts();
+        let dump = &self.dump;
         let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
             &*self.stats,
@@ -491,6 +501,7 @@ impl EventLoop {
                     http,
                     page: crate::status::PAGE,
                     failover,
+                    dump,
                 };
                 // The status port shares the capture thread: a bug in an
                 // endpoint must cost a 500, never the capture.
@@ -611,6 +622,16 @@ impl EventLoop {
                 c.on_timer(self.poll.registry(), now);
             }
             self.check_token_files(Instant::now());
+            if self
+                .dump
+                .poll(&self.config, self.clock.now_micros(), Instant::now())
+                && self.config.dump.symbols_used
+            {
+                tracing::info!(
+                    "a new instruments dump: reloading to re-resolve the configured symbols"
+                );
+                self.reload();
+            }
             self.failover
                 .step(now, self.clock.now_micros(), &mut self.conns, &self.stats);
             let secs = self.clock.now_micros() / 1_000_000;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::collections::BTreeMap;
 
 use super::failover::Failover;
-use crate::config::{Config, ConfigError, Env};
+use crate::config::{Config, ConfigError, Env, Symbols};
 use crate::engine::history::{Action, History};
 use crate::kite::Mode;
 use crate::net::Connection;
@@ -39,13 +39,14 @@ pub struct Reloaded {
 /// a reload never leaves an instrument captured by nobody.
 pub fn reload(
     path: &Path,
+    symbols: &dyn Symbols,
     running: &mut Config,
     conns: &mut [Connection],
     history: &mut History,
     failover: &mut Failover,
     now_micros: i64,
 ) -> Result<Reloaded, ConfigError> {
-    let new = Config::load(path, &Env::from_process())?;
+    let new = Config::load_with(path, &Env::from_process(), symbols)?;
     let mut r = Reloaded::default();
     let carried = failover.carried();
     for (i, conn) in conns.iter_mut().enumerate() {

@@ -13,12 +13,14 @@
 
 pub mod decode;
 pub mod encode;
+pub mod instruments;
 pub mod request;
 pub mod text;
 mod tick;
 
 pub use decode::{decode_message, decode_packet, DecodeError, Packets};
 pub use encode::{encode_message, encode_packet, MessageBuilder};
+pub use instruments::{Directory, Instrument};
 pub use request::{ticker_url, ClientRequest, RequestError};
 pub use text::{parse_text, OrderUpdate, TextFrame};
 pub use tick::{

@@ -118,21 +118,94 @@ pub fn request(
             .map_err(|e| io(&e))?;
         s.read_to_end(&mut raw).map_err(|e| io(&e))?;
     }
+    parse_reply(&raw).ok_or_else(|| HttpError::Malformed(url.to_owned()))
+}
+
+/// A whole HTTP/1.1 reply (read to EOF) as status and body: chunked
+/// transfer coding undone, a body cut short of its `Content-Length` or its
+/// last chunk refused, `Content-Encoding: gzip` (or a gzip body, which
+/// Kite's instruments dump may be) inflated.
+pub fn parse_reply(raw: &[u8]) -> Option<Reply> {
     let mut hs = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut hs);
-    let n = match resp.parse(&raw) {
+    let n = match resp.parse(raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(HttpError::Malformed(url.to_owned())),
+        _ => return None,
     };
-    Ok(Reply {
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let rest = &raw[n..];
+    let mut body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len.parse().ok()?;
+        rest.get(..len)?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    if header("content-encoding").is_some_and(|v| v == "gzip") || body.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(body.len() * 4);
+        flate2::read::MultiGzDecoder::new(body.as_slice())
+            .read_to_end(&mut out)
+            .ok()?;
+        body = out;
+    }
+    Some(Reply {
         status: resp.code.unwrap_or(0),
-        body: raw[n..].to_vec(),
+        body,
     })
+}
+
+/// Undoes HTTP/1.1 chunked transfer coding; `None` if it is malformed or
+/// the last (empty) chunk never came.
+pub fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..eol]).ok()?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_and_gzip_replies_come_out_whole() {
+        let r = parse_reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"Wikipedia"[..]));
+        // No last chunk: the reply was cut, not a short body.
+        assert!(
+            parse_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n")
+                .is_none()
+        );
+        assert!(parse_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort").is_none());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"a,b\n1,2\n").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut raw = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&gz);
+        assert_eq!(parse_reply(&raw).unwrap().body, b"a,b\n1,2\n");
+    }
 
     #[test]
     fn forms_are_url_encoded() {

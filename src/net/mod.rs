@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod conn;
+pub mod dump;
 pub mod http;
 pub mod stream;
 

@@ -35,18 +35,7 @@ pub fn daily_name(date: LocalDate) -> String {
 /// The date in a daily file's name (`market_data_YYYY-MM-DD.jsonl`), or
 /// `None` for any other name.
 pub fn date_of_name(name: &str) -> Option<LocalDate> {
-    let d = name.strip_prefix("market_data_")?.strip_suffix(".jsonl")?;
-    let b = d.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| d.get(r)?.parse::<u16>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(LocalDate {
-        year: i32::from(year),
-        month: month as u8,
-        day: day as u8,
-    })
+    LocalDate::parse(name.strip_prefix("market_data_")?.strip_suffix(".jsonl")?)
 }
 
 /// Deletes daily files more than `keep_days` days before `today` (only

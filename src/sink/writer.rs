@@ -410,6 +410,7 @@ impl WriterLoop {
             e.ticks += 1;
             e.last_micros = st.recv_micros;
             e.connection_id = st.connection_id;
+            e.last_price_raw = st.tick.last_price;
         }
         drop(views);
         let total: usize = pos.iter().sum();

@@ -29,6 +29,28 @@ pub struct LocalDate {
     pub day: u8,
 }
 
+impl LocalDate {
+    /// Parses `YYYY-MM-DD` (the form in file names); `None` for anything else.
+    pub fn parse(text: &str) -> Option<LocalDate> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| {
+            let t = text.get(r)?;
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse::<u16>().ok())?
+        };
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(LocalDate {
+            year: i32::from(year),
+            month: month as u8,
+            day: day as u8,
+        })
+    }
+}
+
 impl std::fmt::Display for LocalDate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)

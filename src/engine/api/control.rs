@@ -20,7 +20,14 @@ struct Body {
     connection_id: Option<u8>,
 }
 
-fn parse_body(body: &[u8], need_mode: bool) -> Result<Body, Response> {
+/// Parses a control body. `tokens` may mix numeric tokens and
+/// `"EXCHANGE:SYMBOL"` strings, resolved through the dump in use; an
+/// unknown symbol is a 400 naming it with the closest ones.
+fn parse_body(
+    body: &[u8],
+    need_mode: bool,
+    dir: Option<&crate::kite::Directory>,
+) -> Result<Body, Response> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| Response::error(400, format!("body is not JSON: {e}")))?;
     let obj = v
@@ -34,16 +41,34 @@ fn parse_body(body: &[u8], need_mode: bool) -> Result<Body, Response> {
             ));
         }
     }
-    let list = obj
-        .get("tokens")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Response::error(400, "\"tokens\" must be a list of instrument tokens"))?;
+    let list = obj.get("tokens").and_then(Value::as_array).ok_or_else(|| {
+        Response::error(
+            400,
+            "\"tokens\" must be a list of instrument tokens or \"EXCHANGE:SYMBOL\" strings",
+        )
+    })?;
     if list.is_empty() {
         return Err(Response::error(400, "\"tokens\" is empty"));
     }
     let mut tokens = Vec::new();
     let mut bad = Vec::new();
+    let mut unknown = Vec::new();
     for t in list {
+        if let Some(sym) = t.as_str() {
+            match dir {
+                Some(d) => match d.token(sym) {
+                    Some(x) => tokens.push(x),
+                    None => unknown.push(json!({"symbol": sym, "did_you_mean": d.suggest(sym, 3)})),
+                },
+                None => {
+                    return Err(Response::error(
+                        400,
+                        format!("{sym:?}: symbols need the instruments dump, and none is loaded (give numeric tokens, or enable [kite] instruments_dump)"),
+                    ))
+                }
+            }
+            continue;
+        }
         match t
             .as_u64()
             .and_then(|x| u32::try_from(x).ok())
@@ -56,7 +81,13 @@ fn parse_body(body: &[u8], need_mode: bool) -> Result<Body, Response> {
     if !bad.is_empty() {
         return Err(Response::json(
             400,
-            &json!({"error": "tokens must be positive 32-bit integers", "tokens": bad}),
+            &json!({"error": "tokens must be positive 32-bit integers or \"EXCHANGE:SYMBOL\" strings", "tokens": bad}),
+        ));
+    }
+    if !unknown.is_empty() {
+        return Err(Response::json(
+            400,
+            &json!({"error": "unknown symbols in today's instruments dump", "unknown": unknown}),
         ));
     }
     let mut seen = BTreeSet::new();
@@ -104,7 +135,7 @@ fn owners(conns: &[Connection]) -> BTreeMap<u32, u8> {
 }
 
 pub(super) fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
-    let b = match parse_body(body, false) {
+    let b = match parse_body(body, false, v.dump.directory().map(|d| &**d)) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -189,7 +220,7 @@ fn apply(v: &mut View<'_>, id: u8, f: impl Fn(&mut Connection)) {
 }
 
 pub(super) fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
-    let b = match parse_body(body, false) {
+    let b = match parse_body(body, false, v.dump.directory().map(|d| &**d)) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -207,7 +238,7 @@ pub(super) fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
 }
 
 pub(super) fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
-    let b = match parse_body(body, true) {
+    let b = match parse_body(body, true, v.dump.directory().map(|d| &**d)) {
         Ok(b) => b,
         Err(r) => return r,
     };

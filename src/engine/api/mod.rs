@@ -49,6 +49,8 @@ pub struct View<'a> {
     pub page: &'static str,
     /// Takeovers.
     pub failover: &'a mut Failover,
+    /// The instruments dump in use.
+    pub dump: &'a crate::engine::symbols::DumpState,
 }
 
 impl View<'_> {
@@ -121,7 +123,13 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
             Some(path) => {
                 let now = v.clock.now_micros();
                 match crate::engine::reload::reload(
-                    path, v.config, v.conns, v.history, v.failover, now,
+                    path,
+                    &*v.dump.symbols(),
+                    v.config,
+                    v.conns,
+                    v.history,
+                    v.failover,
+                    now,
                 ) {
                     Ok(r) => {
                         if !r.credentials_changed.is_empty() {

@@ -198,6 +198,8 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
             c.desired().iter().map(|(t, m)| (*t, *m)).collect(),
         ));
     }
+    let dir = v.dump.directory().cloned();
+    let symbol = |t: u32| dir.as_ref().and_then(|d| d.symbol(t).map(str::to_owned));
     for (id, role, list) in entries {
         per_conn.push(json!({
             "connection_id": id,
@@ -209,17 +211,24 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
             all.insert(t);
             let s = seen.get(&t).copied().unwrap_or_default();
             let since = v.history.subscribed_at(t);
-            let row = json!({
+            let mut row = json!({
                 "instrument_token": t,
+                "symbol": symbol(t),
                 "connection_id": id,
                 "mode": m.as_str(),
                 "tick_count": s.ticks,
+                "last_price": (s.ticks > 0).then(|| f64::from(s.last_price_raw) / f64::from(crate::kite::price_divisor(t))),
                 "last_tick_time": v.iso(s.last_micros),
+                "seconds_since_last_tick": (s.ticks > 0).then(|| ((now - s.last_micros).max(0) as f64 / 1e5).round() / 10.0),
                 "subscribed_at": since.map(|x| v.iso(x)),
             });
+            if let Some(d) = &dir {
+                row["listed"] = json!(d.get(t).is_some());
+            }
             if since.is_some_and(|at| s.last_micros < at) || (since.is_none() && s.ticks == 0) {
                 silent.push(json!({
                     "instrument_token": t,
+                    "symbol": symbol(t),
                     "connection_id": id,
                     "subscribed_at": since.map(|x| v.iso(x)),
                     "seconds_silent": since.map(|at| ((now - at) as f64 / 1e5).round() / 10.0),
@@ -239,7 +248,23 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
                    "count": c.count, "mode": c.mode.map(|m| m.as_str()), "tokens": c.tokens})
         })
         .collect();
+    let dump = match v.dump.loaded() {
+        Some(l) => json!({
+            "day": l.day.to_string(),
+            "file": l.path.display().to_string(),
+            "instruments": l.directory.len(),
+            "warning": l.warning,
+            "refresh_error": v.dump.last_error,
+            "not_in_dump": v.dump.absent(v.config),
+        }),
+        None => json!({
+            "day": null,
+            "enabled": v.config.dump.enabled,
+            "refresh_error": v.dump.last_error,
+        }),
+    };
     json!({
+        "dump": dump,
         "connections": per_conn,
         "total_unique_instruments": all.len(),
         "instruments": rows,
