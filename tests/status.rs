@@ -579,20 +579,24 @@ fn doctor_names_a_refused_token_as_the_cause() {
 }
 
 #[test]
-fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call() {
+fn a_login_in_the_morning_reaches_the_running_service_without_a_restart_or_a_reload_call() {
     let dir = tempfile::tempdir().unwrap();
-    // The feed accepts only the new token, as Kite does after 06:00.
-    let f = feed(2_000, Some("new-token"));
+    // Kite's REST API (the token exchange) and its ticker, which accepts
+    // only the new day's token, as Kite does after 06:00.
+    let rest = common::kite_stand_in("s3cret", 1);
+    let f = feed(2_000, Some("access-for-RT-MORNING"));
     let token_file = dir.path().join("access_token");
-    std::fs::write(&token_file, "old-token\n").unwrap();
+    std::fs::write(&token_file, "yesterdays-token\n").unwrap();
     let path = dir.path().join("tickcap.toml");
     let text = config_text(&f.url(), dir.path(), "unused", &[256, 512], "").replace(
         "access_token = \"unused\"",
-        "access_token_file = \"access_token\"",
+        &format!(
+            "access_token_file = \"access_token\"\napi_secret = \"s3cret\"\napi_root = {rest:?}\ninstruments_dump = false"
+        ),
     );
     std::fs::write(&path, &text).unwrap();
     let cfg = Config::parse(&text, &path, &Env::default()).unwrap();
-    assert_eq!(cfg.connections[0].access_token.expose(), "old-token");
+    assert_eq!(cfg.connections[0].access_token.expose(), "yesterdays-token");
     let engine = Engine::start(
         cfg,
         Options {
@@ -616,10 +620,26 @@ fn a_new_token_in_the_token_file_is_picked_up_without_a_restart_or_a_reload_call
     );
     let loaded_before = get(&url, "/health")["credentials_loaded_at"].clone();
     assert!(loaded_before.is_string(), "{loaded_before}");
-    // `tickcap login` writes the new token atomically (a rename).
-    let tmp = dir.path().join(".access_token.tmp");
-    std::fs::write(&tmp, "new-token\n").unwrap();
-    std::fs::rename(&tmp, &token_file).unwrap();
+    // The user logs in: the real `tickcap login` exchanges the request
+    // token and writes the token file (atomically).
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args([
+            "login",
+            "--no-browser",
+            "--request-token",
+            "RT-MORNING",
+            "--config",
+        ])
+        .arg(&path)
+        .env_remove("KITE_API_KEY")
+        .env_remove("KITE_API_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         wait_until(Duration::from_secs(10), || stats.lines_written() > 500),
         "never captured with the new token"

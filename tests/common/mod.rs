@@ -272,3 +272,81 @@ pub fn halt_and_read_past(
         "no heartbeat after the halt"
     );
 }
+
+/// A stand-in for Kite's REST API `POST /session/token`: serves `n` token
+/// exchanges, checking the form, the `X-Kite-Version: 3` header and the
+/// checksum as Kite does (the secret it knows is `secret`); answers in
+/// Kite's JSON shapes (`access-for-<request_token>` on success).
+pub fn kite_stand_in(secret: &'static str, n: usize) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let root = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let mut s = s.unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let k = std::io::Read::read(&mut s, &mut buf).unwrap();
+                raw.extend_from_slice(&buf[..k]);
+                if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..i]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while raw.len() < i + 4 + len {
+                        let k = std::io::Read::read(&mut s, &mut buf).unwrap();
+                        raw.extend_from_slice(&buf[..k]);
+                    }
+                    break (
+                        head,
+                        String::from_utf8_lossy(&raw[i + 4..i + 4 + len]).into_owned(),
+                    );
+                }
+            };
+            let field = |k: &str| {
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (key, rt, sum) = (field("api_key"), field("request_token"), field("checksum"));
+            let want: String = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{key}{rt}{secret}").as_bytes(),
+            )
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+            let ok = head.starts_with("POST /session/token ")
+                && head.to_ascii_lowercase().contains("x-kite-version: 3")
+                && sum == want;
+            let (status, json) = if ok {
+                (
+                    200,
+                    serde_json::json!({"status": "success", "data": {"user_id": "AB1234", "access_token": format!("access-for-{rt}")}}),
+                )
+            } else {
+                (
+                    403,
+                    serde_json::json!({"status": "error", "message": "Invalid `checksum`.", "error_type": "TokenException"}),
+                )
+            };
+            let body = json.to_string();
+            let _ = std::io::Write::write_fmt(
+                &mut s,
+                format_args!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            );
+        }
+    });
+    root
+}
