@@ -94,6 +94,7 @@ fn pipeline(c: &mut Criterion) {
                             1,
                             &mut producer,
                             &mut overflow,
+                            None,
                             |_| {},
                         );
                         wake.notify();

@@ -136,6 +136,17 @@ struct RawFile {
     tertiary: RawConn,
     #[serde(default)]
     engine: RawEngine,
+    serve: Option<RawServe>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<String>,
+    token: Option<Secret>,
+    auto_subscribe: Option<bool>,
+    max_clients: Option<usize>,
+    send_queue_kib: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -281,6 +292,21 @@ pub struct StorageConfig {
     pub shutdown_write_limit_ms: u64,
 }
 
+/// The hub: tickcap's live feed served to Kite ticker clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Where clients connect (`ws://ADDR/?api_key=..&access_token=..`).
+    pub listen: std::net::SocketAddr,
+    /// The `access_token` a client must present (required off loopback).
+    pub token: Option<Secret>,
+    /// Subscribe upstream what a client asks and tickcap does not capture.
+    pub auto_subscribe: bool,
+    /// The most clients at once; the next gets HTTP 429.
+    pub max_clients: usize,
+    /// A client whose unsent bytes pass this is disconnected (too slow).
+    pub send_queue_bytes: usize,
+}
+
 /// Kite's daily instruments dump: whether tickcap fetches it, from where,
 /// as whom, and when (see `net::dump`).
 #[derive(Debug, Clone, PartialEq)]
@@ -364,6 +390,8 @@ pub struct Config {
     pub reconnect_max_ms: u64,
     /// The instruments dump.
     pub dump: DumpConfig,
+    /// The hub (`[serve]`), off unless configured.
+    pub serve: Option<ServeConfig>,
 }
 
 /// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
@@ -484,6 +512,7 @@ impl Config {
                 symbols_used,
                 ..dump
             },
+            serve: raw.serve.as_ref().map(|s| p.serve(s)).transpose()?,
         })
     }
 
@@ -954,6 +983,39 @@ impl Parser<'_> {
                 b.role.as_str()
             ),
         ))
+    }
+
+    /// `[serve]`: a listen address is required; a token too when it is not loopback.
+    fn serve(&self, s: &RawServe) -> Result<ServeConfig, ConfigError> {
+        let text = s.listen.as_deref().ok_or_else(|| {
+            self.invalid(
+                "serve.listen",
+                "required in [serve], e.g. \"127.0.0.1:9001\"",
+            )
+        })?;
+        let listen = self.listen_addr("serve.listen", text)?;
+        let token = s.token.clone().filter(|t| !t.is_empty());
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(self.invalid(
+                "serve.token",
+                format!("{listen} is reachable from other machines: set a token clients must present as access_token"),
+            ));
+        }
+        Ok(ServeConfig {
+            listen,
+            token,
+            auto_subscribe: s.auto_subscribe.unwrap_or(true),
+            max_clients: self.in_range(
+                "serve.max_clients",
+                s.max_clients.unwrap_or(256),
+                1..=4096,
+            )?,
+            send_queue_bytes: self.in_range(
+                "serve.send_queue_kib",
+                s.send_queue_kib.unwrap_or(4096),
+                64..=1_048_576,
+            )? * 1024,
+        })
     }
 
     fn storage(&self, st: &RawStorage) -> Result<StorageConfig, ConfigError> {

@@ -7,11 +7,12 @@
 //!   client requests, the ticker URL), [`time`] (receive clock, monotonic
 //!   timer clock, zone-aware formatting), [`stats`] (live counters and
 //!   histograms), [`ring`] (stamped ticks, the SPSC rings, the writer's
-//!   wake-up), [`util`] (seeded RNG), [`config`] (the validated
-//!   configuration);
+//!   wake-up), [`dedup`] (hot-standby copies), [`util`] (seeded RNG),
+//!   [`config`] (the validated configuration);
 //! - **stages**: [`net`] (the Kite connection state machine), [`sink`]
 //!   (JSONL lines, the writer thread, daily files), [`status`] (the HTTP
-//!   server the status port runs on, and its client), [`replay`] (the
+//!   server the status port runs on, and its client), [`serve`] (the hub:
+//!   the live feed served to Kite clients), [`replay`] (the
 //!   Kite-compatible feed), [`analysis`] (offline reading of captures);
 //! - **engine**: [`engine`] runs the stages: the event loop, failover,
 //!   reload and the status endpoints;
@@ -21,11 +22,13 @@
 pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod engine;
 pub mod kite;
 pub mod net;
 pub mod replay;
 pub mod ring;
+pub mod serve;
 pub mod sink;
 pub mod stats;
 pub mod status;

@@ -148,6 +148,76 @@ pub struct WriterStats {
     pub saved_to: Mutex<Option<PathBuf>>,
 }
 
+/// Counters of the hub (the serve port).
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Where it listens (the bound address: port 0 in the config is resolved).
+    pub listen: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Clients connected now.
+    pub clients: AtomicU64,
+    /// Clients accepted since start.
+    pub accepted: AtomicU64,
+    /// Upgrades refused: wrong token (403).
+    pub refused_auth: AtomicU64,
+    /// Upgrades refused: `max_clients` reached (429).
+    pub refused_full: AtomicU64,
+    /// Clients disconnected because their send queue passed its limit.
+    pub dropped_slow: AtomicU64,
+    /// Ticks sent to clients (one per client per tick).
+    pub ticks_sent: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_sent: AtomicU64,
+    /// Text frames (order updates, messages) forwarded, once each.
+    pub texts_forwarded: AtomicU64,
+    /// Client messages that were not valid requests (answered with an error).
+    pub bad_requests: AtomicU64,
+    /// Ticks the event loop could not hand to the hub (its ring full): the
+    /// hub disconnects every client then, saying so (capture is unaffected).
+    pub ring_overflows: AtomicU64,
+    /// Instruments subscribed upstream for clients now.
+    pub auto_subscribed: AtomicU64,
+    /// Instruments a client asked for that no connection had room for.
+    pub auto_rejected: AtomicU64,
+    /// Per client, published by the hub about once a second (for `/clients`).
+    pub clients_view: Mutex<Vec<ClientView>>,
+    /// The last 50 disconnects, with why.
+    pub disconnects: Mutex<std::collections::VecDeque<Disconnect>>,
+}
+
+/// A client that left, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Disconnect {
+    /// Peer address.
+    pub address: String,
+    /// When, epoch µs.
+    pub at_micros: i64,
+    /// Why (the close frame's reason when tickcap closed it).
+    pub reason: String,
+    /// Ticks it had been sent.
+    pub ticks_sent: u64,
+}
+
+/// One client of the hub, as `/clients` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClientView {
+    /// Peer address.
+    pub address: String,
+    /// When it connected, epoch µs.
+    pub connected_micros: i64,
+    /// The `api_key` it presented (not a secret: Kite shows it in URLs).
+    pub api_key: String,
+    /// Instruments and the mode of each.
+    pub subscriptions: Vec<(u32, &'static str)>,
+    /// Ticks sent to it.
+    pub ticks_sent: u64,
+    /// Bytes sent to it.
+    pub bytes_sent: u64,
+    /// Bytes queued, not yet written.
+    pub queued_bytes: u64,
+    /// Requests it sent that were refused.
+    pub bad_requests: u64,
+}
+
 /// Latency histograms, in microseconds (receive→ring is in nanoseconds).
 #[derive(Debug)]
 pub struct Latency {
@@ -159,6 +229,9 @@ pub struct Latency {
     pub receive_to_written_us: Mutex<Histogram<u64>>,
     /// Hot standby: how much earlier the first copy of a tick arrived, µs.
     pub dedup_lead_us: Mutex<Histogram<u64>>,
+    /// Receive → the tick's message handed to a client's socket, µs (one
+    /// sample per tick per client; published by the hub).
+    pub receive_to_client_us: Mutex<Histogram<u64>>,
 }
 
 /// A new histogram for 1 unit .. 1 hour of µs at 3 significant digits.
@@ -214,6 +287,8 @@ pub struct Stats {
     pub conns: [ConnStats; 3],
     /// The writer.
     pub writer: WriterStats,
+    /// The hub.
+    pub serve: ServeStats,
     /// Latencies.
     pub latency: Latency,
     /// When the engine started, epoch µs.
@@ -229,10 +304,12 @@ impl Default for Stats {
             instruments: Mutex::new(InstrumentMap::default()),
             conns: Default::default(),
             writer: WriterStats::default(),
+            serve: ServeStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),
                 dedup_lead_us: Mutex::new(new_histogram()),
+                receive_to_client_us: Mutex::new(new_histogram()),
             },
             started_micros: AtomicI64::new(0),
             credentials_loaded_micros: AtomicI64::new(0),

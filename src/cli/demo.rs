@@ -28,6 +28,9 @@ pub struct Args {
     /// Status port address (if taken, a free port is used and printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     status: std::net::SocketAddr,
+    /// The hub: Kite clients connect here (if taken, a free port is used and printed).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    serve: std::net::SocketAddr,
 }
 
 /// NSE stocks (INFY, RELIANCE, HDFCBANK, TCS, ICICIBANK, SBIN, ITC, LT,
@@ -45,13 +48,14 @@ pub fn demo_config(
     feed_url: &str,
     data_dir: &std::path::Path,
     status: std::net::SocketAddr,
+    serve: std::net::SocketAddr,
 ) -> String {
     let list = |t: &[u32]| t.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     format!(
         "[kite]\nurl = {url:?}\napi_key = \"demo\"\naccess_token = \"demo-access-token\"\n\n\
          [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\n\n\
          [status]\nlisten = \"{status}\"\n\n[primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
-         [tertiary]\nfailover_after_ms = 3000\n",
+         [tertiary]\nfailover_after_ms = 3000\n\n[serve]\nlisten = \"{serve}\"\n",
         url = feed_url,
         dir = data_dir.display().to_string(),
         p = list(PRIMARY),
@@ -75,25 +79,41 @@ pub fn run(args: Args) -> Result<(), Failure> {
         args.rate,
     ))
     .context("starting the built-in replay feed on 127.0.0.1")?;
-    let parse = |status| {
-        let text = demo_config(&feed.url(), &args.data_dir, status);
+    let parse = |status, serve| {
+        let text = demo_config(&feed.url(), &args.data_dir, status, serve);
         Config::parse(&text, std::path::Path::new("<demo>"), &Env::default())
     };
-    let cfg = parse(args.status).map_err(Failure::usage)?;
+    let cfg = parse(args.status, args.serve).map_err(Failure::usage)?;
     super::run::describe(&cfg);
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))
             .context("installing signal handlers")?;
     }
-    let engine = match Engine::start(cfg, Options::default()) {
-        Err(crate::engine::EngineError::Status { addr, error }) => {
-            eprintln!("tickcap demo: status port {addr} unavailable ({error}); using a free port");
-            let cfg = parse(([127, 0, 0, 1], 0).into()).map_err(Failure::usage)?;
-            Engine::start(cfg, Options::default()).map_err(engine_failure)?
+    // A taken port (another tickcap, say) is replaced by a free one.
+    let (mut status, mut serve) = (args.status, args.serve);
+    let free: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut attempt = Engine::start(cfg, Options::default());
+    for _ in 0..2 {
+        match &attempt {
+            Err(crate::engine::EngineError::Status { addr, error }) => {
+                eprintln!(
+                    "tickcap demo: status port {addr} unavailable ({error}); using a free port"
+                );
+                status = free;
+            }
+            Err(crate::engine::EngineError::Serve { addr, error }) => {
+                eprintln!(
+                    "tickcap demo: serve port {addr} unavailable ({error}); using a free port"
+                );
+                serve = free;
+            }
+            _ => break,
         }
-        other => other.map_err(engine_failure)?,
-    };
+        let cfg = parse(status, serve).map_err(Failure::usage)?;
+        attempt = Engine::start(cfg, Options::default());
+    }
+    let engine = attempt.map_err(engine_failure)?;
     let dir = std::fs::canonicalize(&args.data_dir).unwrap_or(args.data_dir.clone());
     println!(
         "tickcap demo: replay feed at {} ({} ticks/s), capturing into {}",
@@ -104,6 +124,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if let Some(a) = engine.status_addr() {
         println!(
             "  status: http://{a}/  (JSON: /health /connections /instruments /storage /metrics)"
+        );
+    }
+    if let Some(a) = engine.serve_addr() {
+        println!(
+            "  hub: ws://{a}/ — point any Kite ticker client there, e.g. Python: \
+             KiteTicker(\"demo\", \"demo\", root=\"ws://{a}\")"
         );
     }
     println!(

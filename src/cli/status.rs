@@ -62,6 +62,18 @@ pub fn render(url: &str) -> Result<String, String> {
         s(&h["subscribed_instruments"]),
         s(&h["data_fresh"])
     );
+    if let Some(n) = h["serve_clients"].as_u64() {
+        let c = fetch(url, "/clients").unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "hub          {} client(s) on {}   ticks sent {}   receive→client p99 {} µs   dropped slow {}",
+            n,
+            s(&c["listen"]),
+            s(&m["serve"]["ticks_sent"]),
+            s(&m["serve"]["receive_to_client_us"]["p99"]),
+            s(&c["dropped_slow"])
+        );
+    }
     if let Some(r) = h["reasons"].as_array().filter(|r| !r.is_empty()) {
         let _ = writeln!(o, "why: {}", r.iter().map(s).collect::<Vec<_>>().join("; "));
     }

@@ -25,6 +25,8 @@ pub enum Action {
     Mode,
     /// Subscribed by a reload.
     Reload,
+    /// Subscribed (or its mode raised) because a hub client asked for it.
+    Serve,
 }
 
 /// One accepted change.
@@ -74,7 +76,7 @@ impl History {
                 }
             }
             Action::Mode => {}
-            Action::Config | Action::Subscribe | Action::Reload => {
+            Action::Config | Action::Subscribe | Action::Reload | Action::Serve => {
                 for t in tokens {
                     self.subscribed_at.entry(*t).or_insert(time_micros);
                 }

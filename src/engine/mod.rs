@@ -17,6 +17,7 @@
 mod api;
 pub mod failover;
 pub mod history;
+pub mod hub;
 pub mod reload;
 pub mod symbols;
 
@@ -76,6 +77,14 @@ pub enum EngineError {
     /// The time zone did not resolve (config validation normally catches it).
     #[error(transparent)]
     Zone(#[from] crate::time::UnknownZone),
+    /// The serve port could not listen (a configuration error).
+    #[error("serve.listen = \"{addr}\" cannot be used: {error}")]
+    Serve {
+        /// The address.
+        addr: String,
+        /// Why (shown once).
+        error: std::io::Error,
+    },
     /// The status port could not listen (a configuration error).
     #[error("status.listen = \"{addr}\" cannot be used: {error}")]
     Status {
@@ -91,7 +100,10 @@ impl EngineError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            EngineError::DataDir { .. } | EngineError::Status { .. } | EngineError::Zone(_)
+            EngineError::DataDir { .. }
+                | EngineError::Status { .. }
+                | EngineError::Serve { .. }
+                | EngineError::Zone(_)
         )
     }
 }
@@ -163,6 +175,7 @@ pub struct Engine {
     stats: Arc<Stats>,
     thread: Option<JoinHandle<Result<(), Shortfall>>>,
     status_addr: Option<std::net::SocketAddr>,
+    serve_addr: Option<std::net::SocketAddr>,
 }
 
 impl Engine {
@@ -244,6 +257,54 @@ impl Engine {
         if config.tertiary_warm {
             conns[2].set_warm(true);
         }
+        // The hub: a tee ring per connection, and its own thread.
+        let (hub, link) = match &config.serve {
+            None => (None, None),
+            Some(sc) => {
+                let signal = Arc::new(crate::ring::TeeSignal::default());
+                let w = Arc::clone(&waker);
+                let link = Arc::new(crate::serve::Link::new(
+                    Arc::clone(&signal),
+                    Box::new(move || {
+                        let _ = w.wake();
+                    }),
+                ));
+                let mut consumers = Vec::new();
+                for c in &mut conns {
+                    let (p, cons) = ring(config.ring_capacity);
+                    c.set_tee(crate::ring::Tee::new(p, Arc::clone(&signal)));
+                    consumers.push(cons);
+                }
+                let hcfg = crate::serve::HubConfig {
+                    listen: sc.listen,
+                    token: sc.token.as_ref().map(|t| t.expose().to_owned()),
+                    max_clients: sc.max_clients,
+                    send_queue_bytes: sc.send_queue_bytes,
+                    heartbeat: Duration::from_secs(1),
+                    auto_subscribe: sc.auto_subscribe,
+                    dedup_window_micros: config
+                        .tertiary_mirror
+                        .then(|| config.dedup_window_ms as i64 * 1000),
+                    clock: opts.clock,
+                };
+                let hub = crate::serve::Hub::start(
+                    hcfg,
+                    consumers,
+                    Arc::clone(&link),
+                    Arc::clone(&stats),
+                )
+                .map_err(|error| EngineError::Serve {
+                    addr: sc.listen.to_string(),
+                    error,
+                })?;
+                tracing::info!(
+                    "serving Kite clients on ws://{}/ (point a KiteTicker's root URL there)",
+                    hub.local_addr()
+                );
+                (Some(hub), Some(link))
+            }
+        };
+        let serve_addr = hub.as_ref().map(crate::serve::Hub::local_addr);
         let signals = if opts.handle_signals {
             let mut s = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
@@ -320,6 +381,9 @@ impl Engine {
                     token_files: Vec::new(),
                     token_checked: Instant::now(),
                     dump,
+                    hub,
+                    link,
+                    upstream: hub::Upstream::default(),
                 };
                 l.watch_token_files();
                 l.run()
@@ -331,12 +395,18 @@ impl Engine {
             stats,
             thread: Some(thread),
             status_addr,
+            serve_addr,
         })
     }
 
     /// Where the status port listens.
     pub fn status_addr(&self) -> Option<std::net::SocketAddr> {
         self.status_addr
+    }
+
+    /// Where the serve port (the hub) listens, with `[serve]`.
+    pub fn serve_addr(&self) -> Option<std::net::SocketAddr> {
+        self.serve_addr
     }
 
     /// The live counters.
@@ -405,6 +475,11 @@ struct EventLoop {
     token_checked: Instant,
     /// The instruments dump in use and its daily refresh.
     dump: symbols::DumpState,
+    /// The hub, with `[serve]`.
+    hub: Option<crate::serve::Hub>,
+    link: Option<Arc<crate::serve::Link>>,
+    /// What the hub's clients made the engine subscribe upstream.
+    upstream: hub::Upstream,
 }
 
 impl EventLoop {
@@ -455,9 +530,14 @@ impl EventLoop {
             return;
         };
         let now = self.clock.now_micros();
+        let symbols = self.dump.symbols();
+        let keep = reload::Keep {
+            symbols: &*symbols,
+            served: std::array::from_fn(|i| self.upstream.held_on(i)),
+        };
         match reload::reload(
             &path,
-            &*self.dump.symbols(),
+            &keep,
             &mut self.config,
             &mut self.conns,
             &mut self.history,
@@ -477,6 +557,7 @@ impl EventLoop {
         let registry = self.poll.registry();
         let http = self.status.http_counts();
         let dump = &self.dump;
+        let upstream = &self.upstream;
         let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
             &*self.stats,
@@ -502,6 +583,7 @@ impl EventLoop {
                     page: crate::status::PAGE,
                     failover,
                     dump,
+                    upstream,
                 };
                 // The status port shares the capture thread: a bug in an
                 // endpoint must cost a 500, never the capture.
@@ -610,6 +692,7 @@ impl EventLoop {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            self.serve_demand();
             // Timers run at most once a millisecond (their granularity):
             // at thousands of frames a second, running them after every
             // frame was measurable work for nothing.
@@ -653,8 +736,35 @@ impl EventLoop {
         self.shutdown()
     }
 
+    /// The hub's clients want a different set of instruments: subscribe,
+    /// raise or release upstream (`auto_subscribe`).
+    fn serve_demand(&mut self) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let Some(wanted) = link.take_demand() else {
+            return;
+        };
+        let rejected = self.upstream.reconcile(
+            &wanted,
+            &mut self.conns,
+            &mut self.history,
+            self.clock.now_micros(),
+        );
+        let s = &self.stats.serve;
+        s.auto_subscribed
+            .store(self.upstream.len() as u64, Ordering::Relaxed);
+        s.auto_rejected
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        link.reject(&rejected);
+    }
+
     fn shutdown(&mut self) -> Result<(), Shortfall> {
         let started = Instant::now();
+        // Clients first: they get a close frame; capture then drains.
+        if let Some(h) = self.hub.take() {
+            h.stop();
+        }
         let mut stuck = 0;
         for c in &mut self.conns {
             stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);

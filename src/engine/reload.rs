@@ -33,20 +33,32 @@ pub struct Reloaded {
 
 /// Rereads `path` and applies it. On error nothing changes.
 ///
+/// Instruments the hub subscribed for its clients (`keep.served`) stay.
+///
 /// Instruments the tertiary carries for an active takeover belong to the
 /// failover, not to the file: they stay subscribed, and the takeover is then
 /// re-aligned with the failed connection's new list (`Failover::resync`), so
 /// a reload never leaves an instrument captured by nobody.
+/// What the file does not own but a reload must keep: the symbol table to
+/// resolve with, and what the hub subscribed upstream for its clients, per
+/// connection.
+pub struct Keep<'a> {
+    /// Resolves `EXCHANGE:SYMBOL` entries.
+    pub symbols: &'a dyn Symbols,
+    /// Per connection: instruments held for hub clients, with their modes.
+    pub served: [BTreeMap<u32, Mode>; 3],
+}
+
 pub fn reload(
     path: &Path,
-    symbols: &dyn Symbols,
+    keep: &Keep<'_>,
     running: &mut Config,
     conns: &mut [Connection],
     history: &mut History,
     failover: &mut Failover,
     now_micros: i64,
 ) -> Result<Reloaded, ConfigError> {
-    let new = Config::load_with(path, &Env::from_process(), symbols)?;
+    let new = Config::load_with(path, &Env::from_process(), keep.symbols)?;
     let mut r = Reloaded::default();
     let carried = failover.carried();
     for (i, conn) in conns.iter_mut().enumerate() {
@@ -67,6 +79,11 @@ pub fn reload(
             for (&t, &m) in &carried {
                 wanted.entry(t).or_insert(m);
             }
+        }
+        // Hub clients' instruments stay, in at least the mode they need.
+        for (&t, &m) in &keep.served[i] {
+            let w = wanted.entry(t).or_insert(m);
+            *w = (*w).max(m);
         }
         let current = conn.desired().clone();
         let gone: Vec<u32> = current

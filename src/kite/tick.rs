@@ -223,6 +223,42 @@ pub struct Tick {
 }
 
 impl Tick {
+    /// The tick as a subscriber in `mode` receives it: the packet layout
+    /// of that mode for this instrument, with only the fields that layout
+    /// carries (a full tick asked in quote mode loses its depth, OI and
+    /// times; in LTP mode keeps only the price). Asked in a richer mode
+    /// than it came in, it takes that layout with the missing fields zero
+    /// (the replay feed's recorded ticks); the hub never asks that.
+    pub fn in_mode(&self, mode: Mode) -> Tick {
+        let t = self;
+        let kind = mode.packet_kind(t.instrument_token);
+        if kind == t.kind {
+            return *t;
+        }
+        let mut out = *t;
+        out.kind = kind;
+        let blank = Tick::new(kind, t.instrument_token);
+        match kind {
+            PacketKind::Ltp => {
+                return Tick {
+                    last_price: t.last_price,
+                    ..blank
+                }
+            }
+            PacketKind::IndexQuote => out.exchange_timestamp = 0,
+            PacketKind::Quote => {
+                out.last_trade_time = 0;
+                out.oi = 0;
+                out.oi_day_high = 0;
+                out.oi_day_low = 0;
+                out.exchange_timestamp = 0;
+                out.depth = blank.depth;
+            }
+            PacketKind::IndexFull | PacketKind::Full => {}
+        }
+        out
+    }
+
     /// A tick of `kind` for `instrument_token` with every other field zero.
     pub const fn new(kind: PacketKind, instrument_token: u32) -> Self {
         const ZERO: DepthEntry = DepthEntry {

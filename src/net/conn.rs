@@ -270,6 +270,8 @@ pub struct Connection {
     scratch: Vec<u8>,
     errors_logged: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The hub's copy of the ticks (with `[serve]`).
+    tee: Option<crate::ring::Tee>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -339,7 +341,14 @@ impl Connection {
             scratch: Vec::new(),
             errors_logged: 0,
             tls,
+            tee: None,
         }
+    }
+
+    /// Copies every tick (and order/message text frame) to the hub while
+    /// it has clients.
+    pub fn set_tee(&mut self, tee: crate::ring::Tee) {
+        self.tee = Some(tee);
     }
 
     fn st(&self) -> &ConnStats {
@@ -760,12 +769,15 @@ impl Connection {
                         st.heartbeats.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
+                    let tee = self.tee.as_mut().filter(|t| t.active());
+                    let teed = tee.is_some();
                     let n = push_frame(
                         &payload,
                         recv,
                         id,
                         &mut self.producer,
                         &mut self.overflow,
+                        tee,
                         |e| {
                             let k = st.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
                             if k <= 10 || k.is_power_of_two() {
@@ -773,6 +785,11 @@ impl Connection {
                             }
                         },
                     );
+                    if teed {
+                        if let Some(t) = &self.tee {
+                            t.signal.notify();
+                        }
+                    }
                     st.ticks.fetch_add(n, Ordering::Relaxed);
                     st.frames.fetch_add(1, Ordering::Relaxed);
                     if self.marked && n > 0 && self.first_tick_since_mark.is_none() {
@@ -796,6 +813,11 @@ impl Connection {
                     let now = self.mono.now();
                     self.last_frame = now;
                     let frame = parse_text(t.as_str(), &mut self.scratch);
+                    if let (TextFrame::Order(_) | TextFrame::Message(_), Some(tee)) =
+                        (&frame, &self.tee)
+                    {
+                        tee.signal.push_text(id, t.as_str());
+                    }
                     if let TextFrame::Error(_) = frame {
                         st.server_errors.fetch_add(1, Ordering::Relaxed);
                     }

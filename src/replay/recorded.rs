@@ -216,36 +216,9 @@ pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>) -> Result<Record, String> 
     })
 }
 
-/// Re-shapes a recorded tick to the mode a client asked for: fields the
-/// recorded layout lacks stay zero, fields the requested layout lacks are
-/// dropped.
+/// `t` as a client in `mode` sees it (see [`Tick::in_mode`]).
 pub fn in_mode(t: &Tick, mode: Mode) -> Tick {
-    let kind = mode.packet_kind(t.instrument_token);
-    if kind == t.kind {
-        return *t;
-    }
-    let mut out = *t;
-    out.kind = kind;
-    let blank = Tick::new(kind, t.instrument_token);
-    match kind {
-        PacketKind::Ltp => {
-            return Tick {
-                last_price: t.last_price,
-                ..blank
-            }
-        }
-        PacketKind::IndexQuote => out.exchange_timestamp = 0,
-        PacketKind::Quote => {
-            out.last_trade_time = 0;
-            out.oi = 0;
-            out.oi_day_high = 0;
-            out.oi_day_low = 0;
-            out.exchange_timestamp = 0;
-            out.depth = blank.depth;
-        }
-        PacketKind::IndexFull | PacketKind::Full => {}
-    }
-    out
+    t.in_mode(mode)
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 //! - [`number`]: Python-compatible number text;
 //! - [`writer`]: the writer thread (ring merge, flush rule, fsync policy,
 //!   rotation, retry);
-//! - [`files`]: the daily files (names, torn-tail repair, retention);
-//! - [`dedup`]: hot-standby dedup of the ticks two connections both deliver.
+//! - [`files`]: the daily files (names, torn-tail repair, retention).
+//!
+//! Hot-standby dedup lives in the base (`crate::dedup`): the hub applies
+//! the same rule to what it serves.
 //!
 //! The stage imports only the layers below it (`kite`, `ring`, `stats`,
 //! `time`, `config`'s plain types), never the engine that runs it.
 
-pub mod dedup;
 pub mod files;
 pub mod line;
 pub mod number;

@@ -190,7 +190,7 @@ struct WriterLoop {
     hist: Histogram<u64>,
     last_publish: Instant,
     seen: InstrumentMap,
-    dedup: Option<super::dedup::Dedup>,
+    dedup: Option<crate::dedup::Dedup>,
     stop: Arc<AtomicBool>,
     /// Set when the stop request is first seen: the end of trying to write.
     deadline: Option<Instant>,
@@ -208,7 +208,7 @@ impl WriterLoop {
         stop: Arc<AtomicBool>,
     ) -> Self {
         let cap = cfg.buffer_size + (256 << 10);
-        let dedup = cfg.dedup_window_micros.map(super::dedup::Dedup::new);
+        let dedup = cfg.dedup_window_micros.map(crate::dedup::Dedup::new);
         WriterLoop {
             fmt: LineFormatter::new(cfg.zone.clone()),
             buf: Vec::with_capacity(cap),

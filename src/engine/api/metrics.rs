@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Map, Value};
 
 use super::View;
-use crate::stats::{ConnStats, StateName, Stats, WriterStats};
+use crate::stats::{ConnStats, ServeStats, StateName, Stats, WriterStats};
 
 /// One counter: its `/metrics` JSON key, its Prometheus family, the help
 /// text, whether it is a counter (else a gauge), and where it lives.
@@ -134,6 +134,94 @@ const WRITER_COUNTERS: &[Counter<WriterStats>] = &[
     },
 ];
 
+/// The hub's (`[serve]`), unlabelled; `/metrics` JSON nests them under `serve`.
+const SERVE_COUNTERS: &[Counter<ServeStats>] = &[
+    Counter {
+        json: "clients",
+        prom: "tickcap_serve_clients",
+        help: "Hub clients connected.",
+        counter: false,
+        get: |s| &s.clients,
+    },
+    Counter {
+        json: "clients_accepted",
+        prom: "tickcap_serve_clients_accepted_total",
+        help: "Hub clients accepted.",
+        counter: true,
+        get: |s| &s.accepted,
+    },
+    Counter {
+        json: "refused_auth",
+        prom: "tickcap_serve_refused_auth_total",
+        help: "Hub upgrades refused for a wrong token (403).",
+        counter: true,
+        get: |s| &s.refused_auth,
+    },
+    Counter {
+        json: "refused_full",
+        prom: "tickcap_serve_refused_full_total",
+        help: "Hub upgrades refused at max_clients (429).",
+        counter: true,
+        get: |s| &s.refused_full,
+    },
+    Counter {
+        json: "dropped_slow",
+        prom: "tickcap_serve_dropped_slow_total",
+        help: "Hub clients disconnected for a full send queue.",
+        counter: true,
+        get: |s| &s.dropped_slow,
+    },
+    Counter {
+        json: "ticks_sent",
+        prom: "tickcap_serve_ticks_sent_total",
+        help: "Ticks sent to hub clients (one per client per tick).",
+        counter: true,
+        get: |s| &s.ticks_sent,
+    },
+    Counter {
+        json: "bytes_sent",
+        prom: "tickcap_serve_bytes_sent_total",
+        help: "Bytes sent to hub clients.",
+        counter: true,
+        get: |s| &s.bytes_sent,
+    },
+    Counter {
+        json: "texts_forwarded",
+        prom: "tickcap_serve_texts_forwarded_total",
+        help: "Upstream order/message frames forwarded to hub clients.",
+        counter: true,
+        get: |s| &s.texts_forwarded,
+    },
+    Counter {
+        json: "bad_requests",
+        prom: "tickcap_serve_bad_requests_total",
+        help: "Client messages that were not valid requests.",
+        counter: true,
+        get: |s| &s.bad_requests,
+    },
+    Counter {
+        json: "ring_overflows",
+        prom: "tickcap_serve_ring_overflows_total",
+        help: "Ticks not copied to the hub (its ring full; capture unaffected).",
+        counter: true,
+        get: |s| &s.ring_overflows,
+    },
+    Counter {
+        json: "auto_subscribed",
+        prom: "tickcap_serve_auto_subscribed",
+        help: "Instruments subscribed upstream for hub clients.",
+        counter: false,
+        get: |s| &s.auto_subscribed,
+    },
+    Counter {
+        json: "auto_rejected",
+        prom: "tickcap_serve_auto_rejected_total",
+        help: "Instruments clients asked for that did not fit upstream.",
+        counter: true,
+        get: |s| &s.auto_rejected,
+    },
+];
+
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
@@ -206,6 +294,17 @@ pub(super) fn json(v: &mut View<'_>) -> Value {
         "http".into(),
         json!({"clients": v.http.0, "requests": v.http.1, "rejected": v.http.2}),
     );
+    if v.config.serve.is_some() {
+        let mut sv = Map::new();
+        for c in SERVE_COUNTERS {
+            sv.insert(c.json.into(), load((c.get)(&s.serve)).into());
+        }
+        sv.insert(
+            "receive_to_client_us".into(),
+            percentiles(&Stats::histogram(&s.latency.receive_to_client_us), 1.0),
+        );
+        m.insert("serve".into(), Value::Object(sv));
+    }
     Value::Object(m)
 }
 
@@ -312,6 +411,19 @@ pub(super) fn prometheus(v: &mut View<'_>) -> String {
         &Stats::histogram(&s.latency.receive_to_written_us),
         1e-6,
     );
+    if v.config.serve.is_some() {
+        for c in SERVE_COUNTERS {
+            family(&mut o, c.prom, c.counter, c.help);
+            let _ = writeln!(o, "{} {}", c.prom, load((c.get)(&s.serve)));
+        }
+        summary(
+            &mut o,
+            "tickcap_serve_receive_to_client_seconds",
+            "Frame read to the tick's message handed to a hub client's socket.",
+            &Stats::histogram(&s.latency.receive_to_client_us),
+            1e-6,
+        );
+    }
     o
 }
 
@@ -345,6 +457,7 @@ mod tests {
             .iter()
             .map(|c| (c.json, c.prom, c.counter))
             .chain(WRITER_COUNTERS.iter().map(|c| (c.json, c.prom, c.counter)))
+            .chain(SERVE_COUNTERS.iter().map(|c| (c.json, c.prom, c.counter)))
         {
             assert!(seen.insert(json), "{json} twice");
             assert!(seen.insert(prom), "{prom} twice");

@@ -51,6 +51,8 @@ pub struct View<'a> {
     pub failover: &'a mut Failover,
     /// The instruments dump in use.
     pub dump: &'a crate::engine::symbols::DumpState,
+    /// What the hub holds upstream (a reload keeps it).
+    pub upstream: &'a crate::engine::hub::Upstream,
 }
 
 impl View<'_> {
@@ -82,7 +84,7 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
     } else if !get {
         return match req.path.as_str() {
             "/" | "/health" | "/connections" | "/instruments" | "/storage" | "/metrics"
-            | "/failovers" => Response::error(405, format!("{} needs GET", req.path)),
+            | "/failovers" | "/clients" => Response::error(405, format!("{} needs GET", req.path)),
             _ => Response::error(
                 404,
                 format!("no such endpoint: {} {}", req.method, req.path),
@@ -100,6 +102,7 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
         "/connections" => Response::json(200, &json!({ "connections": views::connections(v) })),
         "/instruments" => Response::json(200, &views::instruments(v)),
         "/storage" => Response::json(200, &views::storage(v)),
+        "/clients" => Response::json(200, &views::clients(v)),
         "/metrics" => match req.param("format") {
             Some("prometheus") => Response {
                 status: 200,
@@ -122,14 +125,13 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
             ),
             Some(path) => {
                 let now = v.clock.now_micros();
+                let symbols = v.dump.symbols();
+                let keep = crate::engine::reload::Keep {
+                    symbols: &*symbols,
+                    served: std::array::from_fn(|i| v.upstream.held_on(i)),
+                };
                 match crate::engine::reload::reload(
-                    path,
-                    &*v.dump.symbols(),
-                    v.config,
-                    v.conns,
-                    v.history,
-                    v.failover,
-                    now,
+                    path, &keep, v.config, v.conns, v.history, v.failover, now,
                 ) {
                     Ok(r) => {
                         if !r.credentials_changed.is_empty() {

@@ -118,6 +118,7 @@ pub fn health(v: &mut View<'_>) -> Value {
         "lines_written": v.stats.lines_written(),
         "reasons": reasons,
         "credentials_loaded_at": v.iso(v.stats.credentials_loaded_micros.load(Ordering::Relaxed)),
+        "serve_clients": v.config.serve.as_ref().map(|_| v.stats.serve.clients.load(Ordering::Relaxed)),
     })
 }
 
@@ -352,5 +353,70 @@ pub(super) fn failovers(v: &mut View<'_>) -> Value {
             },
             "lead_us": super::metrics::percentiles(&lead, 1.0),
         },
+    })
+}
+
+/// `GET /clients`: the hub's clients (address, since, subscriptions,
+/// ticks and bytes sent, queue), its counters and the last disconnects.
+pub(super) fn clients(v: &mut View<'_>) -> Value {
+    let Some(sc) = v.config.serve.clone() else {
+        return json!({"enabled": false, "clients": [], "hint": "add [serve] listen = \"127.0.0.1:9001\" to serve Kite clients"});
+    };
+    let sv = &v.stats.serve;
+    let list = sv
+        .clients_view
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let dir = v.dump.directory().cloned();
+    let clients: Vec<Value> = list
+        .into_iter()
+        .map(|c| {
+            let subs: Vec<Value> = c
+                .subscriptions
+                .iter()
+                .map(|(t, m)| {
+                    json!({"instrument_token": t, "mode": m,
+                    "symbol": dir.as_ref().and_then(|d| d.symbol(*t))})
+                })
+                .collect();
+            json!({
+                "address": c.address,
+                "api_key": c.api_key,
+                "connected_at": v.iso(c.connected_micros),
+                "subscriptions": subs.len(),
+                "instruments": subs,
+                "ticks_sent": c.ticks_sent,
+                "bytes_sent": c.bytes_sent,
+                "queued_bytes": c.queued_bytes,
+                "bad_requests": c.bad_requests,
+            })
+        })
+        .collect();
+    let gone: Vec<crate::stats::Disconnect> = sv
+        .disconnects
+        .lock()
+        .map(|d| d.iter().cloned().collect())
+        .unwrap_or_default();
+    let disconnects: Vec<Value> = gone
+        .into_iter()
+        .rev()
+        .map(|d| json!({"address": d.address, "at": v.iso(d.at_micros), "reason": d.reason, "ticks_sent": d.ticks_sent}))
+        .collect();
+    let h = crate::stats::Stats::histogram(&v.stats.latency.receive_to_client_us);
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "enabled": true,
+        "listen": format!("ws://{}/", sv.listen.get().copied().unwrap_or(sc.listen)),
+        "max_clients": sc.max_clients,
+        "send_queue_bytes": sc.send_queue_bytes,
+        "auto_subscribe": sc.auto_subscribe,
+        "count": clients.len(),
+        "clients": clients,
+        "auto_subscribed": sv.auto_subscribed.load(Relaxed),
+        "dropped_slow": sv.dropped_slow.load(Relaxed),
+        "refused": {"auth": sv.refused_auth.load(Relaxed), "full": sv.refused_full.load(Relaxed)},
+        "receive_to_client_us": super::metrics::percentiles(&h, 1.0),
+        "recent_disconnects": disconnects,
     })
 }
