@@ -167,6 +167,8 @@ pub struct ServeStats {
     pub ticks_sent: AtomicU64,
     /// Bytes written to clients.
     pub bytes_sent: AtomicU64,
+    /// Binary tick messages written to clients.
+    pub messages_sent: AtomicU64,
     /// Text frames (order updates, messages) forwarded, once each.
     pub texts_forwarded: AtomicU64,
     /// Client messages that were not valid requests (answered with an error).

@@ -748,6 +748,9 @@ impl Connection {
         };
         let id = self.id;
         let st = &self.stats.conns[usize::from(id - 1)];
+        // The hub is woken once per read turn, after the ticks are in the
+        // rings (not per frame, and outside the receive→ring measurement).
+        let mut tee_pending = false;
         let end = loop {
             if frames >= FRAME_BUDGET || bytes >= BYTE_BUDGET {
                 self.more_to_read = true;
@@ -785,11 +788,7 @@ impl Connection {
                             }
                         },
                     );
-                    if teed {
-                        if let Some(t) = &self.tee {
-                            t.signal.notify();
-                        }
-                    }
+                    tee_pending |= teed;
                     st.ticks.fetch_add(n, Ordering::Relaxed);
                     st.frames.fetch_add(1, Ordering::Relaxed);
                     if self.marked && n > 0 && self.first_tick_since_mark.is_none() {
@@ -880,6 +879,11 @@ impl Connection {
                     Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => return self.drop_open(registry, ConnError::Write(e.to_string())),
                 }
+            }
+        }
+        if tee_pending {
+            if let Some(t) = &self.tee {
+                t.signal.notify();
             }
         }
         if let Some(why) = end {

@@ -112,6 +112,51 @@ pub struct Sent {
     pub oldest_micros: i64,
 }
 
+/// The Kite binary message being built for one client: a 2-byte packet
+/// count, then each packet with its 2-byte length. Pure (no socket), so the
+/// fan-out bench measures exactly the per-client path.
+#[derive(Debug, Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    count: u16,
+    oldest_micros: i64,
+}
+
+impl Batch {
+    /// Appends one encoded packet (without its length prefix); true when
+    /// the message is full ([`MAX_BATCH`] packets) and should be finished.
+    #[inline]
+    pub fn push(&mut self, packet: &[u8], recv_micros: i64) -> bool {
+        if self.count == 0 {
+            self.buf.clear();
+            self.buf.extend_from_slice(&[0, 0]);
+            self.oldest_micros = recv_micros;
+        }
+        self.buf
+            .extend_from_slice(&(packet.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(packet);
+        self.count += 1;
+        self.count >= MAX_BATCH
+    }
+
+    /// The finished message (count filled in), its tick count and the
+    /// receive time of its oldest tick; `None` when empty. The buffer is
+    /// kept for the next message.
+    pub fn finish(&mut self) -> Option<(tungstenite::Bytes, u64, i64)> {
+        if self.count == 0 {
+            return None;
+        }
+        self.buf[..2].copy_from_slice(&self.count.to_be_bytes());
+        let n = u64::from(self.count);
+        self.count = 0;
+        Some((
+            tungstenite::Bytes::copy_from_slice(&self.buf),
+            n,
+            self.oldest_micros,
+        ))
+    }
+}
+
 /// One client.
 pub struct Client {
     phase: Phase,
@@ -133,9 +178,7 @@ pub struct Client {
     blocked: bool,
     /// The read budget ran out: read again next turn.
     pub more_to_read: bool,
-    batch: Vec<u8>,
-    batch_count: u16,
-    batch_oldest: i64,
+    batch: Batch,
     /// Ticks sent.
     pub ticks_sent: u64,
     /// Bytes handed to the socket.
@@ -183,9 +226,7 @@ impl Client {
             queued: 0,
             blocked: false,
             more_to_read: false,
-            batch: Vec::new(),
-            batch_count: 0,
-            batch_oldest: 0,
+            batch: Batch::default(),
             ticks_sent: 0,
             bytes_sent: 0,
             bad_requests: 0,
@@ -298,32 +339,18 @@ impl Client {
     /// Returns true when the batch is full and should be finished.
     #[inline]
     pub fn push_packet(&mut self, packet: &[u8], recv_micros: i64) -> bool {
-        if self.batch_count == 0 {
-            self.batch.clear();
-            self.batch.extend_from_slice(&[0, 0]);
-            self.batch_oldest = recv_micros;
-        }
-        self.batch
-            .extend_from_slice(&(packet.len() as u16).to_be_bytes());
-        self.batch.extend_from_slice(packet);
-        self.batch_count += 1;
-        self.batch_count >= MAX_BATCH
+        self.batch.push(packet, recv_micros)
     }
 
     /// Turns the batch into a message on the queue.
     pub fn finish_batch(&mut self) {
-        if self.batch_count == 0 {
-            return;
+        if let Some((bytes, ticks, oldest_micros)) = self.batch.finish() {
+            self.enqueue(Queued {
+                msg: Message::Binary(bytes),
+                ticks,
+                oldest_micros,
+            });
         }
-        self.batch[..2].copy_from_slice(&self.batch_count.to_be_bytes());
-        let ticks = u64::from(self.batch_count);
-        self.batch_count = 0;
-        let bytes = tungstenite::Bytes::copy_from_slice(&self.batch);
-        self.enqueue(Queued {
-            msg: Message::Binary(bytes),
-            ticks,
-            oldest_micros: self.batch_oldest,
-        });
     }
 
     /// Queues Kite's 1-byte heartbeat.
@@ -487,6 +514,27 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_a_kite_message() {
+        let mut b = Batch::default();
+        assert!(b.finish().is_none());
+        let mut p = Vec::new();
+        for t in [256u32, 512] {
+            crate::kite::encode_packet(
+                &crate::kite::Tick::new(crate::kite::PacketKind::Ltp, t),
+                &mut p,
+            );
+            b.push(&p, 7);
+            p.clear();
+        }
+        let (msg, n, oldest) = b.finish().unwrap();
+        assert_eq!((n, oldest), (2, 7));
+        let tokens: Vec<u32> = crate::kite::decode_message(&msg)
+            .map(|t| t.unwrap().instrument_token)
+            .collect();
+        assert_eq!(tokens, [256, 512]);
+    }
 
     #[test]
     fn requests_follow_kites_rules() {

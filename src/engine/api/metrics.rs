@@ -186,6 +186,13 @@ const SERVE_COUNTERS: &[Counter<ServeStats>] = &[
         get: |s| &s.bytes_sent,
     },
     Counter {
+        json: "messages_sent",
+        prom: "tickcap_serve_messages_sent_total",
+        help: "Binary tick messages sent to hub clients.",
+        counter: true,
+        get: |s| &s.messages_sent,
+    },
+    Counter {
         json: "texts_forwarded",
         prom: "tickcap_serve_texts_forwarded_total",
         help: "Upstream order/message frames forwarded to hub clients.",
