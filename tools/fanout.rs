@@ -93,6 +93,33 @@ fn client(url: String, tokens: Vec<u32>, mode: Mode, got: Arc<AtomicU64>, stop: 
     }
 }
 
+/// CPU seconds used so far by this process's threads, by thread name
+/// (the engine's threads are named; the clients are `fanout-client`, the
+/// replay feed's `tickcap-replay*`).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let hz = 100.0; // USER_HZ on Linux
+    let mut m = std::collections::BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+        for t in rd.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+                + fields.get(12).and_then(|u| u.parse().ok()).unwrap_or(0.0);
+            let name = comm.trim();
+            let group = if name.starts_with("tickcap-replay") || name.starts_with("replay") {
+                "feed"
+            } else if name == "fanout-client" {
+                "clients"
+            } else {
+                name
+            };
+            *m.entry(group.to_owned()).or_insert(0.0) += ticks / hz;
+        }
+    }
+    m
+}
+
 struct Run {
     sent: u64,
     written: u64,
@@ -104,7 +131,11 @@ struct Run {
     due: u64,
     delivered_per_s: f64,
     dropped: u64,
+    /// Ticks the hub could not take (its tee ring full: clients closed 1013).
+    overflowed: u64,
     per_message: f64,
+    /// % of one core while the feed sent, per thread group.
+    cpu: Vec<(String, f64)>,
 }
 
 fn one(rate: u64, clients: usize, a: &Args) -> Run {
@@ -136,7 +167,10 @@ fn one(rate: u64, clients: usize, a: &Args) -> Run {
                 Arc::clone(&stop),
             );
             let mode = a.mode;
-            std::thread::spawn(move || client(url, t, mode, g, s))
+            std::thread::Builder::new()
+                .name("fanout-client".into())
+                .spawn(move || client(url, t, mode, g, s))
+                .expect("client thread")
         })
         .collect();
     // Every client connected before the feed's first tick is counted.
@@ -147,12 +181,21 @@ fn one(rate: u64, clients: usize, a: &Args) -> Run {
         std::thread::sleep(Duration::from_millis(5));
     }
     let sent_before = feed.report().sent;
+    let cpu0 = cpu_by_thread();
     let start = Instant::now();
     let limit = Duration::from_secs_f64(a.seconds * 4.0 + 10.0);
     while !feed.count_reached() && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
     }
     let send_time = start.elapsed().as_secs_f64();
+    let cpu1 = cpu_by_thread();
+    let cpu: Vec<(String, f64)> = ["tickcap-loop", "tickcap-writer", "tickcap-hub", "clients", "feed"]
+        .iter()
+        .map(|k| {
+            let d = cpu1.get(*k).unwrap_or(&0.0) - cpu0.get(*k).unwrap_or(&0.0);
+            (k.trim_start_matches("tickcap-").to_owned(), 100.0 * d / send_time)
+        })
+        .collect();
     let sent = feed.report().sent;
     while stats.lines_written() < sent && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
@@ -192,6 +235,8 @@ fn one(rate: u64, clients: usize, a: &Args) -> Run {
         due: (sent - sent_before) * clients as u64,
         delivered_per_s: delivered as f64 / send_time,
         dropped: stats.serve.dropped_slow.load(Ordering::Relaxed),
+        overflowed: stats.serve.ring_overflows.load(Ordering::Relaxed),
+        cpu,
         per_message: stats.serve.ticks_sent.load(Ordering::Relaxed) as f64
             / stats.serve.messages_sent.load(Ordering::Relaxed).max(1) as f64,
     }
@@ -227,6 +272,16 @@ fn main() {
                 r.delivered_per_s,
                 r.dropped,
                 r.per_message
+            );
+            println!(
+                "{:>17} hub fell behind by {} ticks (clients closed 1013); CPU % of a core: {}",
+                "",
+                r.overflowed,
+                r.cpu
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
