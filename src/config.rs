@@ -182,6 +182,8 @@ struct RawStorage {
     fsync_interval_ms: Option<u64>,
     retention_days: Option<u32>,
     shutdown_write_limit_ms: Option<u64>,
+    compression: Option<String>,
+    zstd_level: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -290,6 +292,8 @@ pub struct StorageConfig {
     /// At shutdown, how long the writer keeps trying a failing disk before
     /// it saves the unwritten lines to a recovery file and exits non-zero.
     pub shutdown_write_limit_ms: u64,
+    /// zstd level of `market_data_DAY.jsonl.zst`, or `None` for plain JSONL.
+    pub zstd_level: Option<i32>,
 }
 
 /// The hub: tickcap's live feed served to Kite ticker clients.
@@ -1048,6 +1052,26 @@ impl Parser<'_> {
                 st.shutdown_write_limit_ms.unwrap_or(5000),
                 100..=600_000,
             )?,
+            zstd_level: match st.compression.as_deref().unwrap_or("none") {
+                "none" => {
+                    if st.zstd_level.is_some() {
+                        return Err(self.invalid(
+                            "storage.zstd_level",
+                            "set compression = \"zstd\" to use it",
+                        ));
+                    }
+                    None
+                }
+                "zstd" => {
+                    Some(self.in_range("storage.zstd_level", st.zstd_level.unwrap_or(3), 1..=19)?)
+                }
+                other => {
+                    return Err(self.invalid(
+                        "storage.compression",
+                        format!("{other:?}: use \"none\" or \"zstd\""),
+                    ))
+                }
+            },
         })
     }
 }

@@ -34,3 +34,4 @@ pub mod stats;
 pub mod status;
 pub mod time;
 pub mod util;
+pub mod zst;

@@ -189,13 +189,22 @@ fn one(rate: u64, clients: usize, a: &Args) -> Run {
     }
     let send_time = start.elapsed().as_secs_f64();
     let cpu1 = cpu_by_thread();
-    let cpu: Vec<(String, f64)> = ["tickcap-loop", "tickcap-writer", "tickcap-hub", "clients", "feed"]
-        .iter()
-        .map(|k| {
-            let d = cpu1.get(*k).unwrap_or(&0.0) - cpu0.get(*k).unwrap_or(&0.0);
-            (k.trim_start_matches("tickcap-").to_owned(), 100.0 * d / send_time)
-        })
-        .collect();
+    let cpu: Vec<(String, f64)> = [
+        "tickcap-loop",
+        "tickcap-writer",
+        "tickcap-hub",
+        "clients",
+        "feed",
+    ]
+    .iter()
+    .map(|k| {
+        let d = cpu1.get(*k).unwrap_or(&0.0) - cpu0.get(*k).unwrap_or(&0.0);
+        (
+            k.trim_start_matches("tickcap-").to_owned(),
+            100.0 * d / send_time,
+        )
+    })
+    .collect();
     let sent = feed.report().sent;
     while stats.lines_written() < sent && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));

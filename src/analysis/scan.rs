@@ -40,6 +40,8 @@ pub enum LineError {
     Json(String),
     /// A key the contract requires is missing or has the wrong type.
     Key(String),
+    /// A `.jsonl.zst` frame that does not decode (its lines are lost).
+    Frame(String),
 }
 
 impl std::fmt::Display for LineError {
@@ -49,6 +51,7 @@ impl std::fmt::Display for LineError {
             LineError::Torn => f.write_str("torn last line (no newline: a write cut short)"),
             LineError::Json(e) => write!(f, "not JSON: {e}"),
             LineError::Key(e) => f.write_str(e),
+            LineError::Frame(e) => write!(f, "zstd frame does not decode: {e}"),
         }
     }
 }
@@ -368,8 +371,49 @@ pub fn split(bytes: &[u8], parts: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Folds the lines of `chunk` into `f`, numbering from `*no`; a last line
+/// without `\n` is torn when `torn_tail` (the end of the file).
+fn fold_lines<F: Fold>(
+    f: &mut F,
+    chunk: &[u8],
+    torn_tail: bool,
+    strict: bool,
+    no: &mut usize,
+    scratch: &mut Vec<u8>,
+) {
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        *no += 1;
+        let (line, torn) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let l = &rest[..i];
+                rest = &rest[i + 1..];
+                (l, false)
+            }
+            None => {
+                let l = rest;
+                rest = &[];
+                (l, torn_tail)
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if torn {
+            f.line(*no, Err(LineError::Torn));
+        } else if strict {
+            f.line(*no, parse_line(line, scratch, true));
+        } else {
+            f.line(*no, parse_line_fast(line));
+        }
+    }
+}
+
 /// Reads one file with `threads` threads into a fold made by `make`.
 /// Returns the fold and the number of lines (blank lines are skipped but counted).
+/// A `.jsonl.zst` capture is read frame by frame (see [`crate::zst`]): its
+/// frames are shared out between the threads, each decompressing one
+/// frame at a time into a reused buffer, never the whole file.
 pub fn scan<F: Fold>(
     path: &Path,
     threads: usize,
@@ -386,53 +430,32 @@ pub fn scan<F: Fold>(
     // process while we read is the one unsafe case (documented in the README).
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let bytes: &[u8] = &map;
-    let parts = split(bytes, threads);
-    let results: Vec<(F, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|r| {
-                let chunk = &bytes[r.clone()];
-                let last = r.end == bytes.len();
-                let make = &make;
-                s.spawn(move || {
-                    let mut f = make();
-                    let mut scratch = Vec::with_capacity(4096);
-                    let mut no = 0;
-                    let mut rest = chunk;
-                    while !rest.is_empty() {
-                        no += 1;
-                        let (line, torn) = match rest.iter().position(|&b| b == b'\n') {
-                            Some(i) => {
-                                let l = &rest[..i];
-                                rest = &rest[i + 1..];
-                                (l, false)
-                            }
-                            None => {
-                                let l = rest;
-                                rest = &[];
-                                (l, last)
-                            }
-                        };
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            continue;
-                        }
-                        if torn {
-                            f.line(no, Err(LineError::Torn));
-                        } else if strict {
-                            f.line(no, parse_line(line, &mut scratch, true));
-                        } else {
-                            f.line(no, parse_line_fast(line));
-                        }
-                    }
-                    (f, no)
+    let results: Vec<(F, usize)> = if crate::zst::is_zst(path) {
+        scan_frames(bytes, threads, strict, &make)
+    } else {
+        let parts = split(bytes, threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|r| {
+                    let chunk = &bytes[r.clone()];
+                    let last = r.end == bytes.len();
+                    let make = &make;
+                    s.spawn(move || {
+                        let mut f = make();
+                        let mut scratch = Vec::with_capacity(4096);
+                        let mut no = 0;
+                        fold_lines(&mut f, chunk, last, strict, &mut no, &mut scratch);
+                        (f, no)
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (make(), 0)))
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| (make(), 0)))
+                .collect()
+        })
+    };
     let mut it = results.into_iter();
     let (mut acc, mut lines) = it.next().unwrap_or_else(|| (make(), 0));
     for (f, n) in it {
@@ -440,6 +463,70 @@ pub fn scan<F: Fold>(
         lines += n;
     }
     Ok((acc, lines))
+}
+
+/// The frames of a `.jsonl.zst`, in contiguous groups of about equal
+/// compressed size, one group a thread; a torn tail is one torn line.
+fn scan_frames<F: Fold>(
+    bytes: &[u8],
+    threads: usize,
+    strict: bool,
+    make: &(impl Fn() -> F + Sync),
+) -> Vec<(F, usize)> {
+    let fr = crate::zst::frames(bytes);
+    let n = threads.max(1);
+    let total = fr.frames.last().map_or(0, |r| r.end).max(1);
+    let mut groups: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); n];
+    for r in &fr.frames {
+        let g = (r.start * n / total).min(n - 1);
+        groups[g].push(r.clone());
+    }
+    groups.retain(|g| !g.is_empty());
+    let last = groups.len().saturating_sub(1);
+    let torn = fr.torn_at.is_some();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                s.spawn(move || {
+                    let mut f = make();
+                    let mut scratch = Vec::with_capacity(4096);
+                    let mut buf = Vec::new();
+                    let mut no = 0;
+                    for r in g {
+                        match crate::zst::decompress_frame(&bytes[r.clone()], &mut buf) {
+                            Ok(()) => {
+                                fold_lines(&mut f, &buf, false, strict, &mut no, &mut scratch)
+                            }
+                            Err(e) => {
+                                no += 1;
+                                f.line(
+                                    no,
+                                    Err(LineError::Frame(format!("at byte {}: {e}", r.start))),
+                                );
+                            }
+                        }
+                    }
+                    if gi == last && torn {
+                        no += 1;
+                        f.line(no, Err(LineError::Torn));
+                    }
+                    (f, no)
+                })
+            })
+            .collect();
+        let mut out: Vec<(F, usize)> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| (make(), 0)))
+            .collect();
+        if out.is_empty() && torn {
+            let mut f = make();
+            f.line(1, Err(LineError::Torn));
+            out.push((f, 1));
+        }
+        out
+    })
 }
 
 #[cfg(test)]

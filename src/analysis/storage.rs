@@ -12,15 +12,57 @@ use crate::time::LocalDate;
 #[derive(Default)]
 struct Count {
     good: u64,
+    torn: bool,
 }
 
 impl super::scan::Fold for Count {
     fn line(&mut self, _: usize, line: Result<super::scan::Line, super::scan::LineError>) {
         self.good += u64::from(line.is_ok());
+        self.torn |= matches!(line, Err(super::scan::LineError::Torn));
     }
     fn merge(&mut self, next: Self, _: usize) {
         self.good += next.good;
+        self.torn |= next.torn;
     }
+}
+
+/// A `.jsonl.zst` day: lines and ticks from a parallel scan of its frames,
+/// the first and last timestamps from its first and last frames.
+fn zst_info(path: &Path, name: String, date: LocalDate) -> std::io::Result<FileInfo> {
+    let file = std::fs::File::open(path)?;
+    let bytes = file.metadata()?.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (count, lines) = super::scan::scan(path, threads, false, Count::default)?;
+    let (mut first, mut last) = (None, None);
+    if bytes > 0 {
+        // SAFETY: read-only map; see `analysis::scan`.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let fr = crate::zst::frames(&map);
+        let mut buf = Vec::new();
+        if let Some(r) = fr.frames.first() {
+            if crate::zst::decompress_frame(&map[r.clone()], &mut buf).is_ok() {
+                first = buf.split(|&c| c == b'\n').next().and_then(timestamp_of);
+            }
+        }
+        if let Some(r) = fr.frames.last() {
+            if crate::zst::decompress_frame(&map[r.clone()], &mut buf).is_ok() {
+                last = buf
+                    .split(|&c| c == b'\n')
+                    .rfind(|l| !l.is_empty())
+                    .and_then(timestamp_of);
+            }
+        }
+    }
+    Ok(FileInfo {
+        name,
+        date,
+        bytes,
+        lines: lines as u64,
+        ticks: count.good,
+        first,
+        last,
+        torn: count.torn,
+    })
 }
 
 /// One daily file.
@@ -63,6 +105,9 @@ pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
             format!("{name} is not a daily file"),
         )
     })?;
+    if crate::zst::is_zst(path) {
+        return zst_info(path, name, date);
+    }
     let file = std::fs::File::open(path)?;
     let bytes = file.metadata()?.len();
     if bytes == 0 {

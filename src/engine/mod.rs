@@ -207,6 +207,17 @@ impl Engine {
                     error,
                 })?
                 .with_retention(config.storage.retention_days);
+                let files = match config.storage.zstd_level {
+                    None => files,
+                    Some(level) => {
+                        files
+                            .with_zstd(level)
+                            .map_err(|error| EngineError::DataDir {
+                                dir: dir.display().to_string(),
+                                error,
+                            })?
+                    }
+                };
                 Box::new(files) as Box<dyn DaySink>
             }
         };

@@ -77,31 +77,62 @@ pub fn read_recordings(paths: &[PathBuf]) -> Result<Recording, RecordingError> {
         // returns; a recording truncated by another process while we read it
         // is the user's doing and would at worst fault (documented in the README).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(err)?;
-        for (i, line) in map.split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        let mut no = 0usize;
+        let mut take = |text: &[u8], rec: &mut Recording, no: &mut usize| {
+            for line in text.split(|&b| b == b'\n') {
+                *no += 1;
+                let no = *no;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                // A tick line is at most a few KB; a huge "line" (a binary
+                // file, a file without newlines) is reported, never copied.
+                if line.len() > MAX_LINE {
+                    rec.bad.push(BadLine {
+                        path: path.clone(),
+                        line: no,
+                        reason: format!(
+                            "line of {} bytes; a tick line is at most {MAX_LINE}",
+                            line.len()
+                        ),
+                    });
+                    continue;
+                }
+                match parse_line(line, &mut scratch) {
+                    Ok(r) => rec.records.push(r),
+                    Err(reason) => rec.bad.push(BadLine {
+                        path: path.clone(),
+                        line: no,
+                        reason,
+                    }),
+                }
             }
-            // A tick line is at most a few KB; a huge "line" (a binary file,
-            // a file without newlines) is reported, never copied.
-            if line.len() > MAX_LINE {
+            // `split` yields an empty piece after the final newline.
+            *no -= 1;
+        };
+        if crate::zst::is_zst(path) {
+            // Frame by frame: never the whole day decompressed at once.
+            let fr = crate::zst::frames(&map);
+            let mut buf = Vec::new();
+            for r in &fr.frames {
+                match crate::zst::decompress_frame(&map[r.clone()], &mut buf) {
+                    Ok(()) => take(&buf, &mut rec, &mut no),
+                    Err(e) => rec.bad.push(BadLine {
+                        path: path.clone(),
+                        line: no + 1,
+                        reason: format!("zstd frame at byte {} does not decode: {e}", r.start),
+                    }),
+                }
+            }
+            if let Some(at) = fr.torn_at {
                 rec.bad.push(BadLine {
                     path: path.clone(),
-                    line: i + 1,
-                    reason: format!(
-                        "line of {} bytes; a tick line is at most {MAX_LINE}",
-                        line.len()
-                    ),
+                    line: no + 1,
+                    reason: format!("torn zstd frame at byte {at} (a crash mid-write)"),
                 });
-                continue;
             }
-            match parse_line(line, &mut scratch) {
-                Ok(r) => rec.records.push(r),
-                Err(reason) => rec.bad.push(BadLine {
-                    path: path.clone(),
-                    line: i + 1,
-                    reason,
-                }),
-            }
+        } else {
+            take(&map, &mut rec, &mut no);
         }
     }
     Ok(rec)

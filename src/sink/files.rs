@@ -27,15 +27,28 @@ pub trait DaySink: Send {
     fn current_path(&self) -> Option<PathBuf>;
 }
 
-/// The file name of a day.
+/// The file name of a day (plain JSONL).
 pub fn daily_name(date: LocalDate) -> String {
     format!("market_data_{date}.jsonl")
+}
+
+/// The file name of a day, compressed or not.
+pub fn daily_name_as(date: LocalDate, zstd: bool) -> String {
+    if zstd {
+        format!("market_data_{date}.jsonl.zst")
+    } else {
+        daily_name(date)
+    }
 }
 
 /// The date in a daily file's name (`market_data_YYYY-MM-DD.jsonl`), or
 /// `None` for any other name.
 pub fn date_of_name(name: &str) -> Option<LocalDate> {
-    LocalDate::parse(name.strip_prefix("market_data_")?.strip_suffix(".jsonl")?)
+    let rest = name.strip_prefix("market_data_")?;
+    let day = rest
+        .strip_suffix(".jsonl")
+        .or_else(|| rest.strip_suffix(".jsonl.zst"))?;
+    LocalDate::parse(day)
 }
 
 /// Deletes daily files more than `keep_days` days before `today` (only
@@ -88,6 +101,8 @@ pub struct DailyFiles {
     opened: Arc<AtomicU64>,
     repaired: Arc<AtomicU64>,
     retention_days: u32,
+    /// With compression: one zstd frame per write (see `crate::zst`).
+    zstd: Option<crate::zst::FrameWriter>,
 }
 
 impl DailyFiles {
@@ -101,7 +116,14 @@ impl DailyFiles {
             opened,
             repaired,
             retention_days: 0,
+            zstd: None,
         })
+    }
+
+    /// Writes `market_data_DAY.jsonl.zst` at `level`, a frame per write.
+    pub fn with_zstd(mut self, level: i32) -> io::Result<Self> {
+        self.zstd = Some(crate::zst::FrameWriter::new(level)?);
+        Ok(self)
     }
 
     /// Deletes daily files older than `days` whenever a day's file is opened
@@ -119,13 +141,18 @@ impl DailyFiles {
                     tracing::warn!("fsync of {} on rotation failed: {e}", p.display());
                 }
             }
-            let path = self.dir.join(daily_name(date));
+            let path = self.dir.join(daily_name_as(date, self.zstd.is_some()));
             let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
                 .open(&path)?;
-            if repair_torn_tail(&mut file, &path)? {
+            let repaired = if self.zstd.is_some() {
+                repair_torn_frame(&mut file, &path)?
+            } else {
+                repair_torn_tail(&mut file, &path)?
+            };
+            if repaired {
                 self.repaired.fetch_add(1, Ordering::Relaxed);
             }
             self.opened.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +171,25 @@ impl DailyFiles {
 
 impl DaySink for DailyFiles {
     fn write(&mut self, date: LocalDate, data: &[u8]) -> io::Result<usize> {
-        self.open(date)?.write(data)
+        if self.zstd.is_none() {
+            return self.open(date)?.write(data);
+        }
+        // All or nothing: the whole write becomes one frame; a frame cut
+        // short (a full disk) is cut off again, so the file stays a
+        // sequence of complete frames and the writer retries all of it.
+        self.open(date)?;
+        let (Some(z), Some((_, file, _))) = (&mut self.zstd, &mut self.current) else {
+            return Err(io::Error::other("no current file"));
+        };
+        let frame = z.frame(data)?;
+        let at = file.metadata()?.len();
+        if let Err(e) = file.write_all(frame) {
+            if let Err(cut) = file.set_len(at) {
+                tracing::error!("cannot cut back a partial zstd frame: {cut}");
+            }
+            return Err(e);
+        }
+        Ok(data.len())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -199,6 +244,49 @@ pub fn repair_torn_tail(file: &mut File, path: &Path) -> io::Result<bool> {
     file.sync_data()?;
     tracing::warn!(
         "{}: torn last line ({} bytes) from an earlier crash moved to {}; appending resumes at byte {cut}",
+        path.display(),
+        tail.len(),
+        aside.display()
+    );
+    Ok(true)
+}
+
+/// A `.jsonl.zst` file: if its last frame is incomplete or fails to decode
+/// (a crash mid-write), moves the bytes from that frame on into a
+/// `.torn-<epoch>` file beside it and truncates. Complete frames are found
+/// by their headers; only the last one is decompressed to check it.
+pub fn repair_torn_frame(file: &mut File, path: &Path) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    // SAFETY: read-only map of the file this writer alone appends to; it
+    // is dropped before the file is changed.
+    let map = unsafe { memmap2::Mmap::map(&*file)? };
+    let f = crate::zst::frames(&map);
+    let mut cut = f.torn_at;
+    if cut.is_none() {
+        if let Some(last) = f.frames.last() {
+            let mut out = Vec::new();
+            if crate::zst::decompress_frame(&map[last.clone()], &mut out).is_err() {
+                cut = Some(last.start);
+            }
+        }
+    }
+    let Some(cut) = cut else {
+        return Ok(false);
+    };
+    let tail = map[cut..].to_vec();
+    drop(map);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = PathBuf::from(format!("{}.torn-{secs}", path.display()));
+    std::fs::write(&aside, &tail)?;
+    file.set_len(cut as u64)?;
+    file.sync_data()?;
+    tracing::warn!(
+        "{}: torn last zstd frame ({} bytes) from an earlier crash moved to {}; appending resumes at byte {cut}",
         path.display(),
         tail.len(),
         aside.display()
@@ -270,6 +358,73 @@ mod tests {
             std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(),
             "{\"a\":"
         );
+    }
+
+    #[test]
+    fn zstd_days_are_frames_and_a_torn_frame_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = || Arc::new(AtomicU64::new(0));
+        let mut f = DailyFiles::new(dir.path(), counters(), counters())
+            .unwrap()
+            .with_zstd(3)
+            .unwrap();
+        f.write(date(25), b"{\"a\":1}\n").unwrap();
+        f.write(date(25), b"{\"a\":2}\n").unwrap();
+        drop(f);
+        let path = dir.path().join("market_data_2026-11-25.jsonl.zst");
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(crate::zst::frames(&bytes).frames.len(), 2);
+        // A crash mid-frame: half a third frame.
+        let mut w = crate::zst::FrameWriter::new(3).unwrap();
+        let third = w.frame(b"{\"a\":3}\n").unwrap().to_vec();
+        bytes.extend_from_slice(&third[..third.len() / 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let repaired = counters();
+        let mut f = DailyFiles::new(dir.path(), counters(), Arc::clone(&repaired))
+            .unwrap()
+            .with_zstd(3)
+            .unwrap();
+        f.write(date(25), b"{\"a\":4}\n").unwrap();
+        drop(f);
+        assert_eq!(repaired.load(Ordering::Relaxed), 1);
+        let all = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(all, b"{\"a\":1}\n{\"a\":2}\n{\"a\":4}\n");
+        assert_eq!(
+            date_of_name("market_data_2026-11-25.jsonl.zst"),
+            Some(date(25))
+        );
+    }
+
+    #[test]
+    fn zstd_rotates_by_day_and_a_full_disk_is_an_error_not_a_partial_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = || Arc::new(AtomicU64::new(0));
+        let mut f = DailyFiles::new(dir.path(), counters(), counters())
+            .unwrap()
+            .with_zstd(1)
+            .unwrap();
+        f.write(date(24), b"x\n").unwrap();
+        f.write(date(25), b"y\n").unwrap();
+        for (d, text) in [(24, "x\n"), (25, "y\n")] {
+            let p = dir
+                .path()
+                .join(format!("market_data_2026-11-{d}.jsonl.zst"));
+            assert_eq!(
+                zstd::decode_all(File::open(p).unwrap()).unwrap(),
+                text.as_bytes()
+            );
+        }
+        // A day whose file is /dev/full: every write fails with ENOSPC.
+        #[cfg(target_os = "linux")]
+        {
+            std::os::unix::fs::symlink(
+                "/dev/full",
+                dir.path().join("market_data_2026-11-26.jsonl.zst"),
+            )
+            .unwrap();
+            let e = f.write(date(26), b"z\n").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(28), "{e}");
+        }
     }
 
     #[test]
