@@ -4,13 +4,17 @@
 //! - `has_chromium`: a headless browser is on the PATH (the web-page test);
 //! - `has_kiteconnect`: a Python with the official `kiteconnect` client
 //!   (`TICKCAP_PYTHON`, else `.venv/bin/python`, else `python3`; its path
-//!   reaches the tests as `TICKCAP_PYTHON_BIN`). `.ci/run` creates `.venv`.
+//!   reaches the tests as `TICKCAP_PYTHON_BIN`). `.ci/run` creates `.venv`;
+//! - `has_pydata`: the same kind of Python with pyarrow, pandas and
+//!   zstandard (the Parquet and compressed-capture checks), as
+//!   `TICKCAP_PYDATA_BIN`.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(has_chromium)");
     println!("cargo::rustc-check-cfg=cfg(has_kiteconnect)");
+    println!("cargo::rustc-check-cfg=cfg(has_pydata)");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=TICKCAP_PYTHON");
     println!("cargo::rerun-if-changed=build.rs");
@@ -26,14 +30,22 @@ fn main() {
         "{}/.venv/bin/python",
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())
     );
-    let candidates = std::env::var("TICKCAP_PYTHON")
+    let candidates: Vec<String> = std::env::var("TICKCAP_PYTHON")
         .into_iter()
-        .chain([venv, "python3".to_owned()]);
-    for py in candidates {
-        if ok(Command::new(&py).args(["-c", "import kiteconnect"])) {
-            println!("cargo::rustc-cfg=has_kiteconnect");
-            println!("cargo::rustc-env=TICKCAP_PYTHON_BIN={py}");
-            break;
-        }
+        .chain([venv, "python3".to_owned()])
+        .collect();
+    let find = |import: &str| {
+        candidates
+            .iter()
+            .find(|py| ok(Command::new(py).args(["-c", &format!("import {import}")])))
+            .cloned()
+    };
+    if let Some(py) = find("kiteconnect") {
+        println!("cargo::rustc-cfg=has_kiteconnect");
+        println!("cargo::rustc-env=TICKCAP_PYTHON_BIN={py}");
+    }
+    if let Some(py) = find("pyarrow, pandas, zstandard") {
+        println!("cargo::rustc-cfg=has_pydata");
+        println!("cargo::rustc-env=TICKCAP_PYDATA_BIN={py}");
     }
 }

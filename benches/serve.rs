@@ -46,7 +46,7 @@ fn fan_out(c: &mut Criterion) {
             n += 1;
             // A message per client every 100 ticks, as the hub finishes
             // batches each turn.
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 for b in &mut batches {
                     black_box(b.finish());
                 }

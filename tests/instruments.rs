@@ -69,7 +69,7 @@ fn kite_stand_in(body: String) -> Kite {
                 continue;
             }
             let csv = body.clone();
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n{csv}",

@@ -4,7 +4,7 @@
 //! percentiles from the engine's histograms; then the highest rate that was
 //! both lossless and sustained (achieved ≥ 95% of the target).
 //!
-//!     cargo run --release --example loadtest -- [--seconds 3] [--rates 1000,10000,...] [--instruments 200] [--mode quote]
+//!     cargo run --release --example loadtest -- [--seconds 3] [--rates 1000,10000,...] [--instruments 200] [--mode quote] [--zstd LEVEL]
 //!
 //! Everything runs on this machine's 2 cores: the feed's session threads,
 //! the event loop and the writer compete, so the figures are a floor for a
@@ -25,6 +25,8 @@ struct Args {
     mode: String,
     /// Poll the status port's /metrics this many times a second during each run.
     poll_metrics: u32,
+    /// Capture compressed (`compression = "zstd"`) at this level.
+    zstd: Option<i32>,
 }
 
 fn args() -> Args {
@@ -36,6 +38,7 @@ fn args() -> Args {
         instruments: 200,
         mode: "quote".into(),
         poll_metrics: 0,
+        zstd: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +54,7 @@ fn args() -> Args {
             "--instruments" => a.instruments = v.parse().expect("--instruments N"),
             "--mode" => a.mode = v,
             "--poll-metrics" => a.poll_metrics = v.parse().expect("--poll-metrics N"),
+            "--zstd" => a.zstd = Some(v.parse().expect("--zstd LEVEL")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -87,10 +91,11 @@ fn one(rate: u64, a: &Args) -> Run {
         .map(|i| ((i << 8) | 1).to_string())
         .collect();
     let text = format!(
-        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nfsync = \"interval\"\n[status]\nlisten = \"127.0.0.1:0\"\n\
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nfsync = \"interval\"\n{}[status]\nlisten = \"127.0.0.1:0\"\n\
          [primary]\nmode = {:?}\ninstruments = [{}]\n",
         feed.url(),
         dir.path().display().to_string(),
+        a.zstd.map_or(String::new(), |l| format!("compression = \"zstd\"\nzstd_level = {l}\n")),
         a.mode,
         tokens.join(",")
     );

@@ -2,9 +2,16 @@
 """Checks that a tickcap capture loads in pandas and that the seed service's
 analysis code runs on it unchanged.
 
-    python3 -m venv .venv && .venv/bin/pip install pandas
-    tickcap demo --duration 5 --data-dir /tmp/md
-    .venv/bin/python tools/pandas_check.py /tmp/md/market_data_*.jsonl
+    python3 -m venv .venv && .venv/bin/pip install pandas pyarrow zstandard
+    tickcap demo --duration 5 --data-dir /tmp/md [--compression zstd]
+    .venv/bin/python tools/pandas_check.py /tmp/md/market_data_*.jsonl[.zst]
+    tickcap export /tmp/md/market_data_*.jsonl.zst --out /tmp/pq
+    .venv/bin/python tools/pandas_check.py --parquet /tmp/pq/market_data_DAY.parquet /tmp/md/market_data_DAY.jsonl.zst
+
+A `.jsonl.zst` capture loads with `read_json(lines=True, compression="zstd")`
+(pandas needs the `zstandard` package). With `--parquet`, the export is read
+with `read_parquet` and its values compared with the JSONL's, column by
+column.
 
 `read_jsonl_to_dataframe` and `analyze_tick_data` are written the way the
 seed service's analysis helpers are used: `pandas.read_json(lines=True)`,
@@ -18,7 +25,10 @@ import pandas as pd
 
 
 def read_jsonl_to_dataframe(path):
-    df = pd.read_json(path, lines=True)
+    if path.endswith(".zst"):
+        df = pd.read_json(path, lines=True, compression="zstd", precise_float=True)
+    else:
+        df = pd.read_json(path, lines=True, precise_float=True)
     if df.empty:
         return df
     df["timestamp"] = pd.to_datetime(df["timestamp"])
@@ -54,7 +64,39 @@ def analyze_tick_data(df):
     return out
 
 
+def compare_parquet(parquet, jsonl):
+    """read_parquet against read_json of the same day: every value equal."""
+    problems = []
+    pq = pd.read_parquet(parquet)
+    js = read_jsonl_to_dataframe(jsonl)
+    if len(pq) != len(js):
+        return [f"{parquet}: {len(pq)} rows, {jsonl}: {len(js)}"]
+    for col in ("instrument_token", "last_price", "connection_id", "mode", "tradable"):
+        if not (pq[col].to_numpy() == js[col].to_numpy()).all():
+            problems.append(f"{parquet}: column {col} differs from the JSONL")
+    if not (pq["timestamp"] == js["timestamp"]).all():
+        problems.append(f"{parquet}: timestamps differ from the JSONL")
+    for col in ("volume_traded", "average_traded_price", "change"):
+        if col in js:
+            a, b = pq[col].astype("float64"), js[col].astype("float64")
+            same = (a == b) | (a.isna() & b.isna())
+            if not same.all():
+                problems.append(f"{parquet}: column {col} differs from the JSONL")
+    if "ohlc" in js:
+        a = pq["ohlc"].map(lambda o: None if o is None else dict(o))
+        b = js["ohlc"].map(lambda o: o if isinstance(o, dict) else None)
+        if not all((x == y) for x, y in zip(a, b)):
+            problems.append(f"{parquet}: ohlc differs from the JSONL")
+    print(json.dumps({"parquet": parquet, "jsonl": jsonl, "rows": len(pq), "columns_compared": True}))
+    return problems
+
+
 def main(paths):
+    if paths[:1] == ["--parquet"] and len(paths) == 3:
+        problems = compare_parquet(paths[1], paths[2])
+        for p in problems:
+            print("PROBLEM", p, file=sys.stderr)
+        return 1 if problems else 0
     if not paths:
         print("usage: pandas_check.py FILE.jsonl...", file=sys.stderr)
         return 2

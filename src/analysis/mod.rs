@@ -2,6 +2,8 @@
 //! (statistics and plots) and `verify` (is the capture whole?).
 
 pub mod analyze;
+#[cfg(feature = "parquet")]
+pub mod export;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod scan;

@@ -31,6 +31,9 @@ pub struct Args {
     /// The hub: Kite clients connect here (if taken, a free port is used and printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     serve: std::net::SocketAddr,
+    /// `zstd` writes market_data_YYYY-MM-DD.jsonl.zst (level 3).
+    #[arg(long, default_value = "none", value_parser = ["none", "zstd"])]
+    compression: String,
 }
 
 /// NSE stocks (INFY, RELIANCE, HDFCBANK, TCS, ICICIBANK, SBIN, ITC, LT,
@@ -49,11 +52,12 @@ pub fn demo_config(
     data_dir: &std::path::Path,
     status: std::net::SocketAddr,
     serve: std::net::SocketAddr,
+    compression: &str,
 ) -> String {
     let list = |t: &[u32]| t.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     format!(
         "[kite]\nurl = {url:?}\napi_key = \"demo\"\naccess_token = \"demo-access-token\"\n\n\
-         [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\n\n\
+         [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\ncompression = {compression:?}\n\n\
          [status]\nlisten = \"{status}\"\n\n[primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
          [tertiary]\nfailover_after_ms = 3000\n\n[serve]\nlisten = \"{serve}\"\n",
         url = feed_url,
@@ -80,7 +84,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
     ))
     .context("starting the built-in replay feed on 127.0.0.1")?;
     let parse = |status, serve| {
-        let text = demo_config(&feed.url(), &args.data_dir, status, serve);
+        let text = demo_config(
+            &feed.url(),
+            &args.data_dir,
+            status,
+            serve,
+            &args.compression,
+        );
         Config::parse(&text, std::path::Path::new("<demo>"), &Env::default())
     };
     let cfg = parse(args.status, args.serve).map_err(Failure::usage)?;

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compress;
 mod decode;
 mod demo;
 mod doctor;
+mod export;
 mod init;
 mod instruments;
 mod login;
@@ -51,6 +53,10 @@ enum Command {
     Analyze(tools::AnalyzeArgs),
     /// Check captured files: well-formed, ordered, and (with --replay-report) complete.
     Verify(tools::VerifyArgs),
+    /// Compress closed days' plain captures to .jsonl.zst (atomically; the plain file is removed after).
+    Compress(compress::Args),
+    /// Captured days (plain or .jsonl.zst) as Parquet, one file a day, typed columns.
+    Export(export::Args),
     /// Decode raw Kite binary messages (one file = one WebSocket message) to JSONL.
     Decode(decode::Args),
     /// Serve a Kite-compatible WebSocket feed (synthetic or recorded) for demos and load tests.
@@ -97,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Login(args) => login::run(args),
         Command::Instruments(args) => instruments::run(args),
         Command::Decode(args) => decode::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Compress(args) => compress::run(args),
         Command::Storage(args) => tools::storage(args),
         Command::Analyze(args) => tools::analyze(args),
         Command::Verify(args) => tools::verify(args),

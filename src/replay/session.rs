@@ -462,7 +462,7 @@ impl<'a> Session<'a> {
             b.push(t);
             per_mode[mode_index(t.mode())] += 1;
             *ticks += 1;
-            if malformed_every.is_some_and(|every| *ticks % every == 0) {
+            if malformed_every.is_some_and(|every| (*ticks).is_multiple_of(every)) {
                 b.push_raw(&MALFORMED);
                 malformed += 1;
             }

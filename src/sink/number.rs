@@ -79,7 +79,7 @@ pub fn write_price(out: &mut Vec<u8>, raw: u32, divisor: u32) {
         return;
     }
     let mut width = places;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         width -= 1;
     }

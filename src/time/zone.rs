@@ -148,7 +148,7 @@ impl ZoneFormatter {
         two(&mut t[7..9], abs % 60);
         self.offset_text = t;
         // Python's isoformat shows seconds only when the offset has them.
-        self.offset_len = if abs % 60 == 0 { 6 } else { 9 };
+        self.offset_len = if abs.is_multiple_of(60) { 6 } else { 9 };
     }
 
     /// Fills slot `slot`'s cache for `second` and returns it.

@@ -1,0 +1,65 @@
+//! `tickcap export FILE... --format parquet --out DIR`: captured days
+//! (plain or `.jsonl.zst`) as one Parquet file a day.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::Failure;
+
+/// Arguments of `tickcap export`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Captured files (`market_data_YYYY-MM-DD.jsonl` or `.jsonl.zst`);
+    /// files of the same day go into one Parquet file, in the order given.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The output format (only `parquet`).
+    #[arg(long, default_value = "parquet")]
+    format: String,
+    /// Where the Parquet files go (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Zone of the timestamp columns (an IANA name).
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+}
+
+/// Runs the export.
+#[cfg(feature = "parquet")]
+pub fn run(args: Args) -> Result<(), Failure> {
+    use crate::analysis::export::{export_day, parquet_name};
+    if args.format != "parquet" {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--format {:?}: only parquet is supported",
+            args.format
+        )));
+    }
+    crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    let mut days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for f in &args.files {
+        days.entry(parquet_name(f)).or_default().push(f.clone());
+    }
+    for (name, inputs) in days {
+        let t0 = std::time::Instant::now();
+        let e = export_day(&inputs, &args.out.join(&name), &args.timezone)?;
+        let bytes = std::fs::metadata(&e.path).map_or(0, |m| m.len());
+        println!(
+            "{}: {} rows, {} bytes ({:.1} s)",
+            e.path.display(),
+            e.rows,
+            bytes,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Without the `parquet` feature.
+#[cfg(not(feature = "parquet"))]
+pub fn run(_: Args) -> Result<(), Failure> {
+    Err(Failure::usage(anyhow::anyhow!(
+        "this tickcap was built without the `parquet` feature (cargo build --features parquet)"
+    )))
+}

@@ -1,0 +1,171 @@
+//! `tickcap export --format parquet`: every row of the Parquet file equals
+//! its JSONL line, read back by pyarrow (and pandas): currency (CDS) and
+//! BCD prices with their own divisors, an index in full mode (no depth), a
+//! zero close, LTP ticks, an empty day, and a real compressed capture.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tickcap::kite::{PacketKind, Tick};
+use tickcap::replay::{ReplayConfig, Server};
+use tickcap::sink::LineFormatter;
+use tickcap::time::ZoneFormatter;
+
+fn crafted_day(path: &Path) -> usize {
+    let mut f = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").unwrap());
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut push = |t: Tick, conn: u8, out: &mut Vec<u8>| {
+        f.write_line(out, &t, 1_764_046_523_123_456 + n as i64 * 1000, conn);
+        n += 1;
+    };
+    let depthful = |kind, token| {
+        let mut t = Tick::new(kind, token);
+        t.last_price = 8_312_345; // CDS: / 10^7; BCD: / 10^4; NSE: / 100
+        t.last_traded_quantity = 3;
+        t.average_traded_price = 8_312_000;
+        t.volume_traded = 42;
+        t.total_buy_quantity = 1000;
+        t.total_sell_quantity = 2000;
+        (t.open, t.high, t.low, t.close) = (8_300_000, 8_320_000, 8_290_000, 8_310_000);
+        t.last_trade_time = 1_764_046_500;
+        t.exchange_timestamp = 1_764_046_520;
+        t.oi = 77;
+        for (i, d) in t.depth.iter_mut().enumerate() {
+            d.price = 8_312_000 + i as u32 * 25;
+            d.quantity = 10 + i as u32;
+            d.orders = 1 + i as u16;
+        }
+        t
+    };
+    push(depthful(PacketKind::Full, (1234 << 8) | 3), 2, &mut out); // CDS
+    push(depthful(PacketKind::Full, (99 << 8) | 6), 2, &mut out); // BCD
+    push(depthful(PacketKind::Full, 408_065), 2, &mut out); // NSE
+    let mut index = Tick::new(PacketKind::IndexFull, 256_265);
+    (index.last_price, index.close) = (2_431_055, 2_430_000);
+    index.exchange_timestamp = 1_764_046_521;
+    push(index, 1, &mut out);
+    let mut zero_close = depthful(PacketKind::Quote, 738_561);
+    zero_close.close = 0;
+    push(zero_close, 1, &mut out);
+    let mut ltp = Tick::new(PacketKind::Ltp, 512);
+    ltp.last_price = 12_345;
+    push(ltp, 3, &mut out);
+    let mut index_quote = Tick::new(PacketKind::IndexQuote, 260_105);
+    index_quote.last_price = 5_000_010;
+    push(index_quote, 1, &mut out);
+    std::fs::write(path, out).unwrap();
+    n
+}
+
+fn export(files: &[&Path], out: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .arg("export")
+        .args(files)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn parquet_rows(path: &Path) -> i64 {
+    use parquet::file::reader::FileReader;
+    let r = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+        .unwrap();
+    r.metadata().file_metadata().num_rows()
+}
+
+/// pyarrow's rows against the JSONL lines (tools/parquet_check.py).
+#[cfg(has_pydata)]
+fn python_agrees(parquet: &Path, jsonl: &Path) {
+    let o = Command::new(env!("TICKCAP_PYDATA_BIN"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/parquet_check.py"
+        ))
+        .arg(parquet)
+        .arg(jsonl)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[cfg(not(has_pydata))]
+fn python_agrees(_: &Path, _: &Path) {
+    eprintln!("no Python with pyarrow, pandas and zstandard at build time: the row-by-row check against pyarrow was skipped");
+}
+
+#[test]
+fn every_kind_of_tick_and_an_empty_day_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = dir.path().join("market_data_2026-11-25.jsonl");
+    let lines = crafted_day(&day);
+    let empty = dir.path().join("market_data_2026-11-24.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = dir.path().join("pq");
+    let printed = export(&[&day, &empty], &out);
+    assert!(
+        printed.contains("market_data_2026-11-25.parquet: 7 rows"),
+        "{printed}"
+    );
+    let pq = out.join("market_data_2026-11-25.parquet");
+    assert_eq!(parquet_rows(&pq), lines as i64);
+    assert_eq!(parquet_rows(&out.join("market_data_2026-11-24.parquet")), 0);
+    python_agrees(&pq, &day);
+    python_agrees(&out.join("market_data_2026-11-24.parquet"), &empty);
+}
+
+#[test]
+#[cfg_attr(
+    not(has_pydata),
+    ignore = "no Python with pyarrow, pandas and zstandard at build time (.ci/run sets up .venv)"
+)]
+fn a_real_compressed_capture_exports_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        5000,
+    ))
+    .unwrap();
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\ncompression = \"zstd\"\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 256265, 1027, 1030]\n[secondary]\ninstruments = [2561, 260105]\n",
+        feed.url(),
+        dir.path().join("data").display().to_string()
+    );
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    let engine = tickcap::engine::Engine::start(cfg, tickcap::engine::Options::default()).unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    assert!(common::wait_until(Duration::from_secs(20), || stats
+        .lines_written()
+        > 5000));
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+    let zst: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl.zst"))
+        .collect();
+    assert_eq!(zst.len(), 1);
+    let out = dir.path().join("pq");
+    export(&[&zst[0]], &out);
+    let name = tickcap::analysis::export::parquet_name(&zst[0]);
+    let pq = out.join(name);
+    assert_eq!(parquet_rows(&pq) as u64, stats.lines_written());
+    python_agrees(&pq, &zst[0]);
+}
