@@ -7,7 +7,11 @@
 //!   reaches the tests as `TICKCAP_PYTHON_BIN`). `.ci/run` creates `.venv`;
 //! - `has_pydata`: the same kind of Python with pyarrow, pandas and
 //!   zstandard (the Parquet and compressed-capture checks), as
-//!   `TICKCAP_PYDATA_BIN`.
+//!   `TICKCAP_PYDATA_BIN`;
+//! - `has_kafka`: a real Apache Kafka broker's jars in `target/kafka-libs`
+//!   (`.ci/run` fetches them with Maven from tools/kafka/pom.xml) and a
+//!   `java` to run them; the jar directory reaches the tests as
+//!   `TICKCAP_KAFKA_LIBS`.
 
 use std::process::Command;
 
@@ -15,6 +19,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(has_chromium)");
     println!("cargo::rustc-check-cfg=cfg(has_kiteconnect)");
     println!("cargo::rustc-check-cfg=cfg(has_pydata)");
+    println!("cargo::rustc-check-cfg=cfg(has_kafka)");
+    println!("cargo::rerun-if-changed=target/kafka-libs");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=TICKCAP_PYTHON");
     println!("cargo::rerun-if-changed=build.rs");
@@ -47,5 +53,19 @@ fn main() {
     if let Some(py) = find("pyarrow, pandas, zstandard") {
         println!("cargo::rustc-cfg=has_pydata");
         println!("cargo::rustc-env=TICKCAP_PYDATA_BIN={py}");
+    }
+    let libs = format!(
+        "{}/target/kafka-libs",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into())
+    );
+    let has_jar = std::fs::read_dir(&libs)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13"))
+        })
+        .unwrap_or(false);
+    if has_jar && ok(Command::new("java").arg("-version")) {
+        println!("cargo::rustc-cfg=has_kafka");
+        println!("cargo::rustc-env=TICKCAP_KAFKA_LIBS={libs}");
     }
 }

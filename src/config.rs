@@ -137,6 +137,16 @@ struct RawFile {
     #[serde(default)]
     engine: RawEngine,
     serve: Option<RawServe>,
+    kafka: Option<RawKafka>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    brokers: Option<String>,
+    topic: Option<String>,
+    client_id: Option<String>,
+    properties: Option<std::collections::BTreeMap<String, toml::Value>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -184,6 +194,7 @@ struct RawStorage {
     shutdown_write_limit_ms: Option<u64>,
     compression: Option<String>,
     zstd_level: Option<i32>,
+    compress_closed_days: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -294,6 +305,10 @@ pub struct StorageConfig {
     pub shutdown_write_limit_ms: u64,
     /// zstd level of `market_data_DAY.jsonl.zst`, or `None` for plain JSONL.
     pub zstd_level: Option<i32>,
+    /// Plain capture: compress each closed day to `.jsonl.zst` in the
+    /// background at rotation (and closed days left plain, at start), at
+    /// this level.
+    pub compress_closed_days: Option<i32>,
 }
 
 /// The hub: tickcap's live feed served to Kite ticker clients.
@@ -309,6 +324,19 @@ pub struct ServeConfig {
     pub max_clients: usize,
     /// A client whose unsent bytes pass this is disconnected (too slow).
     pub send_queue_bytes: usize,
+}
+
+/// Publishing every captured tick to Apache Kafka (`[kafka]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// The topic (it must exist; its partition count is read at start).
+    pub topic: String,
+    /// `client.id`.
+    pub client_id: String,
+    /// librdkafka properties passed through (TLS, SASL, tuning), as given.
+    pub properties: Vec<(String, String)>,
 }
 
 /// Kite's daily instruments dump: whether tickcap fetches it, from where,
@@ -396,6 +424,8 @@ pub struct Config {
     pub dump: DumpConfig,
     /// The hub (`[serve]`), off unless configured.
     pub serve: Option<ServeConfig>,
+    /// Kafka publishing (`[kafka]`), off unless configured.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
@@ -517,6 +547,7 @@ impl Config {
                 ..dump
             },
             serve: raw.serve.as_ref().map(|s| p.serve(s)).transpose()?,
+            kafka: raw.kafka.as_ref().map(|k| p.kafka(k)).transpose()?,
         })
     }
 
@@ -989,6 +1020,50 @@ impl Parser<'_> {
         ))
     }
 
+    /// `[kafka]`: brokers and topic are required; properties pass through
+    /// to librdkafka as strings (the ones tickcap's guarantees rest on are
+    /// refused).
+    fn kafka(&self, k: &RawKafka) -> Result<KafkaConfig, ConfigError> {
+        let need = |v: &Option<String>, key: &str, eg: &str| {
+            v.clone()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| self.invalid(key, format!("required in [kafka], e.g. {eg}")))
+        };
+        let brokers = need(&k.brokers, "kafka.brokers", "\"127.0.0.1:9092\"")?;
+        let topic = need(&k.topic, "kafka.topic", "\"ticks\"")?;
+        let mut properties = Vec::new();
+        for (name, v) in k.properties.iter().flatten() {
+            if matches!(
+                name.as_str(),
+                "enable.idempotence" | "acks" | "bootstrap.servers" | "message.timeout.ms"
+            ) {
+                return Err(self.invalid(
+                    &format!("kafka.properties.{name}"),
+                    "tickcap sets this itself (exactly-once publishing depends on it)",
+                ));
+            }
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => {
+                    return Err(self.invalid(
+                        &format!("kafka.properties.{name}"),
+                        "must be a string, number or boolean",
+                    ))
+                }
+            };
+            properties.push((name.clone(), text));
+        }
+        Ok(KafkaConfig {
+            brokers,
+            topic,
+            client_id: k.client_id.clone().unwrap_or_else(|| "tickcap".to_owned()),
+            properties,
+        })
+    }
+
     /// `[serve]`: a listen address is required; a token too when it is not loopback.
     fn serve(&self, s: &RawServe) -> Result<ServeConfig, ConfigError> {
         let text = s.listen.as_deref().ok_or_else(|| {
@@ -1052,9 +1127,24 @@ impl Parser<'_> {
                 st.shutdown_write_limit_ms.unwrap_or(5000),
                 100..=600_000,
             )?,
+            compress_closed_days: match (
+                st.compress_closed_days.unwrap_or(false),
+                st.compression.as_deref().unwrap_or("none"),
+            ) {
+                (false, _) => None,
+                (true, "none") => {
+                    Some(self.in_range("storage.zstd_level", st.zstd_level.unwrap_or(3), 1..=19)?)
+                }
+                (true, _) => {
+                    return Err(self.invalid(
+                        "storage.compress_closed_days",
+                        "with compression = \"zstd\" every day is compressed already",
+                    ))
+                }
+            },
             zstd_level: match st.compression.as_deref().unwrap_or("none") {
                 "none" => {
-                    if st.zstd_level.is_some() {
+                    if st.zstd_level.is_some() && st.compress_closed_days != Some(true) {
                         return Err(self.invalid(
                             "storage.zstd_level",
                             "set compression = \"zstd\" to use it",

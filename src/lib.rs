@@ -26,6 +26,8 @@ pub mod dedup;
 pub mod engine;
 pub mod kite;
 pub mod net;
+#[cfg(feature = "kafka")]
+pub mod publish;
 pub mod replay;
 pub mod ring;
 pub mod serve;

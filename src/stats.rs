@@ -199,6 +199,39 @@ pub struct Disconnect {
     pub ticks_sent: u64,
 }
 
+/// Counters of the Kafka publisher.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    /// 0 off, 1 connecting/recovering, 2 publishing, 3 broker unreachable,
+    /// 4 stopped on an error it cannot fix itself (see `last_error`).
+    pub state: AtomicU8,
+    /// Records handed to librdkafka.
+    pub sent: AtomicU64,
+    /// Records acknowledged by the broker (acks=all).
+    pub acked: AtomicU64,
+    /// Lines skipped at recovery because the topic already had them.
+    pub skipped: AtomicU64,
+    /// Producer errors (delivery failures, fatal errors) since start.
+    pub errors: AtomicU64,
+    /// Producers recreated after a fatal error.
+    pub recreated: AtomicU64,
+    /// Records sent and not yet acknowledged.
+    pub in_flight: AtomicU64,
+    /// Lines written to the journal and not yet acknowledged (in flight plus
+    /// an estimate of what is not read yet).
+    pub lag_ticks: AtomicU64,
+    /// Receive time of the oldest line not yet acknowledged, epoch µs (0 = none).
+    pub oldest_unacked_micros: AtomicI64,
+    /// When the broker last acknowledged something, epoch µs.
+    pub last_ack_micros: AtomicI64,
+    /// The acknowledged position (`YYYY-MM-DD:byte offset`).
+    pub position: Mutex<String>,
+    /// The topic's partition count.
+    pub partitions: AtomicU64,
+    /// The last error, for `/kafka` and `/health`.
+    pub last_error: Mutex<Option<String>>,
+}
+
 /// One client of the hub, as `/clients` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClientView {
@@ -291,6 +324,8 @@ pub struct Stats {
     pub writer: WriterStats,
     /// The hub.
     pub serve: ServeStats,
+    /// The Kafka publisher.
+    pub kafka: KafkaStats,
     /// Latencies.
     pub latency: Latency,
     /// When the engine started, epoch µs.
@@ -307,6 +342,7 @@ impl Default for Stats {
             conns: Default::default(),
             writer: WriterStats::default(),
             serve: ServeStats::default(),
+            kafka: KafkaStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),

@@ -97,6 +97,66 @@ impl FrameWriter {
     }
 }
 
+/// Plain text per frame when compressing a whole file.
+const FILE_FRAME: usize = 1 << 20;
+
+/// What [`compress_file`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressed {
+    /// The `.zst` written.
+    pub path: std::path::PathBuf,
+    /// Plain bytes read.
+    pub plain: u64,
+    /// Compressed bytes written.
+    pub compressed: u64,
+}
+
+/// Compresses a closed plain capture into `PATH.zst` in the writer's format
+/// (independent frames of whole lines, ~1 MiB each), atomically: written to
+/// `PATH.zst.part`, synced, renamed; the plain file is removed only after,
+/// unless `keep`.
+pub fn compress_file(
+    path: &std::path::Path,
+    level: i32,
+    keep: bool,
+) -> std::io::Result<Compressed> {
+    use std::io::Write;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let out = std::path::PathBuf::from(format!("{}.zst", path.display()));
+    let tmp = std::path::PathBuf::from(format!("{}.zst.part", path.display()));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut fw = FrameWriter::new(level)?;
+    if len > 0 {
+        // SAFETY: read-only map of a closed day's file that nothing appends to.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let mut rest: &[u8] = &map;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(FILE_FRAME);
+            if end < rest.len() {
+                end = rest[end..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| end + i + 1);
+            }
+            w.write_all(fw.frame(&rest[..end])?)?;
+            rest = &rest[end..];
+        }
+    }
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &out)?;
+    let compressed = std::fs::metadata(&out)?.len();
+    if !keep {
+        std::fs::remove_file(path)?;
+    }
+    Ok(Compressed {
+        path: out,
+        plain: len,
+        compressed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +186,28 @@ mod tests {
         let mut z = file.clone();
         z.extend_from_slice(&[0; 64]);
         assert_eq!(frames(&z).torn_at, Some(file.len()));
+    }
+
+    #[test]
+    fn a_closed_file_compresses_atomically_into_frames_of_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("market_data_2026-11-24.jsonl");
+        let text: String = (0..50_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        let c = compress_file(&p, 3, false).unwrap();
+        assert!(
+            !p.exists(),
+            "the plain file goes after the .zst is complete"
+        );
+        assert_eq!(c.plain, text.len() as u64);
+        let bytes = std::fs::read(&c.path).unwrap();
+        let f = frames(&bytes);
+        assert!(!f.frames.is_empty() && f.torn_at.is_none());
+        assert_eq!(zstd::decode_all(bytes.as_slice()).unwrap(), text.as_bytes());
+        assert!(!dir
+            .path()
+            .join("market_data_2026-11-24.jsonl.zst.part")
+            .exists());
     }
 
     #[test]

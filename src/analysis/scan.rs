@@ -132,74 +132,7 @@ pub fn contract_keys(mode: Mode, index: bool) -> &'static [&'static str] {
     }
 }
 
-/// Parses `timestamp` text as tickcap writes it (`YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM`
-/// or `Z`) into epoch µs; other ISO forms go through jiff.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let mut v = 0i64;
-        for &c in b.get(r)? {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + i64::from(c - b'0');
-        }
-        Some(v)
-    };
-    let fast = || -> Option<i64> {
-        if b.len() < 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b'T'
-            || b[13] != b':'
-            || b[16] != b':'
-        {
-            return None;
-        }
-        let date = crate::time::LocalDate {
-            year: num(0..4)? as i32,
-            month: num(5..7)? as u8,
-            day: num(8..10)? as u8,
-        };
-        let secs = crate::sink::files::days_from_civil(date) * 86_400
-            + num(11..13)? * 3600
-            + num(14..16)? * 60
-            + num(17..19)?;
-        let (mut micros, mut i) = (0i64, 19);
-        if b[19] == b'.' {
-            i = 20;
-            let mut digits = 0;
-            while i < b.len() && b[i].is_ascii_digit() {
-                if digits < 6 {
-                    micros = micros * 10 + i64::from(b[i] - b'0');
-                    digits += 1;
-                }
-                i += 1;
-            }
-            for _ in digits..6 {
-                micros *= 10;
-            }
-        }
-        let offset = match b.get(i)? {
-            b'Z' if i + 1 == b.len() => 0,
-            c @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
-                let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-                if *c == b'-' {
-                    -o
-                } else {
-                    o
-                }
-            }
-            _ => return None,
-        };
-        Some((secs - offset) * 1_000_000 + micros)
-    };
-    fast().or_else(|| {
-        s.parse::<jiff::Timestamp>()
-            .ok()
-            .map(|t| t.as_microsecond())
-    })
-}
+pub use crate::time::parse_timestamp;
 
 /// Parses one line (without its `\n`). With `strict`, every key of the
 /// contract for the tick's kind must be present.

@@ -4,7 +4,6 @@
 //! `.zst` appears only complete and synced, and the `.jsonl` is removed
 //! only after (unless `--keep`).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use super::Failure;
@@ -23,9 +22,6 @@ pub struct Args {
     keep: bool,
 }
 
-/// Frames of about this much plain text.
-const FRAME: usize = 1 << 20;
-
 /// Runs it.
 pub fn run(args: Args) -> Result<(), Failure> {
     for path in &args.files {
@@ -37,35 +33,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         crate::util::regular_file(path)?;
         let t0 = std::time::Instant::now();
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        let out = PathBuf::from(format!("{}.zst", path.display()));
-        let tmp = PathBuf::from(format!("{}.zst.part", path.display()));
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let mut fw = crate::zst::FrameWriter::new(args.level)?;
-        if len > 0 {
-            // SAFETY: read-only map of a closed day's file; see `analysis::scan`.
-            let map = unsafe { memmap2::Mmap::map(&file)? };
-            let mut rest: &[u8] = &map;
-            while !rest.is_empty() {
-                let mut end = rest.len().min(FRAME);
-                if end < rest.len() {
-                    end = rest[end..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(rest.len(), |i| end + i + 1);
-                }
-                w.write_all(fw.frame(&rest[..end])?)?;
-                rest = &rest[end..];
-            }
-        }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &out)?;
-        let zlen = std::fs::metadata(&out)?.len();
-        if !args.keep {
-            std::fs::remove_file(path)?;
-        }
+        let c = crate::zst::compress_file(path, args.level, args.keep)?;
+        let (len, zlen, out) = (c.plain, c.compressed, c.path);
         println!(
             "{}: {} → {} bytes ({:.1}x, {:.1} s){}",
             out.display(),

@@ -99,6 +99,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if let Some(cfg) = &cfg {
         check_credentials(cfg, &mut r);
         check_dump(cfg, &loader, &mut r);
+        check_kafka(cfg, timeout, &mut r);
         let mut seen = Vec::new();
         for c in cfg.connections.iter().filter(|c| !c.instruments.is_empty()) {
             let key = (c.url.clone(), c.api_key.clone());
@@ -327,6 +328,72 @@ fn check_dump(cfg: &Config, loader: &crate::net::dump::Loader, r: &mut Report) {
             ),
             "expired F&O contracts (their tokens are retired) or mistyped tokens; they will not tick",
             "replace them (symbols such as \"NFO:NIFTY25DECFUT\" are accepted; `tickcap instruments search`)",
+        );
+    }
+}
+
+/// `[kafka]`: brokers reachable, the topic there with its partitions, and
+/// how far publishing has got (the checkpoint).
+#[cfg(feature = "kafka")]
+fn check_kafka(cfg: &Config, timeout: Duration, r: &mut Report) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Some(k) = &cfg.kafka else {
+        return;
+    };
+    let mut c = rdkafka::config::ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", "tickcap-doctor");
+    for (name, v) in &k.properties {
+        c.set(name, v);
+    }
+    let consumer: BaseConsumer = match c.create() {
+        Ok(c) => c,
+        Err(e) => {
+            return r.fail(
+                format!("kafka: cannot create a client: {e}"),
+                "a [kafka.properties] value librdkafka refuses",
+                "fix the property named in the message",
+            )
+        }
+    };
+    match consumer.fetch_metadata(Some(&k.topic), timeout.max(Duration::from_secs(3))) {
+        Err(e) => r.fail(
+            format!("kafka: brokers {} unreachable: {e}", k.brokers),
+            "the brokers are down, or a firewall/TLS/SASL setting is wrong",
+            "start the brokers or fix [kafka] brokers/properties; capture goes on meanwhile and the backlog waits on disk",
+        ),
+        Ok(md) => {
+            let parts = md
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if parts == 0 {
+                r.fail(
+                    format!("kafka: topic {:?} does not exist on {}", k.topic, k.brokers),
+                    "tickcap does not create topics",
+                    format!("create it, e.g. kafka-topics.sh --create --topic {} --partitions 12", k.topic),
+                );
+            } else {
+                let at = std::fs::read_to_string(crate::publish::checkpoint_path(&cfg.storage.data_dir))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "nothing yet".to_owned());
+                r.ok(format!(
+                    "kafka: brokers {} reachable; topic {} has {parts} partitions; published up to {at}",
+                    k.brokers, k.topic
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+fn check_kafka(cfg: &Config, _: Duration, r: &mut Report) {
+    if cfg.kafka.is_some() {
+        r.fail(
+            "kafka: [kafka] is configured but this tickcap was built without the `kafka` feature",
+            "a lean build",
+            "build with the default features",
         );
     }
 }

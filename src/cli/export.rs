@@ -1,7 +1,6 @@
 //! `tickcap export FILE... --format parquet --out DIR`: captured days
 //! (plain or `.jsonl.zst`) as one Parquet file a day.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::Failure;
@@ -28,6 +27,7 @@ pub struct Args {
 #[cfg(feature = "parquet")]
 pub fn run(args: Args) -> Result<(), Failure> {
     use crate::analysis::export::{export_day, parquet_name};
+    use std::collections::BTreeMap;
     if args.format != "parquet" {
         return Err(Failure::usage(anyhow::anyhow!(
             "--format {:?}: only parquet is supported",

@@ -74,6 +74,20 @@ pub fn render(url: &str) -> Result<String, String> {
             s(&c["dropped_slow"])
         );
     }
+    if let Ok(k) = fetch(url, "/kafka") {
+        if k["enabled"] == true {
+            let _ = writeln!(
+                o,
+                "kafka        {}   topic {}   acknowledged {}   lag {} ticks / {} s   position {}",
+                s(&k["state"]),
+                s(&k["topic"]),
+                s(&k["acknowledged"]),
+                s(&k["lag_ticks"]),
+                s(&k["lag_seconds"]),
+                s(&k["position"])
+            );
+        }
+    }
     if let Some(r) = h["reasons"].as_array().filter(|r| !r.is_empty()) {
         let _ = writeln!(o, "why: {}", r.iter().map(s).collect::<Vec<_>>().join("; "));
     }

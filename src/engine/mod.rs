@@ -41,6 +41,15 @@ use api::{route, View};
 use failover::Failover;
 use history::History;
 
+/// The Kafka publisher's states (`stats::KafkaStats::state`), as `/kafka` names them.
+pub const KAFKA_STATES: [&str; 5] = [
+    "off",
+    "starting",
+    "publishing",
+    "broker unreachable",
+    "stopped",
+];
+
 /// Tokens 0..3 are the Kite connections.
 const WAKER: Token = Token(10);
 const SIGNALS: Token = Token(11);
@@ -207,6 +216,10 @@ impl Engine {
                     error,
                 })?
                 .with_retention(config.storage.retention_days);
+                let files = match config.storage.compress_closed_days {
+                    Some(level) => files.with_closed_day_compression(level),
+                    None => files,
+                };
                 let files = match config.storage.zstd_level {
                     None => files,
                     Some(level) => {
@@ -316,6 +329,23 @@ impl Engine {
             }
         };
         let serve_addr = hub.as_ref().map(crate::serve::Hub::local_addr);
+        #[cfg(feature = "kafka")]
+        let publisher = match &config.kafka {
+            None => None,
+            Some(k) => Some(
+                crate::publish::Publisher::start(
+                    k.clone(),
+                    config.storage.data_dir.clone(),
+                    Arc::clone(&stats),
+                    opts.clock,
+                )
+                .map_err(|e| EngineError::Thread("kafka", e))?,
+            ),
+        };
+        #[cfg(not(feature = "kafka"))]
+        if config.kafka.is_some() {
+            tracing::error!("[kafka] is configured but this tickcap was built without the `kafka` feature: nothing is published");
+        }
         let signals = if opts.handle_signals {
             let mut s = signal_hook_mio::v1_0::Signals::new([
                 signal_hook::consts::SIGINT,
@@ -395,6 +425,8 @@ impl Engine {
                     hub,
                     link,
                     upstream: hub::Upstream::default(),
+                    #[cfg(feature = "kafka")]
+                    publisher,
                 };
                 l.watch_token_files();
                 l.run()
@@ -491,6 +523,9 @@ struct EventLoop {
     link: Option<Arc<crate::serve::Link>>,
     /// What the hub's clients made the engine subscribe upstream.
     upstream: hub::Upstream,
+    /// The Kafka publisher, with `[kafka]`.
+    #[cfg(feature = "kafka")]
+    publisher: Option<crate::publish::Publisher>,
 }
 
 impl EventLoop {
@@ -781,6 +816,12 @@ impl EventLoop {
             stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);
         }
         let writer_ok = self.writer.take().is_none_or(Writer::finish);
+        // The publisher gets what is in flight acknowledged (≤ 5 s); the
+        // rest waits in the daily files for the next start.
+        #[cfg(feature = "kafka")]
+        if let Some(p) = self.publisher.take() {
+            p.stop();
+        }
         let w = &self.stats.writer;
         let received = self.stats.ticks_received();
         let deduplicated = w.dedup_dropped.load(Ordering::Relaxed);

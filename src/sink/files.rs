@@ -103,6 +103,8 @@ pub struct DailyFiles {
     retention_days: u32,
     /// With compression: one zstd frame per write (see `crate::zst`).
     zstd: Option<crate::zst::FrameWriter>,
+    /// Plain days are compressed in the background once closed, at this level.
+    compress_closed: Option<i32>,
 }
 
 impl DailyFiles {
@@ -117,7 +119,61 @@ impl DailyFiles {
             repaired,
             retention_days: 0,
             zstd: None,
+            compress_closed: None,
         })
+    }
+
+    /// Compresses each plain day once it is closed (at rotation, and closed
+    /// days found plain at start) on a background thread, atomically.
+    pub fn with_closed_day_compression(mut self, level: i32) -> Self {
+        self.compress_closed = Some(level);
+        self
+    }
+
+    /// Plain daily files before `today` (with no finished `.zst` beside
+    /// them), compressed one after another on a thread of their own.
+    fn compress_closed_days(&self, today: LocalDate) {
+        let Some(level) = self.compress_closed else {
+            return;
+        };
+        let mut closed: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                        name.as_deref().is_some_and(|n| {
+                            n.ends_with(".jsonl") && date_of_name(n).is_some_and(|d| d < today)
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if closed.is_empty() {
+            return;
+        }
+        closed.sort();
+        let spawned = std::thread::Builder::new()
+            .name("tickcap-compress".into())
+            .spawn(move || {
+                for p in closed {
+                    match crate::zst::compress_file(&p, level, false) {
+                        Ok(c) => tracing::info!(
+                            "compressed the closed day {} ({} -> {} bytes)",
+                            c.path.display(),
+                            c.plain,
+                            c.compressed
+                        ),
+                        Err(e) => tracing::warn!(
+                            "compressing {} failed (the plain file stays): {e}",
+                            p.display()
+                        ),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the compression thread: {e}");
+        }
     }
 
     /// Writes `market_data_DAY.jsonl.zst` at `level`, a frame per write.
@@ -160,6 +216,7 @@ impl DailyFiles {
             if let Err(e) = apply_retention(&self.dir, date, self.retention_days) {
                 tracing::warn!("retention in {} failed: {e}", self.dir.display());
             }
+            self.compress_closed_days(date);
             self.current = Some((date, file, path));
         }
         match &mut self.current {
@@ -425,6 +482,29 @@ mod tests {
             let e = f.write(date(26), b"z\n").unwrap_err();
             assert_eq!(e.raw_os_error(), Some(28), "{e}");
         }
+    }
+
+    #[test]
+    fn closed_plain_days_are_compressed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let counters = || Arc::new(AtomicU64::new(0));
+        let mut f = DailyFiles::new(dir.path(), counters(), counters())
+            .unwrap()
+            .with_closed_day_compression(1);
+        f.write(date(24), b"a\n").unwrap();
+        f.write(date(25), b"b\n").unwrap(); // rotation closes the 24th
+        let zst = dir.path().join("market_data_2026-11-24.jsonl.zst");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let plain = dir.path().join("market_data_2026-11-24.jsonl");
+        while (!zst.exists() || plain.exists()) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(zstd::decode_all(File::open(&zst).unwrap()).unwrap(), b"a\n");
+        assert!(!dir.path().join("market_data_2026-11-24.jsonl").exists());
+        assert!(
+            dir.path().join("market_data_2026-11-25.jsonl").exists(),
+            "today stays plain"
+        );
     }
 
     #[test]

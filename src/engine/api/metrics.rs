@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{json, Map, Value};
 
 use super::View;
-use crate::stats::{ConnStats, ServeStats, StateName, Stats, WriterStats};
+use crate::stats::{ConnStats, KafkaStats, ServeStats, StateName, Stats, WriterStats};
 
 /// One counter: its `/metrics` JSON key, its Prometheus family, the help
 /// text, whether it is a counter (else a gauge), and where it lives.
@@ -229,6 +229,59 @@ const SERVE_COUNTERS: &[Counter<ServeStats>] = &[
     },
 ];
 
+/// The Kafka publisher's (`[kafka]`), unlabelled; JSON under `kafka`.
+const KAFKA_COUNTERS: &[Counter<KafkaStats>] = &[
+    Counter {
+        json: "sent",
+        prom: "tickcap_kafka_sent_total",
+        help: "Records handed to librdkafka.",
+        counter: true,
+        get: |k| &k.sent,
+    },
+    Counter {
+        json: "acknowledged",
+        prom: "tickcap_kafka_acknowledged_total",
+        help: "Records acknowledged by the brokers (acks=all).",
+        counter: true,
+        get: |k| &k.acked,
+    },
+    Counter {
+        json: "skipped_at_recovery",
+        prom: "tickcap_kafka_skipped_total",
+        help: "Lines found already in the topic at recovery (not sent again).",
+        counter: true,
+        get: |k| &k.skipped,
+    },
+    Counter {
+        json: "errors",
+        prom: "tickcap_kafka_errors_total",
+        help: "Producer and recovery errors.",
+        counter: true,
+        get: |k| &k.errors,
+    },
+    Counter {
+        json: "producers_recreated",
+        prom: "tickcap_kafka_producers_recreated_total",
+        help: "Producers recreated after a fatal error.",
+        counter: true,
+        get: |k| &k.recreated,
+    },
+    Counter {
+        json: "in_flight",
+        prom: "tickcap_kafka_in_flight",
+        help: "Records sent and not yet acknowledged.",
+        counter: false,
+        get: |k| &k.in_flight,
+    },
+    Counter {
+        json: "lag_ticks",
+        prom: "tickcap_kafka_lag_ticks",
+        help: "Ticks written to the daily files and not yet acknowledged.",
+        counter: false,
+        get: |k| &k.lag_ticks,
+    },
+];
+
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
@@ -301,6 +354,13 @@ pub(super) fn json(v: &mut View<'_>) -> Value {
         "http".into(),
         json!({"clients": v.http.0, "requests": v.http.1, "rejected": v.http.2}),
     );
+    if v.config.kafka.is_some() {
+        let mut kv = Map::new();
+        for c in KAFKA_COUNTERS {
+            kv.insert(c.json.into(), load((c.get)(&s.kafka)).into());
+        }
+        m.insert("kafka".into(), Value::Object(kv));
+    }
     if v.config.serve.is_some() {
         let mut sv = Map::new();
         for c in SERVE_COUNTERS {
@@ -418,6 +478,39 @@ pub(super) fn prometheus(v: &mut View<'_>) -> String {
         &Stats::histogram(&s.latency.receive_to_written_us),
         1e-6,
     );
+    if v.config.kafka.is_some() {
+        for c in KAFKA_COUNTERS {
+            family(&mut o, c.prom, c.counter, c.help);
+            let _ = writeln!(o, "{} {}", c.prom, load((c.get)(&s.kafka)));
+        }
+        family(
+            &mut o,
+            "tickcap_kafka_up",
+            false,
+            "1 while the brokers acknowledge.",
+        );
+        let _ = writeln!(
+            o,
+            "tickcap_kafka_up {}",
+            u8::from(s.kafka.state.load(Ordering::Relaxed) == 2)
+        );
+        let oldest = s.kafka.oldest_unacked_micros.load(Ordering::Relaxed);
+        family(
+            &mut o,
+            "tickcap_kafka_lag_seconds",
+            false,
+            "Age of the oldest unacknowledged tick.",
+        );
+        let _ = writeln!(
+            o,
+            "tickcap_kafka_lag_seconds {}",
+            if oldest > 0 {
+                (v.clock.now_micros() - oldest).max(0) as f64 / 1e6
+            } else {
+                0.0
+            }
+        );
+    }
     if v.config.serve.is_some() {
         for c in SERVE_COUNTERS {
             family(&mut o, c.prom, c.counter, c.help);
@@ -465,6 +558,7 @@ mod tests {
             .map(|c| (c.json, c.prom, c.counter))
             .chain(WRITER_COUNTERS.iter().map(|c| (c.json, c.prom, c.counter)))
             .chain(SERVE_COUNTERS.iter().map(|c| (c.json, c.prom, c.counter)))
+            .chain(KAFKA_COUNTERS.iter().map(|c| (c.json, c.prom, c.counter)))
         {
             assert!(seen.insert(json), "{json} twice");
             assert!(seen.insert(prom), "{prom} twice");

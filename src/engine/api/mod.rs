@@ -84,7 +84,9 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
     } else if !get {
         return match req.path.as_str() {
             "/" | "/health" | "/connections" | "/instruments" | "/storage" | "/metrics"
-            | "/failovers" | "/clients" => Response::error(405, format!("{} needs GET", req.path)),
+            | "/failovers" | "/clients" | "/kafka" => {
+                Response::error(405, format!("{} needs GET", req.path))
+            }
             _ => Response::error(
                 404,
                 format!("no such endpoint: {} {}", req.method, req.path),
@@ -103,6 +105,7 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
         "/instruments" => Response::json(200, &views::instruments(v)),
         "/storage" => Response::json(200, &views::storage(v)),
         "/clients" => Response::json(200, &views::clients(v)),
+        "/kafka" => Response::json(200, &views::kafka(v)),
         "/metrics" => match req.param("format") {
             Some("prometheus") => Response {
                 status: 200,

@@ -86,6 +86,33 @@ pub fn health(v: &mut View<'_>) -> Value {
             lag_limit as f64 / 1e6
         ));
     }
+    // Kafka: a broker that does not acknowledge is a degraded service (the
+    // backlog waits on disk; capture goes on).
+    let kafka_down = v.config.kafka.is_some() && v.stats.kafka.state.load(Ordering::Relaxed) == 3;
+    if kafka_down {
+        let k = &v.stats.kafka;
+        let oldest = k.oldest_unacked_micros.load(Ordering::Relaxed);
+        let err = k
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        reasons.push(format!(
+            "kafka: broker unreachable ({} ticks waiting on disk{}){}",
+            k.lag_ticks.load(Ordering::Relaxed),
+            if oldest > 0 {
+                format!(", oldest {:.0} s", (now - oldest) as f64 / 1e6)
+            } else {
+                String::new()
+            },
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", crate::util::log_text(&err, 200))
+            }
+        ));
+    }
     let status = if active == 0 {
         "down"
     } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o)
@@ -93,6 +120,7 @@ pub fn health(v: &mut View<'_>) -> Value {
         && !v.failover.is_active()
         && failing_since == 0
         && !lagging
+        && !kafka_down
     {
         "healthy"
     } else {
@@ -418,5 +446,35 @@ pub(super) fn clients(v: &mut View<'_>) -> Value {
         "refused": {"auth": sv.refused_auth.load(Relaxed), "full": sv.refused_full.load(Relaxed)},
         "receive_to_client_us": super::metrics::percentiles(&h, 1.0),
         "recent_disconnects": disconnects,
+    })
+}
+
+/// `GET /kafka`: the publisher's state, position, lag and counters.
+pub(super) fn kafka(v: &mut View<'_>) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(kc) = v.config.kafka.clone() else {
+        return json!({"enabled": false, "hint": "add a [kafka] section (brokers, topic) to publish every tick"});
+    };
+    let k = &v.stats.kafka;
+    let now = v.clock.now_micros();
+    let oldest = k.oldest_unacked_micros.load(Relaxed);
+    let state = usize::from(k.state.load(Relaxed));
+    json!({
+        "enabled": true,
+        "brokers": kc.brokers,
+        "topic": kc.topic,
+        "partitions": k.partitions.load(Relaxed),
+        "state": crate::engine::KAFKA_STATES.get(state).copied().unwrap_or("?"),
+        "position": k.position.lock().map(|p| p.clone()).unwrap_or_default(),
+        "sent": k.sent.load(Relaxed),
+        "acknowledged": k.acked.load(Relaxed),
+        "skipped_at_recovery": k.skipped.load(Relaxed),
+        "in_flight": k.in_flight.load(Relaxed),
+        "lag_ticks": k.lag_ticks.load(Relaxed),
+        "lag_seconds": if oldest > 0 { ((now - oldest).max(0) as f64 / 1e5).round() / 10.0 } else { 0.0 },
+        "last_ack": v.iso(k.last_ack_micros.load(Relaxed)),
+        "errors": k.errors.load(Relaxed),
+        "producers_recreated": k.recreated.load(Relaxed),
+        "last_error": k.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
     })
 }

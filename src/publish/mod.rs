@@ -1,0 +1,523 @@
+//! Publishing every captured tick to Apache Kafka, exactly once, from the
+//! daily files (the journal), on a thread of its own.
+//!
+//! **The file is the source of truth.** The publisher follows what the
+//! writer has written ([`journal::Journal`]), so a broker that is down or
+//! slow costs only lag: the backlog stays on disk and at most
+//! [`MAX_IN_FLIGHT`] records are held by librdkafka. Capture never waits
+//! for it.
+//!
+//! **One record per line**: key = `instrument_token`, value = the JSONL
+//! line (without `\n`), headers `tickcap-position` (`YYYY-MM-DD:offset`,
+//! the line's place in the day's uncompressed stream) and
+//! `tickcap-connection-id`; partition = token mod the topic's partition
+//! count (deterministic, so each instrument stays in order in one
+//! partition). The producer is idempotent with `acks=all`, infinite
+//! delivery timeout and at most 5 requests in flight: within a partition
+//! the broker holds a prefix of what was sent, in order.
+//!
+//! **Exactly once across restarts** (kill -9 included): a checkpoint
+//! (`data_dir/kafka.checkpoint`) holds a position before which everything
+//! is acknowledged; it is written only from delivery reports. At start,
+//! and after a fatal producer error (the producer is then recreated), the
+//! last record of each partition is read back: a line at or after the
+//! checkpoint whose position is at or before its partition's last position
+//! is already in the topic (the prefix property) and is skipped; every
+//! other line is sent. Nothing is skipped that is not there, nothing sent
+//! twice.
+
+pub mod journal;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::stats::Stats;
+use crate::time::Clock;
+use journal::{Journal, Pos};
+
+/// Most records handed to librdkafka and not yet acknowledged.
+pub const MAX_IN_FLIGHT: usize = 100_000;
+/// The position header.
+pub const POSITION_HEADER: &str = "tickcap-position";
+/// The connection header.
+pub const CONNECTION_HEADER: &str = "tickcap-connection-id";
+
+/// Delivery reports, collected by librdkafka's callback on `poll`.
+#[derive(Default)]
+struct Reports {
+    done: Mutex<Vec<(Pos, Result<(), String>)>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Pos>;
+    fn delivery(&self, r: &DeliveryResult<'_>, pos: Self::DeliveryOpaque) {
+        let outcome = r.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((*pos, outcome));
+    }
+}
+
+/// Where the publisher keeps its checkpoint.
+pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("kafka.checkpoint")
+}
+
+fn read_checkpoint(path: &Path) -> Option<Pos> {
+    Pos::parse(&std::fs::read_to_string(path).ok()?)
+}
+
+fn write_checkpoint(path: &Path, pos: Pos) -> std::io::Result<()> {
+    let tmp = path.with_extension("checkpoint.tmp");
+    std::fs::write(&tmp, format!("{pos}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The instrument token and connection id of a line, read without a full
+/// parse (the writer's own key order; any order is handled).
+fn token_and_conn(line: &[u8]) -> Option<(u32, u8)> {
+    let num = |key: &[u8]| -> Option<u64> {
+        let at = line.windows(key.len()).position(|w| w == key)? + key.len();
+        let digits: Vec<u8> = line[at..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        std::str::from_utf8(&digits).ok()?.parse().ok()
+    };
+    let token = u32::try_from(num(b"\"instrument_token\":")?).ok()?;
+    let conn = u8::try_from(num(b"\"connection_id\":").unwrap_or(0)).ok()?;
+    Some((token, conn))
+}
+
+/// The receive time of a line (its `timestamp`), epoch µs.
+fn line_micros(line: &[u8]) -> Option<i64> {
+    let key = b"\"timestamp\":\"";
+    let at = line.windows(key.len()).rposition(|w| w == key)? + key.len();
+    let end = line[at..].iter().position(|&b| b == b'"')? + at;
+    crate::time::parse_timestamp(std::str::from_utf8(&line[at..end]).ok()?)
+}
+
+/// The running publisher.
+#[derive(Debug)]
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    /// Starts publishing `data_dir`'s journal with `cfg`.
+    pub fn start(
+        cfg: KafkaConfig,
+        data_dir: PathBuf,
+        stats: Arc<Stats>,
+        clock: Clock,
+    ) -> std::io::Result<Publisher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("tickcap-kafka".into())
+            .spawn(move || {
+                let mut p = Run {
+                    cfg,
+                    checkpoint: checkpoint_path(&data_dir),
+                    data_dir,
+                    stats,
+                    clock,
+                    stop: st,
+                };
+                p.run();
+            })?;
+        Ok(Publisher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops: what is in flight gets up to 5 s to be acknowledged; the rest
+    /// stays in the journal for the next start.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the Kafka publisher thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Run {
+    cfg: KafkaConfig,
+    data_dir: PathBuf,
+    checkpoint: PathBuf,
+    stats: Arc<Stats>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+}
+
+/// What recovery found: where to read from, and per partition the last
+/// position already in the topic.
+struct Recovered {
+    from: Pos,
+    last: HashMap<i32, Pos>,
+    partitions: i32,
+}
+
+impl Run {
+    fn set_state(&self, s: usize) {
+        self.stats.kafka.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn error(&self, e: String) {
+        self.stats.kafka.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("kafka: {}", crate::util::log_text(&e, 300));
+        *self
+            .stats
+            .kafka
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e);
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.cfg.brokers)
+            .set("client.id", &self.cfg.client_id);
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn producer(&self) -> Result<BaseProducer<Reports>, String> {
+        let mut c = self.client_config();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "0")
+            .set("max.in.flight.requests.per.connection", "5");
+        if !self.cfg.properties.iter().any(|(k, _)| k == "linger.ms") {
+            c.set("linger.ms", "5");
+        }
+        c.create_with_context(Reports::default())
+            .map_err(|e| format!("cannot create the producer: {e}"))
+    }
+
+    /// Reads the topic's partition count and each partition's last position.
+    fn recover(&self) -> Result<Recovered, String> {
+        let mut c = self.client_config();
+        c.set("group.id", format!("{}-recovery", self.cfg.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(|e| format!("cannot create the recovery consumer: {e}"))?;
+        let md = consumer
+            .fetch_metadata(Some(&self.cfg.topic), Duration::from_secs(10))
+            .map_err(|e| format!("brokers {}: {e}", self.cfg.brokers))?;
+        let partitions = md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(format!(
+                "topic {:?} does not exist on {} (create it; tickcap does not)",
+                self.cfg.topic, self.cfg.brokers
+            ));
+        }
+        let mut last = HashMap::new();
+        for p in 0..partitions {
+            let (lo, hi) = consumer
+                .fetch_watermarks(&self.cfg.topic, p, Duration::from_secs(10))
+                .map_err(|e| format!("watermarks of partition {p}: {e}"))?;
+            if hi <= lo {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.cfg.topic, p, Offset::Offset(hi - 1))
+                .map_err(|e| e.to_string())?;
+            consumer.assign(&tpl).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let pos = loop {
+                if Instant::now() > deadline {
+                    return Err(format!("partition {p}: its last record did not arrive"));
+                }
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) if m.partition() == p => {
+                        break m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|x| x.key == POSITION_HEADER)
+                                .and_then(|x| x.value)
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .and_then(Pos::parse)
+                        })
+                    }
+                    Some(Err(e)) => return Err(format!("partition {p}: {e}")),
+                    _ => {}
+                }
+            };
+            if let Some(pos) = pos {
+                last.insert(p, pos);
+            }
+        }
+        let checkpoint = read_checkpoint(&self.checkpoint);
+        // Without a checkpoint: from the day of the oldest partition's last
+        // record (lines before it in any partition are in the topic), or
+        // today's file when the topic has none of ours.
+        let from = checkpoint.unwrap_or_else(|| {
+            let day = last.values().map(|p| p.day).min().unwrap_or_else(|| {
+                journal::days(&self.data_dir).last().map_or(
+                    crate::time::LocalDate {
+                        year: 1970,
+                        month: 1,
+                        day: 1,
+                    },
+                    |d| d.0,
+                )
+            });
+            Pos { day, offset: 0 }
+        });
+        Ok(Recovered {
+            from,
+            last,
+            partitions,
+        })
+    }
+
+    fn run(&mut self) {
+        self.set_state(1);
+        let mut backoff = Duration::from_millis(200);
+        while !self.stop.load(Ordering::SeqCst) {
+            match self.session() {
+                Ok(()) => break,
+                Err(e) => {
+                    self.error(e);
+                    self.set_state(3);
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        self.set_state(4);
+    }
+
+    /// One producer's life: recover, then publish until stopped (`Ok`) or
+    /// until the producer cannot go on (`Err`: recreated by the caller).
+    fn session(&mut self) -> Result<(), String> {
+        let rec = self.recover()?;
+        let producer = self.producer()?;
+        let k = &self.stats.kafka;
+        k.partitions.store(rec.partitions as u64, Ordering::Relaxed);
+        tracing::info!(
+            "kafka: publishing to {} ({} partitions) from {} ({} partitions hold records already)",
+            self.cfg.topic,
+            rec.partitions,
+            rec.from,
+            rec.last.len()
+        );
+        let mut journal = Journal::new(&self.data_dir, rec.from);
+        let skip_until = rec.last.values().max().copied();
+        let mut in_flight: BTreeSet<Pos> = BTreeSet::new();
+        let mut times: HashMap<Pos, i64> = HashMap::new();
+        let mut acked_to = rec.from;
+        let mut last_checkpoint = Instant::now();
+        let mut last_ack = Instant::now();
+        self.set_state(2);
+        let mut avg_line = 650u64;
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            producer.poll(Duration::ZERO);
+            let done = std::mem::take(
+                &mut *producer
+                    .context()
+                    .done
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for (pos, r) in done {
+                match r {
+                    Ok(()) => {
+                        in_flight.remove(&pos);
+                        times.remove(&pos);
+                        k.acked.fetch_add(1, Ordering::Relaxed);
+                        last_ack = Instant::now();
+                        k.last_ack_micros
+                            .store(self.clock.now_micros(), Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(format!("delivery of {pos} failed: {e}")),
+                }
+            }
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                k.recreated.fetch_add(1, Ordering::Relaxed);
+                return Err(format!(
+                    "fatal producer error {code:?}: {reason}; recreating the producer and resuming from the topic"
+                ));
+            }
+            // The acknowledged frontier: everything before it is in the topic.
+            let frontier = in_flight
+                .first()
+                .copied()
+                .or_else(|| journal.position())
+                .unwrap_or(acked_to);
+            if frontier > acked_to {
+                acked_to = frontier;
+            }
+            if last_checkpoint.elapsed() >= Duration::from_millis(200) || stopping {
+                if let Err(e) = write_checkpoint(&self.checkpoint, acked_to) {
+                    self.error(format!("{}: {e}", self.checkpoint.display()));
+                }
+                *k.position.lock().unwrap_or_else(PoisonError::into_inner) = acked_to.to_string();
+                last_checkpoint = Instant::now();
+            }
+            k.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
+            k.lag_ticks.store(
+                in_flight.len() as u64 + journal.unread_bytes() / avg_line.max(1),
+                Ordering::Relaxed,
+            );
+            k.oldest_unacked_micros.store(
+                in_flight
+                    .first()
+                    .and_then(|p| times.get(p))
+                    .copied()
+                    .unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            let unreachable = !in_flight.is_empty() && last_ack.elapsed() > Duration::from_secs(10);
+            self.set_state(if unreachable { 3 } else { 2 });
+            if stopping {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !in_flight.is_empty() && Instant::now() < deadline {
+                    producer.poll(Duration::from_millis(50));
+                    for (pos, r) in std::mem::take(
+                        &mut *producer
+                            .context()
+                            .done
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                    ) {
+                        if r.is_ok() {
+                            in_flight.remove(&pos);
+                            k.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let end = in_flight.first().copied().or_else(|| journal.position());
+                if let Some(p) = end {
+                    let _ = write_checkpoint(&self.checkpoint, p.max(acked_to));
+                }
+                return Ok(());
+            }
+            // Send what the journal has, up to the in-flight cap.
+            let mut sent_now = 0;
+            while in_flight.len() < MAX_IN_FLIGHT && sent_now < 10_000 {
+                let Some((pos, line)) = journal.next_line() else {
+                    break;
+                };
+                avg_line = (avg_line * 63 + line.len() as u64 + 1) / 64;
+                let Some((token, conn)) = token_and_conn(line) else {
+                    continue; // not a tick line (the writer writes only ticks)
+                };
+                let partition = (token % rec.partitions as u32) as i32;
+                if skip_until.is_some_and(|s| pos <= s)
+                    && rec.last.get(&partition).is_some_and(|last| pos <= *last)
+                {
+                    k.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let key = token.to_string();
+                let position = pos.to_string();
+                let conn_text = conn.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: POSITION_HEADER,
+                        value: Some(position.as_str()),
+                    })
+                    .insert(Header {
+                        key: CONNECTION_HEADER,
+                        value: Some(conn_text.as_str()),
+                    });
+                let ts = line_micros(line).unwrap_or(0);
+                let mut record = BaseRecord::with_opaque_to(&self.cfg.topic, Box::new(pos))
+                    .partition(partition)
+                    .key(key.as_str())
+                    .payload(line)
+                    .headers(headers);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r)) => {
+                            if e.rdkafka_error_code()
+                                == Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            {
+                                producer.poll(Duration::from_millis(10));
+                                record = r;
+                                continue;
+                            }
+                            return Err(format!("send failed: {e}"));
+                        }
+                    }
+                }
+                in_flight.insert(pos);
+                times.insert(pos, ts);
+                k.sent.fetch_add(1, Ordering::Relaxed);
+                sent_now += 1;
+            }
+            if sent_now == 0 {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_names_its_token_connection_and_time() {
+        let l = br#"{"tradable":true,"mode":"ltp","instrument_token":408065,"last_price":1.5,"timestamp":"2026-11-25T10:00:00.000001+05:30","connection_id":2}"#;
+        assert_eq!(token_and_conn(l), Some((408_065, 2)));
+        assert_eq!(
+            line_micros(l),
+            crate::time::parse_timestamp("2026-11-25T10:00:00.000001+05:30")
+        );
+        assert_eq!(token_and_conn(b"{}"), None);
+    }
+
+    #[test]
+    fn the_checkpoint_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = checkpoint_path(dir.path());
+        let pos = Pos::parse("2026-11-25:12345").unwrap();
+        write_checkpoint(&p, pos).unwrap();
+        assert_eq!(read_checkpoint(&p), Some(pos));
+        assert_eq!(Pos::parse("x:1"), None);
+    }
+}

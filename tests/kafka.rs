@@ -1,0 +1,402 @@
+//! Publishing to a real Apache Kafka broker (KRaft, single node, the jars
+//! `.ci/run` fetches from Maven Central into target/kafka-libs): every
+//! captured line is in the topic exactly once — key the token, value the
+//! line, headers its position and connection — including across a kill -9
+//! of the capturing process and a restart. Without the jars (or java) the
+//! tests are reported as ignored.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::wait_until;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tickcap::replay::{ReplayConfig, Server};
+
+#[cfg(has_kafka)]
+const LIBS: &str = env!("TICKCAP_KAFKA_LIBS");
+#[cfg(not(has_kafka))]
+const LIBS: &str = "target/kafka-libs";
+
+const PARTITIONS: i32 = 4;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-node KRaft broker in a temp dir; killed on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn java(args: &[&str]) -> Command {
+    let mut c = Command::new("java");
+    c.arg("-Xmx512m")
+        .arg("-cp")
+        .arg(format!("{LIBS}/*"))
+        .args(args);
+    c
+}
+
+fn start_broker() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, c) = (free_port(), free_port());
+    let props = dir.path().join("server.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.bootstrap.servers=127.0.0.1:{c}\n\
+             listeners=PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{p}\n\
+             controller.listener.names=CONTROLLER\nlistener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             log.dirs={}\noffsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\nnum.partitions={PARTITIONS}\n\
+             auto.create.topics.enable=true\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let uuid = java(&["kafka.tools.StorageTool", "random-uuid"])
+        .output()
+        .unwrap();
+    let uuid = String::from_utf8_lossy(&uuid.stdout).trim().to_owned();
+    let f = java(&[
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        &uuid,
+        "-c",
+        props.to_str().unwrap(),
+        "--standalone",
+    ])
+    .stdout(Stdio::null())
+    .status()
+    .unwrap();
+    assert!(f.success(), "formatting the broker's storage failed");
+    let child = java(&["kafka.Kafka", props.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{p}");
+    let broker = Broker {
+        child,
+        addr,
+        _dir: dir,
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(
+            &broker.addr
+        )
+        .is_ok()),
+        "the broker did not open its port"
+    );
+    broker
+}
+
+/// Creates `topic` by asking for its metadata (auto-creation on the
+/// broker), and waits until it has all its partitions.
+fn create_topic(addr: &str, topic: &str) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "tickcap-test")
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            c.fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .first()
+                        .map(|t| t.error().is_none() && t.partitions().len() == PARTITIONS as usize)
+                })
+                .unwrap_or(false)
+        }),
+        "topic {topic} was not created"
+    );
+}
+
+/// One consumed record: partition, key, value, connection header.
+type Record = (i32, String, String, String);
+
+/// Every record of `topic`: position → (partition, key, value, connection header).
+fn consume_all(addr: &str, topic: &str, expect: usize) -> (Vec<String>, HashMap<String, Record>) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "tickcap-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut positions = Vec::new();
+    let mut by_pos = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut idle_since = Instant::now();
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                let h = m.headers().expect("headers");
+                let get = |k: &str| {
+                    h.iter()
+                        .find(|x| x.key == k)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                let pos = get("tickcap-position");
+                positions.push(pos.clone());
+                by_pos.insert(
+                    pos,
+                    (
+                        m.partition(),
+                        String::from_utf8_lossy(m.key().unwrap_or(b"")).into_owned(),
+                        String::from_utf8_lossy(m.payload().unwrap_or(b"")).into_owned(),
+                        get("tickcap-connection-id"),
+                    ),
+                );
+            }
+            Some(Err(e)) => panic!("consume: {e}"),
+            None if positions.len() >= expect && idle_since.elapsed() > Duration::from_secs(2) => {
+                break
+            }
+            None => {}
+        }
+    }
+    (positions, by_pos)
+}
+
+/// The lines of every daily file in `dir`, by position `DAY:offset`.
+fn file_lines(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
+        .collect();
+    files.sort();
+    for f in files {
+        let day = f.file_name().unwrap().to_string_lossy()["market_data_".len()..][..10].to_owned();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut off = 0;
+        for l in text.split_inclusive('\n') {
+            if l.ends_with('\n') {
+                out.push((format!("{day}:{off}"), l.trim_end_matches('\n').to_owned()));
+            }
+            off += l.len();
+        }
+    }
+    out
+}
+
+fn check_exactly_once(addr: &str, topic: &str, data: &Path) -> usize {
+    let lines = file_lines(data);
+    let (positions, records) = consume_all(addr, topic, lines.len());
+    let mut seen = std::collections::HashSet::new();
+    let dups: Vec<&String> = positions.iter().filter(|p| !seen.insert(*p)).collect();
+    assert!(
+        dups.is_empty(),
+        "{} records published twice, e.g. {:?}",
+        dups.len(),
+        &dups[..dups.len().min(5)]
+    );
+    let missing: Vec<&String> = lines
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| !records.contains_key(*p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} lines never published, e.g. {:?}",
+        missing.len(),
+        lines.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(
+        positions.len(),
+        lines.len(),
+        "records that are not lines of the files"
+    );
+    for (pos, line) in &lines {
+        let (partition, key, value, conn) = &records[pos];
+        assert_eq!(value, line, "{pos}: the value is the line");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let token = v["instrument_token"].as_u64().unwrap();
+        assert_eq!(key, &token.to_string());
+        assert_eq!(
+            *partition as u64,
+            token % PARTITIONS as u64,
+            "{pos}: partition by token"
+        );
+        assert_eq!(conn, &v["connection_id"].to_string());
+    }
+    lines.len()
+}
+
+fn config_text(feed: &str, data: &Path, broker: &str, topic: &str, status: u16) -> String {
+    format!(
+        "[kite]\nurl = {feed:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:{status}\"\n[primary]\ninstruments = [256, 512, 768, 1024, 256265]\n[secondary]\ninstruments = [1281, 2562]\n\
+         [kafka]\nbrokers = {broker:?}\ntopic = {topic:?}\n[kafka.properties]\n\"linger.ms\" = 2\n",
+        data.display().to_string()
+    )
+}
+
+fn kafka_view(status: u16) -> serde_json::Value {
+    tickcap::status::client::get(&format!("http://127.0.0.1:{status}"), "/kafka")
+        .ok()
+        .and_then(|r| r.json())
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (.ci/run fetches them: mvn -f tools/kafka/pom.xml ...)"
+)]
+fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
+    let broker = start_broker();
+    create_topic(&broker.addr, "ticks");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        5000,
+    ))
+    .unwrap();
+    let status = free_port();
+    let cfg = dir.path().join("tickcap.toml");
+    std::fs::write(
+        &cfg,
+        config_text(&feed.url(), &data, &broker.addr, "ticks", status),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tickcap"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let acked = |s: u16| kafka_view(s)["acknowledged"].as_u64().unwrap_or(0);
+    let mut child = run();
+    assert!(
+        wait_until(Duration::from_secs(60), || acked(status) > 5000),
+        "nothing acknowledged: {}",
+        kafka_view(status)
+    );
+    child.kill().unwrap(); // kill -9 while publishing
+    child.wait().unwrap();
+    let mut child = run();
+    assert!(
+        wait_until(Duration::from_secs(60), || acked(status) > 3000),
+        "{}",
+        kafka_view(status)
+    );
+    feed.halt();
+    // Caught up: nothing in flight and nothing unread, twice in a row.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let v = kafka_view(status);
+            v["lag_ticks"] == 0 && v["in_flight"] == 0 && v["state"] == "publishing"
+        }),
+        "{}",
+        kafka_view(status)
+    );
+    let view = kafka_view(status);
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    let n = check_exactly_once(&broker.addr, "ticks", &data);
+    eprintln!("{n} lines, each in the topic exactly once; after the restart: {view}");
+    assert!(n > 8000);
+}
+
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (.ci/run fetches them)"
+)]
+fn a_broker_that_is_down_costs_only_lag_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = Server::start(ReplayConfig::synthetic(
+        "127.0.0.1:0".parse().unwrap(),
+        3000,
+    ))
+    .unwrap();
+    // Nothing listens on this port yet: the broker is "down".
+    let broker_port = free_port();
+    let status = free_port();
+    let text = config_text(
+        &feed.url(),
+        &data,
+        &format!("127.0.0.1:{broker_port}"),
+        "ticks",
+        status,
+    );
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    let engine = tickcap::engine::Engine::start(cfg, tickcap::engine::Options::default()).unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(30), || stats
+        .lines_written()
+        > 3000));
+    let health = || {
+        tickcap::status::client::get(&format!("http://127.0.0.1:{status}"), "/health")
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || health()["reasons"]
+            .to_string()
+            .contains("kafka")),
+        "{}",
+        health()
+    );
+    assert_eq!(health()["status"], "degraded");
+    // Capture is untouched.
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine
+        .stop()
+        .expect("a clean shutdown: capture does not wait for Kafka");
+    assert_eq!(common::read_capture(&data).lines as u64, feed.stop().sent);
+    assert!(
+        tickcap::publish::checkpoint_path(&data).exists()
+            || !data.join("kafka.checkpoint").exists()
+    );
+}
