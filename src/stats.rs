@@ -267,6 +267,9 @@ pub struct Latency {
     /// Receive → the tick's message handed to a client's socket, µs (one
     /// sample per tick per client; published by the hub).
     pub receive_to_client_us: Mutex<Histogram<u64>>,
+    /// Receive → the tick's Kafka record acknowledged (acks=all), µs
+    /// (published by the Kafka publisher).
+    pub receive_to_acked_us: Mutex<Histogram<u64>>,
 }
 
 /// A new histogram for 1 unit .. 1 hour of µs at 3 significant digits.
@@ -348,6 +351,7 @@ impl Default for Stats {
                 receive_to_written_us: Mutex::new(new_histogram()),
                 dedup_lead_us: Mutex::new(new_histogram()),
                 receive_to_client_us: Mutex::new(new_histogram()),
+                receive_to_acked_us: Mutex::new(new_histogram()),
             },
             started_micros: AtomicI64::new(0),
             credentials_loaded_micros: AtomicI64::new(0),

@@ -27,6 +27,8 @@ struct Args {
     poll_metrics: u32,
     /// Capture compressed (`compression = "zstd"`) at this level.
     zstd: Option<i32>,
+    /// Publish to Kafka at these brokers (topic `loadtest`, which must exist).
+    kafka: Option<String>,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         mode: "quote".into(),
         poll_metrics: 0,
         zstd: None,
+        kafka: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +58,7 @@ fn args() -> Args {
             "--mode" => a.mode = v,
             "--poll-metrics" => a.poll_metrics = v.parse().expect("--poll-metrics N"),
             "--zstd" => a.zstd = Some(v.parse().expect("--zstd LEVEL")),
+            "--kafka" => a.kafka = Some(v),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -92,12 +96,15 @@ fn one(rate: u64, a: &Args) -> Run {
         .collect();
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nfsync = \"interval\"\n{}[status]\nlisten = \"127.0.0.1:0\"\n\
-         [primary]\nmode = {:?}\ninstruments = [{}]\n",
+         [primary]\nmode = {:?}\ninstruments = [{}]\n{}",
         feed.url(),
         dir.path().display().to_string(),
         a.zstd.map_or(String::new(), |l| format!("compression = \"zstd\"\nzstd_level = {l}\n")),
         a.mode,
-        tokens.join(",")
+        tokens.join(","),
+        a.kafka
+            .as_ref()
+            .map_or(String::new(), |b| format!("[kafka]\nbrokers = {b:?}\ntopic = \"loadtest\"\n"))
     );
     let cfg = Config::parse(&text, Path::new("<loadtest>"), &Env::default()).expect("config");
     let start = Instant::now();

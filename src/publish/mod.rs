@@ -351,6 +351,8 @@ impl Run {
         let mut last_ack = Instant::now();
         self.set_state(2);
         let mut avg_line = 650u64;
+        let mut hist = crate::stats::new_histogram();
+        let mut last_publish = Instant::now();
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             producer.poll(Duration::ZERO);
@@ -365,7 +367,9 @@ impl Run {
                 match r {
                     Ok(()) => {
                         in_flight.remove(&pos);
-                        times.remove(&pos);
+                        if let Some(ts) = times.remove(&pos).filter(|t| *t > 0) {
+                            let _ = hist.record((self.clock.now_micros() - ts).max(1) as u64);
+                        }
                         k.acked.fetch_add(1, Ordering::Relaxed);
                         last_ack = Instant::now();
                         k.last_ack_micros
@@ -395,6 +399,10 @@ impl Run {
                 }
                 *k.position.lock().unwrap_or_else(PoisonError::into_inner) = acked_to.to_string();
                 last_checkpoint = Instant::now();
+            }
+            if last_publish.elapsed() >= Duration::from_secs(1) {
+                crate::stats::publish(&self.stats.latency.receive_to_acked_us, &hist);
+                last_publish = Instant::now();
             }
             k.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
             k.lag_ticks.store(

@@ -483,6 +483,13 @@ pub(super) fn prometheus(v: &mut View<'_>) -> String {
             family(&mut o, c.prom, c.counter, c.help);
             let _ = writeln!(o, "{} {}", c.prom, load((c.get)(&s.kafka)));
         }
+        summary(
+            &mut o,
+            "tickcap_kafka_receive_to_acked_seconds",
+            "Frame read to the tick's record acknowledged by Kafka (acks=all).",
+            &Stats::histogram(&s.latency.receive_to_acked_us),
+            1e-6,
+        );
         family(
             &mut o,
             "tickcap_kafka_up",

@@ -475,6 +475,7 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
         "last_ack": v.iso(k.last_ack_micros.load(Relaxed)),
         "errors": k.errors.load(Relaxed),
         "producers_recreated": k.recreated.load(Relaxed),
+        "receive_to_acked_us": super::metrics::percentiles(&crate::stats::Stats::histogram(&v.stats.latency.receive_to_acked_us), 1.0),
         "last_error": k.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
     })
 }
