@@ -20,11 +20,17 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(has_kiteconnect)");
     println!("cargo::rustc-check-cfg=cfg(has_pydata)");
     println!("cargo::rustc-check-cfg=cfg(has_kafka)");
-    println!("cargo::rerun-if-changed=target/kafka-libs");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=TICKCAP_PYTHON");
     println!("cargo::rerun-if-changed=build.rs");
-    println!("cargo::rerun-if-changed=.venv/bin/python");
+    // Watched only where they exist: a missing path would make cargo rerun
+    // this script (and rebuild the crate) on every build. After creating
+    // .venv or fetching the broker's jars later, `touch build.rs`.
+    for path in [".venv/bin/python", "target/kafka-libs"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    }
     let ok = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()

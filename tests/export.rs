@@ -128,7 +128,7 @@ fn every_kind_of_tick_and_an_empty_day_round_trip() {
 #[test]
 #[cfg_attr(
     not(has_pydata),
-    ignore = "no Python with pyarrow, pandas and zstandard at build time (.ci/run sets up .venv)"
+    ignore = "no Python with pyarrow, pandas and zstandard at build time (python3 -m venv .venv && .venv/bin/pip install pyarrow pandas zstandard, then touch build.rs)"
 )]
 fn a_real_compressed_capture_exports_row_for_row() {
     let dir = tempfile::tempdir().unwrap();

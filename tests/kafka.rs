@@ -276,7 +276,7 @@ fn config_text(feed: &str, data: &Path, broker: &str, topic: &str, status: u16) 
 #[test]
 #[cfg_attr(
     not(has_kafka),
-    ignore = "no Kafka broker jars in target/kafka-libs at build time (.ci/run fetches them)"
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
 )]
 fn a_broker_killed_for_10_s_mid_stream_loses_and_doubles_nothing() {
     let mut broker = start_broker();
@@ -342,7 +342,7 @@ fn kafka_view(status: u16) -> serde_json::Value {
 #[test]
 #[cfg_attr(
     not(has_kafka),
-    ignore = "no Kafka broker jars in target/kafka-libs at build time (.ci/run fetches them: mvn -f tools/kafka/pom.xml ...)"
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
 )]
 fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
     let broker = start_broker();
@@ -408,7 +408,7 @@ fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
 #[test]
 #[cfg_attr(
     not(has_kafka),
-    ignore = "no Kafka broker jars in target/kafka-libs at build time (.ci/run fetches them)"
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
 )]
 fn a_broker_down_at_start_costs_only_lag_and_its_backlog_arrives_in_order_later() {
     let dir = tempfile::tempdir().unwrap();

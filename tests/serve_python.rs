@@ -64,7 +64,7 @@ fn recorded(out: &Path) -> (bool, BTreeMap<u32, BTreeMap<u32, f64>>, BTreeSet<St
 #[test]
 #[cfg_attr(
     not(has_kiteconnect),
-    ignore = "no Python with kiteconnect at build time (python3 -m venv .venv && .venv/bin/pip install kiteconnect, then rebuild)"
+    ignore = "no Python with kiteconnect at build time (python3 -m venv .venv && .venv/bin/pip install kiteconnect, then touch build.rs)"
 )]
 fn three_official_clients_get_exactly_the_captured_ticks_across_reconnects_and_a_failover() {
     let dir = tempfile::tempdir().unwrap();
