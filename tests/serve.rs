@@ -261,3 +261,38 @@ fn bad_clients_get_kites_answers_and_disturb_nobody() {
     assert!(stats.serve.bad_requests.load(Ordering::Relaxed) >= 3);
     engine.stop().expect("a clean shutdown");
 }
+
+#[test]
+fn an_order_update_sent_on_every_upstream_connection_reaches_each_client_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fc = ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 500);
+    fc.faults.order_every = Some(Duration::from_millis(300));
+    let feed = Server::start(fc).unwrap();
+    let engine = start(&feed, dir.path(), "");
+    let url = hub_url(&engine);
+    let mut a = Client::connect(&url);
+    a.subscribe(&[256]);
+    let mut b = Client::connect(&url);
+    b.subscribe(&[2562]);
+    let (ra, rb) = (
+        a.receive(Duration::from_secs(3)),
+        b.receive(Duration::from_secs(3)),
+    );
+    for (name, r) in [("A", &ra), ("B", &rb)] {
+        let orders: Vec<&String> = r.texts.iter().filter(|t| t.contains("\"order\"")).collect();
+        assert!(
+            orders.len() >= 3,
+            "{name} got {} order updates",
+            orders.len()
+        );
+        let mut seen = std::collections::HashSet::new();
+        for o in &orders {
+            assert!(
+                seen.insert(o.as_str()),
+                "{name}: {o} forwarded twice (two upstream connections carry it)"
+            );
+        }
+    }
+    assert!(engine.stats().serve.texts_forwarded.load(Ordering::Relaxed) >= 3);
+    engine.stop().expect("a clean shutdown");
+}

@@ -170,6 +170,7 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
         malformed_every: args.malformed_every.filter(|&n| n > 0),
         reject_auth: args.reject_auth,
         error_every: seconds("error-every", args.error_every)?,
+        order_every: None,
         drop_only_key: args.drop_key.clone(),
     };
     Ok(cfg)

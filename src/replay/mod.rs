@@ -66,6 +66,10 @@ pub struct Faults {
     pub reject_auth: u64,
     /// Send an `error` text frame on each connection this often.
     pub error_every: Option<Duration>,
+    /// Send an `order` postback text frame on each connection this often:
+    /// the same text on every connection at the same count (`order_id`
+    /// `replay-N`), as Kite sends one update to each of a key's sockets.
+    pub order_every: Option<Duration>,
     /// Apply `drop_every` only to connections of this `api_key` (one path
     /// failing while another, e.g. a hot standby's, stays up).
     pub drop_only_key: Option<String>,

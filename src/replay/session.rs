@@ -216,6 +216,8 @@ impl<'a> Session<'a> {
         let mut next_stall = f.stall_every.map(|d| start + d);
         let mut stall_until: Option<Instant> = None;
         let mut next_error = f.error_every.map(|d| start + d);
+        let mut next_order = f.order_every.map(|d| start + d);
+        let mut orders = 0u64;
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return close(ws, "feed stopping");
@@ -284,6 +286,18 @@ impl<'a> Session<'a> {
                     .heartbeats
                     .fetch_add(1, Ordering::Relaxed);
                 next_hb += cfg.heartbeat;
+            }
+            if let (Some(at), Some(every)) = (next_order, f.order_every) {
+                if now >= at {
+                    orders += 1;
+                    let text = format!(
+                        r#"{{"type":"order","data":{{"order_id":"replay-{orders}","status":"COMPLETE","tradingsymbol":"INFY","exchange":"NSE"}}}}"#
+                    );
+                    if let Err(e) = self.send(ws, Message::text(text)) {
+                        return e;
+                    }
+                    next_order = Some(at + every);
+                }
             }
             if let (Some(at), Some(every)) = (next_error, f.error_every) {
                 if now >= at {
