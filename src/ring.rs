@@ -39,18 +39,34 @@ pub fn ring(capacity: usize) -> (rtrb::Producer<Stamped>, rtrb::Consumer<Stamped
 /// store, so a push can never go unnoticed by a writer about to park (a
 /// relaxed load alone could be reordered before the push and miss it,
 /// leaving the writer asleep until its timeout).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Wake {
-    sleeping: AtomicBool,
+    sleeping: Sleeper,
     thread: std::sync::OnceLock<Thread>,
 }
 
-impl Default for Wake {
-    fn default() -> Self {
-        Wake {
-            sleeping: AtomicBool::new(false),
-            thread: std::sync::OnceLock::new(),
-        }
+/// The sleeping side's flag of the fenced handshake above, shared by the
+/// writer's [`Wake`] and the hub's [`TeeSignal`] (they differ only in how a
+/// sleeper is woken: unpark, or a mio waker).
+#[derive(Debug, Default)]
+struct Sleeper(AtomicBool);
+
+impl Sleeper {
+    /// The sleeper announces it is about to block (then re-checks its rings).
+    fn going_to_sleep(&self) {
+        self.0.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The sleeper is awake again.
+    fn awake(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// The producer's side: true (once) when the sleeper must be woken.
+    fn must_wake(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -62,19 +78,17 @@ impl Wake {
 
     /// The writer announces it is about to park (then re-checks its rings).
     pub fn going_to_sleep(&self) {
-        self.sleeping.store(true, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        self.sleeping.going_to_sleep();
     }
 
     /// The writer is awake again.
     pub fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.sleeping.awake();
     }
 
     /// Wakes the writer if it sleeps.
     pub fn notify(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.sleeping.must_wake() {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
@@ -126,7 +140,7 @@ pub struct TeeSignal {
     pub active: AtomicBool,
     /// Ticks not copied because a tee ring was full.
     pub overflowed: AtomicU64,
-    sleeping: AtomicBool,
+    sleeping: Sleeper,
     waker: OnceLock<Arc<mio::Waker>>,
     /// Upstream text frames for the hub's clients (order updates and
     /// messages), bounded; each with the connection it came on.
@@ -145,19 +159,17 @@ impl TeeSignal {
     /// The hub is about to block in its poll (then re-checks its rings):
     /// the same fence handshake as [`Wake`].
     pub fn going_to_sleep(&self) {
-        self.sleeping.store(true, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        self.sleeping.going_to_sleep();
     }
 
     /// The hub is awake again.
     pub fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.sleeping.awake();
     }
 
     /// Wakes the hub if it sleeps (a syscall only then).
     pub fn notify(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.sleeping.must_wake() {
             if let Some(w) = self.waker.get() {
                 let _ = w.wake();
             }
