@@ -48,6 +48,19 @@ use journal::{Journal, Pos};
 
 /// Most records handed to librdkafka and not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 100_000;
+/// How long recovery waits for the brokers to answer (metadata,
+/// watermarks). A broker that is down is reported (`/health` degraded)
+/// after this long, so it is short; a healthy broker answers in
+/// milliseconds, even across a WAN.
+const BROKER_WAIT: Duration = Duration::from_secs(5);
+/// Cap of the pause between two failed sessions (recovery against a broker
+/// that is down): when it comes back, publishing resumes within this.
+const SESSION_RETRY_MAX: Duration = Duration::from_secs(2);
+/// librdkafka's `reconnect.backoff.max.ms` unless configured: its default
+/// (10 s) is meant for fleets of clients reconnecting to a big cluster; one
+/// publisher per host would otherwise wait up to 10 s after a broker
+/// restart before sending its backlog.
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 /// The position header.
 pub const POSITION_HEADER: &str = "tickcap-position";
 /// The connection header.
@@ -207,10 +220,17 @@ impl Run {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.cfg.brokers)
             .set("client.id", &self.cfg.client_id);
+        if !self.has_property("reconnect.backoff.max.ms") {
+            c.set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS);
+        }
         for (k, v) in &self.cfg.properties {
             c.set(k, v);
         }
         c
+    }
+
+    fn has_property(&self, name: &str) -> bool {
+        self.cfg.properties.iter().any(|(k, _)| k == name)
     }
 
     fn producer(&self) -> Result<BaseProducer<Reports>, String> {
@@ -219,7 +239,7 @@ impl Run {
             .set("acks", "all")
             .set("message.timeout.ms", "0")
             .set("max.in.flight.requests.per.connection", "5");
-        if !self.cfg.properties.iter().any(|(k, _)| k == "linger.ms") {
+        if !self.has_property("linger.ms") {
             c.set("linger.ms", "5");
         }
         c.create_with_context(Reports::default())
@@ -236,7 +256,7 @@ impl Run {
             .create()
             .map_err(|e| format!("cannot create the recovery consumer: {e}"))?;
         let md = consumer
-            .fetch_metadata(Some(&self.cfg.topic), Duration::from_secs(10))
+            .fetch_metadata(Some(&self.cfg.topic), BROKER_WAIT)
             .map_err(|e| format!("brokers {}: {e}", self.cfg.brokers))?;
         let partitions = md
             .topics()
@@ -252,7 +272,7 @@ impl Run {
         let mut last = HashMap::new();
         for p in 0..partitions {
             let (lo, hi) = consumer
-                .fetch_watermarks(&self.cfg.topic, p, Duration::from_secs(10))
+                .fetch_watermarks(&self.cfg.topic, p, BROKER_WAIT)
                 .map_err(|e| format!("watermarks of partition {p}: {e}"))?;
             if hi <= lo {
                 continue;
@@ -321,7 +341,7 @@ impl Run {
                     while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(SESSION_RETRY_MAX);
                 }
             }
         }

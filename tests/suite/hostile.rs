@@ -3,7 +3,7 @@
 //! breaks. Capture on the other connections and the status port must carry
 //! on, and the log must stay bounded and honest (see docs/reliability.md).
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! reported, the daily refresh re-resolving a symbol whose token moved,
 //! and `tickcap instruments search`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! `tickcap replay` as a process: it prints where it listens, serves, and
 //! on SIGTERM or `--duration` prints the contract's report line.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

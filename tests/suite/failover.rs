@@ -5,7 +5,7 @@
 //! tertiary (own key) on one broadcasting feed that drops either connection
 //! at random; the file holds every tick exactly once.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! writer thread's CPU from /proc by thread name, so no other engine may run
 //! in this process at the same time.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;

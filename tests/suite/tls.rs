@@ -4,7 +4,7 @@
 //! tick sent arrives. With the default roots (webpki) the same certificate
 //! is refused, and the engine keeps retrying without a crash.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -2,7 +2,7 @@
 //! feed: every endpoint, a table of bad requests, control calls that change
 //! what is captured, reload, bearer auth, `tickcap status` and `doctor`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

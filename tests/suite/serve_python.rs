@@ -7,7 +7,7 @@
 //! `.venv/bin/python`, `python3`); `.ci/run` creates `.venv`. Without one
 //! the test is reported as ignored.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

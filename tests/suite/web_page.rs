@@ -3,7 +3,7 @@
 //! `.ci/run` installs chromium; where none was on the PATH at build time
 //! (see `build.rs`) the test is reported as ignored, with the reason.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! the form, the header and the checksum as Kite does, and answers in Kite's
 //! JSON shapes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

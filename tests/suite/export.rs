@@ -3,7 +3,7 @@
 //! BCD prices with their own divisors, an index in full mode (no depth), a
 //! zero close, LTP ticks, an empty day, and a real compressed capture.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,9 +1,9 @@
 //! The hub (`[serve]`): tickcap's live feed served to Kite clients, checked
 //! with a plain WebSocket client speaking Kite's protocol against the real
 //! engine and the replay feed upstream. (The official Python client is
-//! driven in tests/serve_python.rs.)
+//! driven in tests/suite/serve_python.rs.)
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! Kite's protocol semantics, limits, heartbeats, pacing, the recorded
 //! source and every fault flag.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! tick to disk and exits 0 within 2 s; configuration errors exit 2 naming
 //! the key.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

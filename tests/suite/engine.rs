@@ -2,7 +2,7 @@
 //! sent is written once, in order, with the values sent — at full speed,
 //! through forced disconnects, stalls, a full disk and midnight.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! moved aside at the next start; and every tool gives the same answers on
 //! `.jsonl.zst` as on the same lines in plain `.jsonl`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
