@@ -19,6 +19,9 @@ pub struct Record {
     pub at_micros: i64,
     /// The tick.
     pub tick: Tick,
+    /// The line's `connection_id` (1 primary, 2 secondary, 3 tertiary); 0
+    /// when the line has none.
+    pub connection_id: u8,
 }
 
 /// A line that could not be read back.
@@ -241,9 +244,17 @@ pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>) -> Result<Record, String> 
             token & 0xff
         ));
     }
+    let connection_id = match v.get("connection_id") {
+        None => 0,
+        Some(c) => c
+            .as_u64()
+            .and_then(|x| u8::try_from(x).ok())
+            .ok_or("\"connection_id\" is not a small unsigned integer")?,
+    };
     Ok(Record {
         at_micros: at.as_microsecond(),
         tick: t,
+        connection_id,
     })
 }
 

@@ -171,12 +171,11 @@ pub fn read_capture(dir: &std::path::Path) -> Capture {
             let r = tickcap::replay::recorded::parse_line(line, &mut scratch).unwrap_or_else(|e| {
                 panic!("{}: {e}: {}", p.display(), String::from_utf8_lossy(line))
             });
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-            let id = v["connection_id"].as_u64().unwrap() as u8;
+            assert_ne!(r.connection_id, 0, "a line without its connection_id");
             cap.conn_ids
                 .entry(r.tick.instrument_token)
                 .or_default()
-                .push(id);
+                .push(r.connection_id);
             cap.by_token
                 .entry(r.tick.instrument_token)
                 .or_default()

@@ -1,6 +1,6 @@
-//! A dead disk at shutdown, in a test binary of its own: it measures the
-//! writer thread's CPU from /proc by thread name, so no other engine may run
-//! in this process at the same time.
+//! A dead disk at shutdown. The writer thread's CPU is read from /proc by
+//! the thread id the dead disk saw writing (other tests' engines run in the
+//! same process, each with its own `tickcap-writer` thread).
 
 use crate::common;
 
@@ -30,14 +30,19 @@ fn config(url: &str, dir: &Path) -> Config {
     Config::parse(&text, Path::new("test.toml"), &Env::default()).unwrap()
 }
 
-/// A disk that refuses every write (ENOSPC), counting the attempts.
+/// A disk that refuses every write (ENOSPC), counting the attempts and
+/// noting the id of the thread that writes.
 struct DeadDisk {
     attempts: Arc<std::sync::atomic::AtomicU64>,
+    writer_tid: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl tickcap::sink::files::DaySink for DeadDisk {
     fn write(&mut self, _: tickcap::time::LocalDate, _: &[u8]) -> std::io::Result<usize> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: gettid has no preconditions.
+        self.writer_tid
+            .store(unsafe { libc::gettid() }, Ordering::Relaxed);
         Err(std::io::Error::from_raw_os_error(28))
     }
     fn sync(&mut self) -> std::io::Result<()> {
@@ -48,36 +53,25 @@ impl tickcap::sink::files::DaySink for DeadDisk {
     }
 }
 
-/// CPU time (user + system) of this process's thread named `name`, in clock ticks.
-fn thread_cpu_ticks(name: &str) -> Option<u64> {
-    // Threads come and go while we look: skip any that vanished.
-    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let dir = t.path();
-        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
-            continue;
-        };
-        if comm.trim() != name {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue;
-        };
-        // Fields after the ")" of the name: state is field 3; utime 14, stime 15.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        return Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?);
-    }
-    None
+/// CPU time (user + system) of this process's thread `tid`, in clock ticks.
+fn thread_cpu_ticks(tid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the ")" of the name: state is field 3; utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 #[test]
 fn a_dead_disk_at_shutdown_is_bounded_saved_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer_tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
     let feed = feed(20_000, Some(5_000));
     let opts = Options {
         sink: Some(Box::new(DeadDisk {
             attempts: Arc::clone(&attempts),
+            writer_tid: Arc::clone(&writer_tid),
         })),
         ..Options::default()
     };
@@ -93,12 +87,13 @@ fn a_dead_disk_at_shutdown_is_bounded_saved_and_reported() {
         .write_errors
         .load(Ordering::Relaxed)
         >= 3));
-    let cpu0 = thread_cpu_ticks("tickcap-writer").expect("the writer thread");
+    let tid = writer_tid.load(Ordering::Relaxed);
+    let cpu0 = thread_cpu_ticks(tid).expect("the writer thread");
     let tries0 = attempts.load(Ordering::Relaxed);
     assert!(wait_until(Duration::from_secs(10), || attempts
         .load(Ordering::Relaxed)
         >= tries0 + 2));
-    let cpu = thread_cpu_ticks("tickcap-writer").unwrap() - cpu0;
+    let cpu = thread_cpu_ticks(tid).unwrap() - cpu0;
     assert!(
         cpu <= 20,
         "the failing writer used {cpu} clock ticks of CPU between two tries"

@@ -61,6 +61,12 @@ impl Broker {
     /// Starts it (again, on the same data: a crash and a restart).
     fn restart(&mut self) {
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/kafka/start"))
+            // A test broker carries a few thousand records a second: the C1
+            // compiler and the serial GC start it on half the CPU.
+            .env(
+                "TICKCAP_KAFKA_JVM_OPTS",
+                "-Xmx512m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            )
             .arg(self.dir.path())
             .arg(self.port.to_string())
             .arg(self.cport.to_string())

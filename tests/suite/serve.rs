@@ -274,12 +274,24 @@ fn an_order_update_sent_on_every_upstream_connection_reaches_each_client_once() 
     a.subscribe(&[256]);
     let mut b = Client::connect(&url);
     b.subscribe(&[2562]);
-    let (ra, rb) = (
-        a.receive(Duration::from_secs(3)),
-        b.receive(Duration::from_secs(3)),
-    );
-    for (name, r) in [("A", &ra), ("B", &rb)] {
-        let orders: Vec<&String> = r.texts.iter().filter(|t| t.contains("\"order\"")).collect();
+    // Read both until each has 4 updates: a second copy of an update would
+    // arrive right behind the first (the same feed sends it on every
+    // connection at once), long before the next update 300 ms later.
+    let orders = |texts: &[String]| {
+        texts
+            .iter()
+            .filter(|t| t.contains("\"order\""))
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while (orders(&ta).len() < 4 || orders(&tb).len() < 4) && std::time::Instant::now() < deadline {
+        ta.extend(a.receive(Duration::from_millis(50)).texts);
+        tb.extend(b.receive(Duration::from_millis(50)).texts);
+    }
+    for (name, texts) in [("A", &ta), ("B", &tb)] {
+        let orders = orders(texts);
         assert!(
             orders.len() >= 3,
             "{name} got {} order updates",
