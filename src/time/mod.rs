@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use zone::{LocalDate, UnknownZone, ZoneFormatter};
+pub use zone::{days_from_civil, LocalDate, UnknownZone, ZoneFormatter};
 
 /// The receive clock: the wall clock plus an offset (tests move it to just
 /// before midnight to exercise rotation).
@@ -131,10 +131,8 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
             month: num(5..7)? as u8,
             day: num(8..10)? as u8,
         };
-        let secs = crate::sink::files::days_from_civil(date) * 86_400
-            + num(11..13)? * 3600
-            + num(14..16)? * 60
-            + num(17..19)?;
+        let secs =
+            days_from_civil(date) * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
         let (mut micros, mut i) = (0i64, 19);
         if b[19] == b'.' {
             i = 20;

@@ -29,6 +29,17 @@ pub struct LocalDate {
     pub day: u8,
 }
 
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
+pub fn days_from_civil(d: LocalDate) -> i64 {
+    let (m, day) = (i64::from(d.month), i64::from(d.day));
+    let y = i64::from(d.year) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 impl LocalDate {
     /// Parses `YYYY-MM-DD` (the form in file names); `None` for anything else.
     pub fn parse(text: &str) -> Option<LocalDate> {

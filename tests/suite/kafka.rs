@@ -51,7 +51,12 @@ impl Broker {
             pid: None,
             addr: format!("127.0.0.1:{port}"),
             port,
-            cport: free_port(),
+            // Not the broker's port: that one is free until the broker
+            // binds it, so the OS may offer it again (then formatting
+            // fails: two listeners on one port).
+            cport: std::iter::repeat_with(free_port)
+                .find(|&p| p != port)
+                .unwrap(),
             dir: tempfile::tempdir().unwrap(),
         };
         b.restart();

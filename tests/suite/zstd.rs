@@ -148,8 +148,8 @@ fn the_tools_answer_the_same_on_zst_and_plain() {
         tickcap::zst::frames(&std::fs::read(&zst).unwrap())
             .frames
             .len()
-            > 10,
-        "the file is many frames (one per write), as a real day's is"
+            >= 2,
+        "the file is several frames (one per write), as a real day's is"
     );
     // The same lines, plain, in a directory of their own.
     let plain_dir = dir.path().join("plain");
