@@ -841,8 +841,11 @@ impl HubLoop {
                 }
             })
             .collect();
-        if let Ok(mut g) = self.stats.serve.clients_view.try_lock() {
-            *g = views;
+        // Never wait on a /clients reader; a busy lock means try again on
+        // the next turn (not a second later).
+        match self.stats.serve.clients_view.try_lock() {
+            Ok(mut g) => *g = views,
+            Err(_) => self.views_dirty = true,
         }
     }
 }

@@ -125,8 +125,15 @@ fn each_client_gets_its_instruments_in_its_mode_with_the_captured_values() {
     );
     assert_eq!(upstream_has(&engine, 256).as_deref(), Some("quote"));
 
+    // /clients is refreshed by the hub thread: wait for it to show C gone.
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&engine, "/clients")
+            ["count"]
+            == 2),
+        "{:#}",
+        get(&engine, "/clients")
+    );
     let clients = get(&engine, "/clients");
-    assert_eq!(clients["count"], 2, "{clients:#}");
     assert!(clients["recent_disconnects"][0]["reason"]
         .as_str()
         .unwrap()
