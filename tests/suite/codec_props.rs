@@ -2,7 +2,7 @@
 //! ticks of every kind and segment, and decode never panics on any bytes.
 
 use proptest::prelude::*;
-use tickcap::kite::{decode_message, encode_message, DepthEntry, PacketKind, Tick};
+use tickcap::kite::{decode_message, encode_message, DecodeError, DepthEntry, PacketKind, Tick};
 
 fn kind() -> impl Strategy<Value = PacketKind> {
     prop::sample::select(PacketKind::ALL.to_vec())
@@ -74,11 +74,20 @@ proptest! {
 
     #[test]
     fn decode_never_panics_and_ends(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-        let n = decode_message(&bytes).count();
-        // At most the declared count, and each item (but a last error) used
-        // its 2-byte length field: garbage cannot make packets out of nothing.
+        let items: Vec<_> = decode_message(&bytes).collect();
+        let n = items.len();
+        // One item per declared packet at most, and one more only to report
+        // bytes left after them; each item (but a last error) used its 2-byte
+        // length field: garbage cannot make packets out of nothing.
         let declared = if bytes.len() <= 4 { 0 } else { usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) };
-        prop_assert!(n <= declared, "{n} items, {declared} declared");
+        prop_assert!(n <= declared + 1, "{n} items, {declared} declared");
+        if n == declared + 1 {
+            prop_assert!(
+                matches!(items.last(), Some(Err(DecodeError::TrailingBytes { .. }))),
+                "the item past the declared count is the trailing-bytes error: {:?}",
+                items.last()
+            );
+        }
         prop_assert!(n <= 1 + bytes.len().saturating_sub(2) / 2, "{n} items from {} bytes", bytes.len());
     }
 
