@@ -6,7 +6,32 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use tickcap::kite::{decode_message, ClientRequest, Mode, Tick};
+use tickcap::replay::{ReplayConfig, Server};
 use tungstenite::{Message, WebSocket};
+
+/// The synthetic replay feed on a free loopback port at `rate` ticks/s,
+/// with `tweak` applied to its configuration (count, faults, credentials…).
+pub fn synthetic_feed(rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -> Server {
+    let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().expect("a loopback address"), rate);
+    tweak(&mut cfg);
+    Server::start(cfg).expect("start the replay feed")
+}
+
+/// A loopback port free at the time of asking (nothing holds it after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `GET path` from a status port at `url`, as JSON (any status code).
+pub fn get_json(url: &str, path: &str) -> serde_json::Value {
+    tickcap::status::client::get(url, path)
+        .unwrap_or_else(|e| panic!("GET {url}{path}: {e}"))
+        .json()
+        .unwrap_or_else(|| panic!("GET {url}{path}: not JSON"))
+}
 
 /// A Kite client, just enough for tests.
 pub struct Client {

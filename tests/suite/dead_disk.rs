@@ -12,13 +12,10 @@ use std::time::Duration;
 use common::wait_until;
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
-use tickcap::replay::{Faults, ReplayConfig, Server};
+use tickcap::replay::Server;
 
 fn feed(rate: u64, count: Option<u64>) -> Server {
-    let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), rate);
-    cfg.count = count;
-    cfg.faults = Faults::default();
-    Server::start(cfg).unwrap()
+    common::synthetic_feed(rate, |c| c.count = count)
 }
 
 fn config(url: &str, dir: &Path) -> Config {

@@ -12,15 +12,15 @@ use std::time::Duration;
 use common::{halt_and_receive_all, read_capture, wait_until};
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Clock, Engine, Options, Stats};
-use tickcap::replay::{Faults, ReplayConfig, Server};
+use tickcap::replay::{Faults, Server};
 
 const SEED: u64 = 1;
 
 fn feed(rate: u64, count: Option<u64>, faults: Faults) -> Server {
-    let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), rate);
-    cfg.count = count;
-    cfg.faults = faults;
-    Server::start(cfg).unwrap()
+    common::synthetic_feed(rate, |c| {
+        c.count = count;
+        c.faults = faults;
+    })
 }
 
 fn config(url: &str, dir: &Path, primary: usize, secondary: usize, extra: &str) -> Config {

@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use tickcap::kite::{PacketKind, Tick};
-use tickcap::replay::{ReplayConfig, Server};
 use tickcap::sink::LineFormatter;
 use tickcap::time::ZoneFormatter;
 
@@ -132,11 +131,7 @@ fn every_kind_of_tick_and_an_empty_day_round_trip() {
 )]
 fn a_real_compressed_capture_exports_row_for_row() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        5000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(5000, |_| {});
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\ncompression = \"zstd\"\n\
          [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 256265, 1027, 1030]\n[secondary]\ninstruments = [2561, 260105]\n",

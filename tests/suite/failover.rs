@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{halt_and_read_past, read_capture, wait_until};
+use common::{get_json, halt_and_read_past, read_capture, wait_until};
 use serde_json::Value;
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
@@ -56,10 +56,6 @@ fn engine(text: &str) -> (Engine, String) {
     (e, url)
 }
 
-fn get(url: &str, path: &str) -> Value {
-    client::get(url, path).unwrap().json().unwrap()
-}
-
 /// Lines per connection id for `token`, as (receive µs, connection id), in file order.
 fn timeline(dir: &Path, token: u32) -> Vec<(i64, u8)> {
     let cap = read_capture(dir);
@@ -88,12 +84,13 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     assert!(wait_until(Duration::from_secs(10), || stats
         .lines_written()
         > 500));
-    assert_eq!(get(&url, "/health")["status"], "healthy");
+    assert_eq!(get_json(&url, "/health")["status"], "healthy");
 
     // Kill the primary's feed for 10 s.
     primary_feed.stop();
     assert!(
-        wait_until(Duration::from_secs(5), || get(&url, "/failovers")["active"]
+        wait_until(Duration::from_secs(5), || get_json(&url, "/failovers")
+            ["active"]
             == true),
         "no takeover"
     );
@@ -101,10 +98,10 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
         .ticks
         .load(std::sync::atomic::Ordering::Relaxed)
         > 100));
-    let h = get(&url, "/health");
+    let h = get_json(&url, "/health");
     assert_eq!(h["status"], "degraded", "{h}");
     assert!(h["reasons"].to_string().contains("failover"), "{h}");
-    let conns = get(&url, "/connections");
+    let conns = get_json(&url, "/connections");
     assert_eq!(
         conns["connections"][2]["carrying"][0]["instruments"], 2,
         "{conns}"
@@ -122,18 +119,18 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     // The feed returns on the same port.
     let primary_feed = feed_on(addr, 2_000, |_| {});
     assert!(
-        wait_until(Duration::from_secs(10), || get(&url, "/failovers")
+        wait_until(Duration::from_secs(10), || get_json(&url, "/failovers")
             ["active"]
             == false),
         "no handback"
     );
     // The record is complete once the recovered primary's first tick is seen.
-    assert!(wait_until(Duration::from_secs(5), || get(
+    assert!(wait_until(Duration::from_secs(5), || get_json(
         &url,
         "/failovers"
     )["failovers"][0]["gap_without_tertiary_ms"]
         .is_number()));
-    let f = get(&url, "/failovers");
+    let f = get_json(&url, "/failovers");
     let rec = &f["failovers"][0];
     assert_eq!(f["takeovers"], 1);
     assert_eq!(rec["instruments"], 2);
@@ -149,7 +146,7 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
         "outage {outage} ms, gap {gap} ms"
     );
     assert_eq!(
-        get(&url, "/connections")["connections"][2]["state"],
+        get_json(&url, "/connections")["connections"][2]["state"],
         "idle",
         "the tertiary lets go"
     );
@@ -195,14 +192,14 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
         > 300));
     let addr = user_feed.local_addr();
     user_feed.stop();
-    assert!(wait_until(Duration::from_secs(5), || get(
+    assert!(wait_until(Duration::from_secs(5), || get_json(
         &url,
         "/failovers"
     )["failovers"]
         .as_array()
         .map_or(0, Vec::len)
         == 2));
-    let f = get(&url, "/failovers");
+    let f = get_json(&url, "/failovers");
     let mut from: Vec<u64> = f["failovers"]
         .as_array()
         .unwrap()
@@ -213,7 +210,7 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
     // first; both are carried (capacity priority: the test below).
     from.sort_unstable();
     assert_eq!(from, [1, 2]);
-    assert!(wait_until(Duration::from_secs(5), || get(
+    assert!(wait_until(Duration::from_secs(5), || get_json(
         &url,
         "/connections"
     )["connections"][2]["subscribed_instruments"]
@@ -227,12 +224,12 @@ fn both_primary_and_secondary_failing_are_carried_primary_first() {
             .all(|t| seen.get(t).is_some_and(|s| s.connection_id == 3))
     }));
     let user_feed = feed_on(addr, 3_000, |_| {});
-    assert!(wait_until(Duration::from_secs(10), || get(
+    assert!(wait_until(Duration::from_secs(10), || get_json(
         &url,
         "/failovers"
     )["active"]
         == false));
-    assert!(wait_until(Duration::from_secs(5), || get(
+    assert!(wait_until(Duration::from_secs(5), || get_json(
         &url,
         "/connections"
     )["connections"][2]["subscribed_instruments"]
@@ -305,7 +302,7 @@ fn primary_drops_on_a_market(mirror: bool, drops: u64) -> Ledger {
             .load(std::sync::atomic::Ordering::Relaxed);
         stats.lines_written() + dropped == stats.ticks_received()
     }));
-    let f = get(&url, "/failovers");
+    let f = get_json(&url, "/failovers");
     engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     assert_eq!(f["hot_standby"]["enabled"], mirror);
@@ -415,14 +412,14 @@ fn when_the_tertiary_is_short_of_room_the_primary_is_carried_first() {
         .lines_written()
         > 3000));
     user_feed.stop();
-    assert!(wait_until(Duration::from_secs(10), || get(
+    assert!(wait_until(Duration::from_secs(10), || get_json(
         &url,
         "/failovers"
     )["failovers"]
         .as_array()
         .map_or(0, Vec::len)
         == 2));
-    let f = get(&url, "/failovers");
+    let f = get_json(&url, "/failovers");
     let rec = |id: u64| {
         f["failovers"]
             .as_array()
@@ -437,7 +434,7 @@ fn when_the_tertiary_is_short_of_room_the_primary_is_carried_first() {
     assert_eq!(rec(2)["instruments"], 10, "{f}");
     assert_eq!(rec(2)["not_carried"].as_array().unwrap().len(), 10, "{f}");
     assert_eq!(
-        get(&url, "/connections")["connections"][2]["subscribed_instruments"],
+        get_json(&url, "/connections")["connections"][2]["subscribed_instruments"],
         3000
     );
     tertiary_feed.halt();
@@ -473,7 +470,7 @@ fn a_reload_during_a_takeover_keeps_the_carried_instruments_captured() {
         .lines_written()
         > 200));
     primary_feed.stop();
-    assert!(wait_until(Duration::from_secs(10), || get(
+    assert!(wait_until(Duration::from_secs(10), || get_json(
         &url,
         "/failovers"
     )["active"]
@@ -501,9 +498,9 @@ fn a_reload_during_a_takeover_keeps_the_carried_instruments_captured() {
             > before + 500),
         "the tertiary keeps delivering the carried instruments after the reload"
     );
-    let c = get(&url, "/connections");
+    let c = get_json(&url, "/connections");
     assert_eq!(c["connections"][2]["subscribed_instruments"], 2, "{c}");
-    assert_eq!(get(&url, "/failovers")["active"], true);
+    assert_eq!(get_json(&url, "/failovers")["active"], true);
     tertiary_feed.halt();
     engine.stop().expect("a clean shutdown");
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::wait_until;
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
-use tickcap::replay::{ReplayConfig, Server};
+use tickcap::replay::Server;
 use tickcap::status::client;
 use tungstenite::Message;
 
@@ -64,11 +64,7 @@ fn engine_with(primary_url: &str, feed: &Server, dir: &Path) -> Engine {
 #[test]
 fn a_ping_flood_on_one_connection_starves_neither_the_others_nor_the_status_port() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        2_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(2_000, |_| {});
     let (url, stop) = hostile(|ws, stop| {
         let ping = Message::Ping(vec![7u8; 16].into());
         while !stop.load(Ordering::Relaxed) {
@@ -119,7 +115,7 @@ fn a_text_frame_that_is_not_utf8_is_counted_and_skipped_not_fatal() {
     use tungstenite::protocol::frame::coding::{Data, OpCode};
     use tungstenite::protocol::frame::Frame;
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 500)).unwrap();
+    let feed = common::synthetic_feed(500, |_| {});
     let (url, stop) = hostile(|ws, stop| {
         let ticks: Vec<Tick> = (0..10).map(|_| Tick::new(PacketKind::Ltp, 256)).collect();
         let mut msg = Vec::new();
@@ -246,7 +242,7 @@ fn read_all(s: &mut std::net::TcpStream) -> String {
 fn slowloris_clients_cannot_hold_the_status_port() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
+    let feed = common::synthetic_feed(200, |_| {});
     // The default 10 s request deadline: eviction, not the deadline, is what
     // keeps /health reachable here.
     let (engine, addr) = engine_with_deadline(&feed, dir.path(), 10_000);
@@ -313,7 +309,7 @@ fn slowloris_clients_cannot_hold_the_status_port() {
 fn a_large_body_sent_before_reading_gets_its_413_not_a_reset() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
+    let feed = common::synthetic_feed(200, |_| {});
     let (engine, addr) = engine_with_deadline(&feed, dir.path(), 500);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let body = vec![b'x'; 4 << 20];
@@ -337,11 +333,7 @@ fn a_large_body_sent_before_reading_gets_its_413_not_a_reset() {
 #[test]
 fn a_hanging_resolver_freezes_neither_the_other_connections_nor_the_status_port() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        2_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(2_000, |_| {});
     let hung = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let calls = Arc::clone(&hung);
     // A resolver that takes 3 s for every name (a dead DNS server).

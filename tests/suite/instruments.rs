@@ -20,7 +20,6 @@ use tickcap::config::{Config, Env};
 use tickcap::engine::{Clock, Engine, Options};
 use tickcap::kite::Directory;
 use tickcap::net::dump::{self, Loaded, Loader};
-use tickcap::replay::{ReplayConfig, Server};
 use tickcap::status::client;
 
 const HEADER: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange";
@@ -266,7 +265,7 @@ fn instruments_view(engine: &Engine) -> serde_json::Value {
 #[test]
 fn the_service_shows_symbols_reports_expired_tokens_and_takes_symbols_in_control_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 500)).unwrap();
+    let feed = common::synthetic_feed(500, |_| {});
     let kite = kite_stand_in(dump_csv(12_345_602));
     // 999 is in no dump: an expired contract.
     let path = write_config(
@@ -368,7 +367,7 @@ fn the_service_shows_symbols_reports_expired_tokens_and_takes_symbols_in_control
 #[test]
 fn the_daily_refresh_fetches_a_new_dump_and_moves_a_symbol_to_its_new_token() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), 200)).unwrap();
+    let feed = common::synthetic_feed(200, |_| {});
     // Today Kite lists NIFTYFUT under a new token (last month's expired).
     let kite = kite_stand_in(dump_csv(22_222_338));
     // Refresh at 00:00: due at once for a copy that is not today's.

@@ -8,17 +8,15 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::wait_until;
+use common::{free_port, wait_until};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tickcap::replay::{ReplayConfig, Server};
 
 #[cfg(has_kafka)]
 const LIBS: &str = env!("TICKCAP_KAFKA_LIBS");
@@ -26,14 +24,6 @@ const LIBS: &str = env!("TICKCAP_KAFKA_LIBS");
 const LIBS: &str = "target/kafka-libs";
 
 const PARTITIONS: i32 = 4;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A single-node KRaft broker in a temp dir, started by tools/kafka/start;
 /// killed on drop.
@@ -305,11 +295,7 @@ fn a_broker_killed_for_3_s_mid_stream_loses_and_doubles_nothing() {
     create_topic(&broker.addr, "ticks");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        3000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(3000, |_| {});
     let status = free_port();
     let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status);
     let cfg = tickcap::config::Config::parse(
@@ -371,11 +357,7 @@ fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
     create_topic(&broker.addr, "ticks");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        5000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(5000, |_| {});
     let status = free_port();
     let cfg = dir.path().join("tickcap.toml");
     std::fs::write(
@@ -435,11 +417,7 @@ fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
 fn a_broker_down_at_start_costs_only_lag_and_its_backlog_arrives_in_order_later() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        3000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(3000, |_| {});
     // Nothing listens on this port yet: the broker is "down".
     let broker_port = free_port();
     let status = free_port();

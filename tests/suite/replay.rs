@@ -7,23 +7,17 @@ use crate::common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{synthetic_feed, Client};
 use tickcap::kite::{Mode, PacketKind};
-use tickcap::replay::{Faults, ReplayConfig, Server, Source};
+use tickcap::replay::{Faults, Source};
 
 const NSE: u32 = 408_065;
 const INDEX: u32 = 256_265;
 const CDS: u32 = (7 << 8) | 3;
 
-fn feed(rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -> Server {
-    let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), rate);
-    tweak(&mut cfg);
-    Server::start(cfg).expect("start the feed")
-}
-
 #[test]
 fn subscribed_instruments_stream_in_quote_mode_until_told_otherwise() {
-    let server = feed(4000, |_| {});
+    let server = synthetic_feed(4000, |_| {});
     let mut c = Client::connect(&server.url());
     c.subscribe(&[NSE, INDEX, CDS]);
     let r = c.receive_ticks(300, Duration::from_secs(5));
@@ -60,7 +54,7 @@ fn subscribed_instruments_stream_in_quote_mode_until_told_otherwise() {
 
 #[test]
 fn volume_rises_by_one_per_tick_and_prices_stay_in_range() {
-    let server = feed(0, |c| c.count = Some(20_000));
+    let server = synthetic_feed(0, |c| c.count = Some(20_000));
     let mut c = Client::connect(&server.url());
     c.subscribe(&[NSE, CDS, (5 << 8) | 6]);
     c.mode(Mode::Full, &[NSE]);
@@ -86,7 +80,7 @@ fn volume_rises_by_one_per_tick_and_prices_stay_in_range() {
 
 #[test]
 fn wrong_credentials_get_403_at_the_upgrade() {
-    let server = feed(100, |c| {
+    let server = synthetic_feed(100, |c| {
         c.api_key = Some("k".into());
         c.access_token = Some("t".into());
     });
@@ -102,7 +96,7 @@ fn wrong_credentials_get_403_at_the_upgrade() {
 
 #[test]
 fn a_fourth_connection_per_key_is_refused_with_429() {
-    let server = feed(100, |_| {});
+    let server = synthetic_feed(100, |_| {});
     let _open: Vec<_> = (0..3).map(|_| Client::connect(&server.url())).collect();
     match Client::connect_with(&server.url(), "key", "token") {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
@@ -124,7 +118,7 @@ fn a_fourth_connection_per_key_is_refused_with_429() {
 
 #[test]
 fn subscribing_past_the_instrument_limit_gets_an_error_and_no_excess() {
-    let server = feed(0, |c| {
+    let server = synthetic_feed(0, |c| {
         c.max_instruments = 50;
         c.count = Some(5_000);
     });
@@ -146,7 +140,7 @@ fn subscribing_past_the_instrument_limit_gets_an_error_and_no_excess() {
 
 #[test]
 fn heartbeats_arrive_every_second_even_without_subscriptions() {
-    let server = feed(100, |_| {});
+    let server = synthetic_feed(100, |_| {});
     let mut c = Client::connect(&server.url());
     let r = c.receive(Duration::from_millis(2500));
     assert!(
@@ -160,7 +154,7 @@ fn heartbeats_arrive_every_second_even_without_subscriptions() {
 #[test]
 fn achieved_rate_is_within_5_percent_of_the_set_rate_over_2s() {
     let rate = 5_000u64;
-    let server = feed(rate, |_| {});
+    let server = synthetic_feed(rate, |_| {});
     let mut c = Client::connect(&server.url());
     c.subscribe(&[NSE, INDEX, CDS, (11 << 8) | 1]);
     c.receive_ticks(1, Duration::from_secs(5)); // the first message may carry a 50 ms backlog
@@ -207,7 +201,7 @@ fn recorded_ticks_replay_to_the_same_values() {
     assert_eq!(rec.bad.len(), 1);
     assert_eq!(rec.bad[0].line, 402);
 
-    let server = feed(0, |c| {
+    let server = synthetic_feed(0, |c| {
         c.source = Source::Recorded {
             records: std::sync::Arc::new(rec.records),
             speed: 1.0,
@@ -230,7 +224,7 @@ fn recorded_ticks_replay_to_the_same_values() {
 
 #[test]
 fn drop_fault_ends_the_connection_without_a_close_frame() {
-    let server = feed(1000, |c| {
+    let server = synthetic_feed(1000, |c| {
         c.faults = Faults {
             drop_every: Some(Duration::from_millis(700)),
             ..Faults::default()
@@ -250,7 +244,7 @@ fn drop_fault_ends_the_connection_without_a_close_frame() {
 
 #[test]
 fn stall_fault_silences_data_and_heartbeats() {
-    let server = feed(1000, |c| {
+    let server = synthetic_feed(1000, |c| {
         c.faults = Faults {
             stall_every: Some(Duration::from_millis(500)),
             stall_for: Duration::from_millis(1500),
@@ -272,7 +266,7 @@ fn stall_fault_silences_data_and_heartbeats() {
 
 #[test]
 fn malformed_and_error_faults_are_sent_and_counted() {
-    let server = feed(2000, |c| {
+    let server = synthetic_feed(2000, |c| {
         c.faults = Faults {
             malformed_every: Some(100),
             error_every: Some(Duration::from_millis(300)),
@@ -305,7 +299,7 @@ fn malformed_and_error_faults_are_sent_and_counted() {
 
 #[test]
 fn reject_auth_fault_refuses_the_first_upgrades_then_accepts() {
-    let server = feed(100, |c| {
+    let server = synthetic_feed(100, |c| {
         c.faults = Faults {
             reject_auth: 2,
             ..Faults::default()
@@ -326,7 +320,7 @@ fn reject_auth_fault_refuses_the_first_upgrades_then_accepts() {
 /// error 1006 "connection was closed uncleanly".
 #[test]
 fn regression_a_client_close_gets_the_close_handshake_back() {
-    let server = feed(2_000, |_| {});
+    let server = synthetic_feed(2_000, |_| {});
     for _ in 0..5 {
         let mut c = Client::connect(&server.url());
         c.subscribe(&[NSE, INDEX]);

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::read_capture;
-use tickcap::replay::{ReplayConfig, Server};
 
 fn write_config(dir: &std::path::Path, url: &str, extra: &str) -> std::path::PathBuf {
     let data = dir.join("data");
@@ -26,11 +25,7 @@ fn write_config(dir: &std::path::Path, url: &str, extra: &str) -> std::path::Pat
 #[test]
 fn sigterm_mid_stream_drains_everything_and_exits_0_within_2s() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        20_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(20_000, |_| {});
     let cfg = write_config(dir.path(), &feed.url(), "");
     #[allow(clippy::zombie_processes)] // waited for below, killed and reaped on timeout
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickcap"))

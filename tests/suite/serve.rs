@@ -54,11 +54,7 @@ fn upstream_has(e: &Engine, token: u32) -> Option<String> {
 #[test]
 fn each_client_gets_its_instruments_in_its_mode_with_the_captured_values() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        3000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(3000, |_| {});
     let engine = start(&feed, dir.path(), "");
     let stats = Arc::clone(engine.stats());
     let url = hub_url(&engine);
@@ -169,11 +165,7 @@ fn each_client_gets_its_instruments_in_its_mode_with_the_captured_values() {
 #[test]
 fn a_client_that_stops_reading_is_dropped_and_nobody_else_loses_anything() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        20_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(20_000, |_| {});
     let engine = start(&feed, dir.path(), "send_queue_kib = 64\n");
     let stats = Arc::clone(engine.stats());
     let url = hub_url(&engine);
@@ -212,11 +204,7 @@ fn a_client_that_stops_reading_is_dropped_and_nobody_else_loses_anything() {
 #[test]
 fn bad_clients_get_kites_answers_and_disturb_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        2000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(2000, |_| {});
     let engine = start(
         &feed,
         dir.path(),

@@ -15,16 +15,16 @@ use common::{halt_and_receive_all, read_capture, wait_until};
 use serde_json::{json, Value};
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options, Stats};
-use tickcap::replay::{ReplayConfig, Server};
+use tickcap::replay::Server;
 use tickcap::status::client;
 
 fn feed(rate: u64, key: Option<&str>) -> Server {
-    let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().unwrap(), rate);
-    if let Some(k) = key {
-        cfg.api_key = Some("k".into());
-        cfg.access_token = Some(k.into());
-    }
-    Server::start(cfg).unwrap()
+    common::synthetic_feed(rate, |c| {
+        if let Some(k) = key {
+            c.api_key = Some("k".into());
+            c.access_token = Some(k.into());
+        }
+    })
 }
 
 fn config_text(url: &str, dir: &Path, token: &str, primary: &[u32], extra: &str) -> String {

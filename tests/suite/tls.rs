@@ -157,11 +157,7 @@ fn wss_through_rustls_captures_every_tick() {
 #[test]
 fn an_untrusted_certificate_is_refused_and_retried_without_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        1_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(1_000, |_| {});
     let (cert, key) = self_signed();
     let proxy = tls_proxy(cert, key, feed.local_addr());
     // default options: webpki roots, which do not know this certificate

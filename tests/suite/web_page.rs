@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
-use tickcap::replay::{ReplayConfig, Server};
 
 fn chromium() -> Option<String> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -66,11 +65,7 @@ fn shown(dom: &str, id: &str) -> Option<u64> {
 fn the_page_shows_live_numbers_that_change() {
     let bin = chromium().expect("chromium on PATH (it was at build time)");
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        2_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(2_000, |_| {});
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n[status]\nlisten = \"127.0.0.1:0\"\n\
          [primary]\ninstruments = [256, 512, 256265]\n[secondary]\ninstruments = [2562]\n",

@@ -10,7 +10,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::wait_until;
-use tickcap::replay::{ReplayConfig, Server};
 
 fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
     let data = dir.join("data");
@@ -68,11 +67,7 @@ fn tickcap(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn kill_9_with_zstd_leaves_only_complete_frames_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        50_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(50_000, |_| {});
     let cfg = write_config(dir.path(), &feed.url(), "");
     let data = dir.path().join("data");
     let run = || {
@@ -136,11 +131,7 @@ fn kill_9_with_zstd_leaves_only_complete_frames_after_the_restart() {
 #[test]
 fn the_tools_answer_the_same_on_zst_and_plain() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = Server::start(ReplayConfig::synthetic(
-        "127.0.0.1:0".parse().unwrap(),
-        20_000,
-    ))
-    .unwrap();
+    let feed = common::synthetic_feed(20_000, |_| {});
     let cfg = write_config(dir.path(), &feed.url(), "zstd_level = 1\n");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let c = tickcap::config::Config::parse(&text, &cfg, &tickcap::config::Env::default()).unwrap();
