@@ -159,6 +159,10 @@ pub struct Options {
     pub resolver: Option<crate::net::conn::Resolver>,
     /// The instruments dump `tickcap run` obtained (symbols, daily refresh).
     pub dump: Option<crate::net::dump::Loaded>,
+    /// Fault injection for tests: once this many records are acknowledged,
+    /// librdkafka is told to raise a fatal producer error (once), as a
+    /// broker that fences the idempotent producer would.
+    pub kafka_fatal_after: Option<u64>,
 }
 
 impl Default for Options {
@@ -172,6 +176,7 @@ impl Default for Options {
             sink: None,
             resolver: None,
             dump: None,
+            kafka_fatal_after: None,
         }
     }
 }
@@ -338,6 +343,7 @@ impl Engine {
                     config.storage.data_dir.clone(),
                     Arc::clone(&stats),
                     opts.clock,
+                    opts.kafka_fatal_after,
                 )
                 .map_err(|e| EngineError::Thread("kafka", e))?,
             ),

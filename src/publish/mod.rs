@@ -139,6 +139,7 @@ impl Publisher {
         data_dir: PathBuf,
         stats: Arc<Stats>,
         clock: Clock,
+        fatal_after: Option<u64>,
     ) -> std::io::Result<Publisher> {
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
@@ -152,6 +153,7 @@ impl Publisher {
                     stats,
                     clock,
                     stop: st,
+                    fatal_after,
                 };
                 p.run();
             })?;
@@ -190,6 +192,8 @@ struct Run {
     stats: Arc<Stats>,
     clock: Clock,
     stop: Arc<AtomicBool>,
+    /// Tests: raise a fatal producer error once this many are acknowledged.
+    fatal_after: Option<u64>,
 }
 
 /// What recovery found: where to read from, and per partition the last
@@ -200,7 +204,33 @@ struct Recovered {
     partitions: i32,
 }
 
+/// Makes librdkafka raise a fatal error on `producer`, as a broker fencing
+/// the idempotent producer would (tests, through
+/// `engine::Options::kafka_fatal_after`).
+fn inject_fatal_error(producer: &BaseProducer<Reports>) {
+    let reason = c"injected by engine::Options::kafka_fatal_after";
+    // SAFETY: the handle is live for the call (the producer is borrowed) and
+    // librdkafka copies the reason string.
+    unsafe {
+        rdkafka::bindings::rd_kafka_test_fatal_error(
+            producer.client().native_ptr(),
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        );
+    }
+}
+
 impl Run {
+    /// The producer's fatal error, if it has one (counted: the caller ends
+    /// the session and the producer is recreated).
+    fn fatal(&self, producer: &BaseProducer<Reports>) -> Option<String> {
+        let (code, reason) = producer.client().fatal_error()?;
+        self.stats.kafka.recreated.fetch_add(1, Ordering::Relaxed);
+        Some(format!(
+            "fatal producer error {code:?}: {reason}; recreating the producer and resuming from the topic"
+        ))
+    }
+
     fn set_state(&self, s: usize) {
         self.stats.kafka.state.store(s as u8, Ordering::Relaxed);
     }
@@ -395,14 +425,24 @@ impl Run {
                         k.last_ack_micros
                             .store(self.clock.now_micros(), Ordering::Relaxed);
                     }
-                    Err(e) => return Err(format!("delivery of {pos} failed: {e}")),
+                    // With no delivery timeout, a failed delivery means the
+                    // producer cannot go on (a fatal error fails everything in
+                    // flight): name the fatal error when there is one.
+                    Err(e) => {
+                        return Err(self
+                            .fatal(&producer)
+                            .unwrap_or_else(|| format!("delivery of {pos} failed: {e}")))
+                    }
                 }
             }
-            if let Some((code, reason)) = producer.client().fatal_error() {
-                k.recreated.fetch_add(1, Ordering::Relaxed);
-                return Err(format!(
-                    "fatal producer error {code:?}: {reason}; recreating the producer and resuming from the topic"
-                ));
+            if let Some(e) = self.fatal(&producer) {
+                return Err(e);
+            }
+            if let Some(n) = self.fatal_after {
+                if k.acked.load(Ordering::Relaxed) >= n {
+                    self.fatal_after = None;
+                    inject_fatal_error(&producer);
+                }
             }
             // The acknowledged frontier: everything before it is in the topic.
             let frontier = in_flight
@@ -508,7 +548,9 @@ impl Run {
                                 record = r;
                                 continue;
                             }
-                            return Err(format!("send failed: {e}"));
+                            return Err(self
+                                .fatal(&producer)
+                                .unwrap_or_else(|| format!("send failed: {e}")));
                         }
                     }
                 }

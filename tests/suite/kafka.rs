@@ -340,6 +340,83 @@ fn a_broker_killed_for_3_s_mid_stream_loses_and_doubles_nothing() {
     eprintln!("broker SIGKILLed for 3 s: {n} lines, each exactly once, in order per partition");
 }
 
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
+)]
+fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing() {
+    let broker = start_broker();
+    create_topic(&broker.addr, "ticks");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = common::synthetic_feed(3000, |_| {});
+    let status = free_port();
+    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status);
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    // librdkafka raises a fatal error (as a broker fencing the idempotent
+    // producer would) once 3000 records are acknowledged: everything in
+    // flight fails, the producer is unusable.
+    let opts = tickcap::engine::Options {
+        kafka_fatal_after: Some(3000),
+        ..tickcap::engine::Options::default()
+    };
+    let engine = tickcap::engine::Engine::start(cfg, opts).unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    let acked = || stats.kafka.acked.load(std::sync::atomic::Ordering::Relaxed);
+    let recreated = || {
+        stats
+            .kafka
+            .recreated
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || recreated() == 1),
+        "{}",
+        kafka_view(status)
+    );
+    let at_error = acked();
+    // A new producer, after reading back what the topic holds, goes on.
+    assert!(
+        wait_until(Duration::from_secs(60), || acked() > at_error + 3000),
+        "no progress after the fatal error: {}",
+        kafka_view(status)
+    );
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let v = kafka_view(status);
+            v["lag_ticks"] == 0 && v["in_flight"] == 0
+        }),
+        "{}",
+        kafka_view(status)
+    );
+    let view = kafka_view(status);
+    assert_eq!(view["producers_recreated"], 1);
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("fatal producer error")),
+        "{view}"
+    );
+    engine.stop().expect("a clean shutdown");
+    assert_eq!(
+        common::read_capture(&data).lines as u64,
+        feed.stop().sent,
+        "capture lossless throughout"
+    );
+    let n = check_exactly_once(&broker.addr, "ticks", &data);
+    eprintln!(
+        "fatal producer error after 3000 acknowledged: {n} lines, each exactly once, in order per partition; {} found in the topic at recovery and not sent again",
+        view["skipped_at_recovery"]
+    );
+}
+
 fn kafka_view(status: u16) -> serde_json::Value {
     tickcap::status::client::get(&format!("http://127.0.0.1:{status}"), "/kafka")
         .ok()
