@@ -642,7 +642,10 @@ fn a_login_in_the_morning_reaches_the_running_service_without_a_restart_or_a_rel
     );
     assert!(
         wait_until(Duration::from_secs(10), || stats.lines_written() > 500),
-        "never captured with the new token"
+        "never captured with the new token: {} {} token file {:?}",
+        get(&url, "/health"),
+        get(&url, "/connections"),
+        std::fs::read_to_string(dir.path().join("access_token"))
     );
     assert_ne!(
         get(&url, "/health")["credentials_loaded_at"],
