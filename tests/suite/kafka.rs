@@ -297,14 +297,13 @@ fn a_broker_killed_for_3_s_mid_stream_loses_and_doubles_nothing() {
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(3000, |_| {});
     let status = free_port();
-    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status);
-    let cfg = tickcap::config::Config::parse(
-        &text,
-        Path::new("t.toml"),
-        &tickcap::config::Env::default(),
-    )
-    .unwrap();
-    let engine = tickcap::engine::Engine::start(cfg, tickcap::engine::Options::default()).unwrap();
+    let engine = start_engine(
+        &feed,
+        &data,
+        &broker.addr,
+        status,
+        tickcap::engine::Options::default(),
+    );
     let stats = std::sync::Arc::clone(engine.stats());
     let acked = || stats.kafka.acked.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -322,14 +321,7 @@ fn a_broker_killed_for_3_s_mid_stream_loses_and_doubles_nothing() {
         kafka_view(status)
     );
     common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            let v = kafka_view(status);
-            v["lag_ticks"] == 0 && v["in_flight"] == 0
-        }),
-        "{}",
-        kafka_view(status)
-    );
+    wait_caught_up(status, |_| true);
     engine.stop().expect("a clean shutdown");
     assert_eq!(
         common::read_capture(&data).lines as u64,
@@ -352,13 +344,6 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(3000, |_| {});
     let status = free_port();
-    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status);
-    let cfg = tickcap::config::Config::parse(
-        &text,
-        Path::new("t.toml"),
-        &tickcap::config::Env::default(),
-    )
-    .unwrap();
     // librdkafka raises a fatal error (as a broker fencing the idempotent
     // producer would) once 3000 records are acknowledged: everything in
     // flight fails, the producer is unusable.
@@ -366,7 +351,7 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
         kafka_fatal_after: Some(3000),
         ..tickcap::engine::Options::default()
     };
-    let engine = tickcap::engine::Engine::start(cfg, opts).unwrap();
+    let engine = start_engine(&feed, &data, &broker.addr, status, opts);
     let stats = std::sync::Arc::clone(engine.stats());
     let acked = || stats.kafka.acked.load(std::sync::atomic::Ordering::Relaxed);
     let recreated = || {
@@ -388,14 +373,7 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
         kafka_view(status)
     );
     common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            let v = kafka_view(status);
-            v["lag_ticks"] == 0 && v["in_flight"] == 0
-        }),
-        "{}",
-        kafka_view(status)
-    );
+    wait_caught_up(status, |_| true);
     let view = kafka_view(status);
     assert_eq!(view["producers_recreated"], 1);
     assert!(
@@ -414,6 +392,38 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
     eprintln!(
         "fatal producer error after 3000 acknowledged: {n} lines, each exactly once, in order per partition; {} found in the topic at recovery and not sent again",
         view["skipped_at_recovery"]
+    );
+}
+
+/// tickcap's engine in this process: captures `feed` into `data` and
+/// publishes to `broker` (topic "ticks"), status port `status`.
+fn start_engine(
+    feed: &tickcap::replay::Server,
+    data: &Path,
+    broker: &str,
+    status: u16,
+    opts: tickcap::engine::Options,
+) -> tickcap::engine::Engine {
+    let text = config_text(&feed.url(), data, broker, "ticks", status);
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    tickcap::engine::Engine::start(cfg, opts).unwrap()
+}
+
+/// Waits until the publisher has nothing in flight and nothing unread
+/// (and `also` holds for `/kafka`).
+fn wait_caught_up(status: u16, also: impl Fn(&serde_json::Value) -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let v = kafka_view(status);
+            v["lag_ticks"] == 0 && v["in_flight"] == 0 && also(&v)
+        }),
+        "{}",
+        kafka_view(status)
     );
 }
 
@@ -466,14 +476,7 @@ fn every_line_is_published_exactly_once_across_a_kill_9_and_a_restart() {
     );
     feed.halt();
     // Caught up: nothing in flight and nothing unread, twice in a row.
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            let v = kafka_view(status);
-            v["lag_ticks"] == 0 && v["in_flight"] == 0 && v["state"] == "publishing"
-        }),
-        "{}",
-        kafka_view(status)
-    );
+    wait_caught_up(status, |v| v["state"] == "publishing");
     let view = kafka_view(status);
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -498,20 +501,13 @@ fn a_broker_down_at_start_costs_only_lag_and_its_backlog_arrives_in_order_later(
     // Nothing listens on this port yet: the broker is "down".
     let broker_port = free_port();
     let status = free_port();
-    let text = config_text(
-        &feed.url(),
+    let engine = start_engine(
+        &feed,
         &data,
         &format!("127.0.0.1:{broker_port}"),
-        "ticks",
         status,
+        tickcap::engine::Options::default(),
     );
-    let cfg = tickcap::config::Config::parse(
-        &text,
-        Path::new("t.toml"),
-        &tickcap::config::Env::default(),
-    )
-    .unwrap();
-    let engine = tickcap::engine::Engine::start(cfg, tickcap::engine::Options::default()).unwrap();
     let stats = std::sync::Arc::clone(engine.stats());
     assert!(wait_until(Duration::from_secs(30), || stats
         .lines_written()

@@ -62,12 +62,7 @@ pub fn health(v: &mut View<'_>) -> Value {
     let w = &v.stats.writer;
     let failing_since = w.failing_since_micros.load(Ordering::Relaxed);
     if failing_since > 0 {
-        let err = w
-            .last_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_default();
+        let err = last_error(&w.last_error).unwrap_or_default();
         reasons.push(format!(
             "writes fail since {:.0} s ago ({err}); {} bytes wait in memory",
             (now - failing_since) as f64 / 1e6,
@@ -92,12 +87,7 @@ pub fn health(v: &mut View<'_>) -> Value {
     if kafka_down {
         let k = &v.stats.kafka;
         let oldest = k.oldest_unacked_micros.load(Ordering::Relaxed);
-        let err = k
-            .last_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_default();
+        let err = last_error(&k.last_error).unwrap_or_default();
         reasons.push(format!(
             "kafka: broker unreachable ({} ticks waiting on disk{}){}",
             k.lag_ticks.load(Ordering::Relaxed),
@@ -337,7 +327,7 @@ pub(super) fn storage(v: &mut View<'_>) -> Value {
         "last_flush": v.iso(last_flush),
         "buffered_bytes": w.buffered_bytes.load(Ordering::Relaxed),
         "write_errors": w.write_errors.load(Ordering::Relaxed),
-        "last_write_error": w.last_error.lock().ok().and_then(|e| e.clone()),
+        "last_write_error": last_error(&w.last_error),
         "torn_lines_repaired": w.torn_repaired.load(Ordering::Relaxed),
         "retention_days": v.config.storage.retention_days,
         "timezone": v.config.storage.timezone,
@@ -476,6 +466,12 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
         "errors": k.errors.load(Relaxed),
         "producers_recreated": k.recreated.load(Relaxed),
         "receive_to_acked_us": super::metrics::percentiles(&crate::stats::Stats::histogram(&v.stats.latency.receive_to_acked_us), 1.0),
-        "last_error": k.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+        "last_error": last_error(&k.last_error),
     })
+}
+
+/// A stage's last error as a view shows it (a poisoned lock reads as none:
+/// views never fail).
+fn last_error(m: &std::sync::Mutex<Option<String>>) -> Option<String> {
+    m.lock().ok().and_then(|e| e.clone())
 }
