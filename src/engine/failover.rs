@@ -24,29 +24,35 @@
 //!   right after its handshake; keeping both for the short overlap costs at
 //!   most one heartbeat interval of double subscription.
 //! - Ticks written during a takeover carry `connection_id` 3.
+//! - What the tertiary carries is not a copy made at takeover: the
+//!   [`Ledger`] derives it from the failed connection's claims while the
+//!   takeover lasts, so a control call, hub demand or reload that changes
+//!   the failed connection's set during the takeover reaches the tertiary at
+//!   once, and handback releases exactly what is carried then.
+//! - A connection Kite refused with 401/403 is not taken over when the
+//!   tertiary uses the same key and token: Kite would refuse it too.
+//!   `/connections` says so instead (`failover_blocked`).
 //! - Each takeover is recorded (start, end, instruments, the gap observed with
 //!   the tertiary and the gap the failed connection alone would have left).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Role, MAX_INSTRUMENTS};
-use crate::kite::Mode;
+use crate::config::Role;
+use crate::engine::ledger::Ledger;
 use crate::net::Connection;
 use crate::stats::Stats;
 
 /// Records kept.
 const KEEP: usize = 500;
 
-/// What failover needs of a connection: its instruments, whether and how
-/// long it has been down, and subscribe/unsubscribe. [`Connection`] is the
-/// real one; the tests drive [`Failover::step`] with fakes on fake time.
+/// What failover needs of a connection: whether and how long it has been
+/// down, and whether it delivers. [`Connection`] is the real one; the tests
+/// drive [`Failover::step`] with fakes on fake time. What a connection
+/// carries is the [`Ledger`]'s business, not the carrier's.
 pub trait Carrier {
-    /// Instruments wanted on it, with modes.
-    fn desired(&self) -> &BTreeMap<u32, Mode>;
     /// How long it has not been open (None while open or idle on purpose).
     fn down_for(&self, now: Instant) -> Option<Duration>;
     /// Open, resubscribed, and a frame has arrived since.
@@ -55,18 +61,15 @@ pub trait Carrier {
     fn first_tick_since_mark(&self) -> Option<i64>;
     /// Starts watching for the next tick.
     fn mark(&mut self);
-    /// Adds instruments in `mode`.
-    fn subscribe(&mut self, tokens: &[u32], mode: Mode);
-    /// Removes instruments.
-    fn unsubscribe(&mut self, tokens: &[u32]);
     /// Its role, for the log.
     fn role(&self) -> Role;
+    /// Kite refused its credentials (401/403) on the last attempt.
+    fn refused_credentials(&self) -> bool;
+    /// (api_key, access_token) it connects with.
+    fn credentials(&self) -> (&str, &str);
 }
 
 impl Carrier for Connection {
-    fn desired(&self) -> &BTreeMap<u32, Mode> {
-        Connection::desired(self)
-    }
     fn down_for(&self, now: Instant) -> Option<Duration> {
         Connection::down_for(self, now)
     }
@@ -79,55 +82,15 @@ impl Carrier for Connection {
     fn mark(&mut self) {
         Connection::mark(self)
     }
-    fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
-        Connection::subscribe(self, tokens, mode)
-    }
-    fn unsubscribe(&mut self, tokens: &[u32]) {
-        Connection::unsubscribe(self, tokens)
-    }
     fn role(&self) -> Role {
         Connection::role(self)
     }
-}
-
-/// What the tertiary can carry of the failed connections' instruments.
-/// `failed` in priority order (primary first); instruments the tertiary
-/// already has are neither carried again nor refused.
-pub fn plan(
-    failed: &[&BTreeMap<u32, Mode>],
-    tertiary: &BTreeMap<u32, Mode>,
-    capacity: usize,
-) -> (Vec<(u32, Mode)>, Vec<u32>) {
-    let mut room = capacity.saturating_sub(tertiary.len());
-    let mut carried = Vec::new();
-    let mut refused = Vec::new();
-    for list in failed {
-        for (&t, &m) in list.iter() {
-            if tertiary.contains_key(&t) || carried.iter().any(|(c, _)| *c == t) {
-                continue;
-            }
-            if room > 0 {
-                carried.push((t, m));
-                room -= 1;
-            } else {
-                refused.push(t);
-            }
-        }
+    fn refused_credentials(&self) -> bool {
+        matches!(self.last_error(), Some(crate::net::ConnError::Auth(_)))
     }
-    (carried, refused)
-}
-
-/// Subscribes `list` on `c`, one request per mode.
-fn subscribe_by_mode<C: Carrier>(c: &mut C, list: &[(u32, Mode)]) {
-    for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
-        let tokens: Vec<u32> = list
-            .iter()
-            .filter(|(_, m)| *m == mode)
-            .map(|(t, _)| *t)
-            .collect();
-        if !tokens.is_empty() {
-            c.subscribe(&tokens, mode);
-        }
+    fn credentials(&self) -> (&str, &str) {
+        let c = self.config();
+        (c.api_key.as_str(), c.access_token.expose())
     }
 }
 
@@ -140,7 +103,7 @@ pub struct Record {
     pub start_micros: i64,
     /// When it handed back (None while active).
     pub end_micros: Option<i64>,
-    /// Instruments carried.
+    /// Instruments carried (now, while active; at handback after).
     pub instruments: usize,
     /// Instruments it could not carry (capacity).
     pub not_carried: Vec<u32>,
@@ -169,18 +132,15 @@ impl Record {
     }
 }
 
-#[derive(Debug)]
-struct Active {
-    record: usize,
-    carried: Vec<(u32, Mode)>,
-}
-
 /// The failover state, stepped by the event loop's timers.
 #[derive(Debug)]
 pub struct Failover {
     after: Duration,
     enabled: bool,
-    active: [Option<Active>; 2],
+    /// Active takeovers: the record of each (primary, secondary).
+    active: [Option<usize>; 2],
+    /// Why a down connection is not taken over (same refused credentials).
+    blocked: [Option<&'static str>; 2],
     records: Vec<Record>,
     /// Handed-back records still waiting for the recovered connection's
     /// first tick (its first frame may have been a heartbeat): (record, connection index).
@@ -191,6 +151,9 @@ pub struct Failover {
     keep: usize,
 }
 
+/// Why a 403'd connection is left alone, as `/connections` shows it.
+pub const SAME_CREDENTIALS: &str = "Kite refused this connection's credentials (401/403) and the tertiary uses the same api_key and access_token: it would be refused too, so it does not take over (fix the token: tickcap login)";
+
 impl Failover {
     /// Takeover after `after` down; disabled when the tertiary mirrors the
     /// primary (hot standby) — then it carries it all the time.
@@ -199,6 +162,7 @@ impl Failover {
             after,
             enabled,
             active: [None, None],
+            blocked: [None, None],
             records: Vec::new(),
             awaiting: Vec::new(),
             takeovers: 0,
@@ -206,9 +170,24 @@ impl Failover {
         }
     }
 
+    /// How long a connection must be down before a takeover.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// A reload changed `failover_after_ms`: used from the next step on.
+    pub fn set_after(&mut self, after: Duration) {
+        self.after = after;
+    }
+
     /// Whether a takeover is active.
     pub fn is_active(&self) -> bool {
         self.active.iter().any(Option::is_some)
+    }
+
+    /// Why connection `i` (0-based) is down and not taken over, if so.
+    pub fn blocked(&self, i: usize) -> Option<&'static str> {
+        self.blocked.get(i).copied().flatten()
     }
 
     /// Active takeovers: (failed connection id, instruments carried).
@@ -216,90 +195,24 @@ impl Failover {
         self.active
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| a.as_ref().map(|a| (i as u8 + 1, a.carried.len())))
+            .filter_map(|(i, a)| a.map(|r| (i as u8 + 1, self.records[r].instruments)))
             .collect()
     }
 
-    /// The tokens the active takeovers carry.
-    fn tokens_carried(&self) -> Vec<u32> {
-        self.active
-            .iter()
-            .flatten()
-            .flat_map(|o| o.carried.iter().map(|(t, _)| *t))
-            .collect()
-    }
-
-    /// What the tertiary carries for active takeovers (not its own list).
-    pub fn carried(&self) -> BTreeMap<u32, Mode> {
-        self.active
-            .iter()
-            .flatten()
-            .flat_map(|a| a.carried.iter().copied())
-            .collect()
-    }
-
-    /// After a reload changed the failed connections' lists: each active
-    /// takeover carries the new list (capacity permitting), drops what left
-    /// it (unless the tertiary's own list, `own`, or the other takeover has
-    /// it), and follows mode changes.
-    pub fn resync<C: Carrier>(&mut self, conns: &mut [C], own: &std::collections::BTreeSet<u32>) {
-        if conns.len() < 3 {
-            return;
-        }
+    /// After the ledger changed (a control call, hub demand, a reload):
+    /// the active records say what the tertiary carries now.
+    pub fn refresh(&mut self, ledger: &Ledger) {
         for i in 0..2 {
-            let Some(mut a) = self.active[i].take() else {
-                continue;
-            };
-            let (failed, rest) = conns.split_at_mut(2);
-            let tertiary = &mut rest[0];
-            let want = failed[i].desired();
-            let others = self.tokens_carried();
-            let left: Vec<u32> = a
-                .carried
-                .iter()
-                .map(|(t, _)| *t)
-                .filter(|t| !want.contains_key(t))
-                .collect();
-            let drop: Vec<u32> = left
-                .iter()
-                .copied()
-                .filter(|t| !own.contains(t) && !others.contains(t))
-                .collect();
-            if !drop.is_empty() {
-                tertiary.unsubscribe(&drop);
-            }
-            a.carried.retain(|(t, _)| want.contains_key(t));
-            // New instruments and mode changes, while the tertiary has room.
-            let mut room = MAX_INSTRUMENTS.saturating_sub(tertiary.desired().len());
-            let mut subscribe: Vec<(u32, Mode)> = Vec::new();
-            for (&t, &m) in want {
-                match a.carried.iter_mut().find(|(c, _)| *c == t) {
-                    Some(entry) if entry.1 != m => {
-                        entry.1 = m;
-                        subscribe.push((t, m));
+            if let Some(r) = self.active[i] {
+                let (carried, refused) = ledger.takeover_split(i);
+                let rec = &mut self.records[r];
+                rec.instruments = carried.len();
+                for t in refused {
+                    if !rec.not_carried.contains(&t) {
+                        rec.not_carried.push(t);
                     }
-                    Some(_) => {}
-                    None if tertiary.desired().contains_key(&t) => {}
-                    None if room > 0 => {
-                        room -= 1;
-                        a.carried.push((t, m));
-                        subscribe.push((t, m));
-                    }
-                    None => self.records[a.record].not_carried.push(t),
                 }
             }
-            subscribe_by_mode(tertiary, &subscribe);
-            self.records[a.record].instruments = a.carried.len();
-            if !left.is_empty() || !subscribe.is_empty() {
-                tracing::info!(
-                    "reload during a takeover of connection {}: the tertiary now carries {} of its instruments ({} dropped, {} added or re-moded)",
-                    i + 1,
-                    a.carried.len(),
-                    left.len(),
-                    subscribe.len()
-                );
-            }
-            self.active[i] = Some(a);
         }
     }
 
@@ -308,12 +221,14 @@ impl Failover {
         &self.records
     }
 
-    /// Starts or ends takeovers as the connections' states require.
+    /// Starts or ends takeovers as the connections' states require; the
+    /// ledger then derives what the tertiary carries.
     pub fn step<C: Carrier>(
         &mut self,
         now: Instant,
         now_micros: i64,
         conns: &mut [C],
+        ledger: &mut Ledger,
         stats: &Stats,
     ) {
         if !self.enabled || conns.len() < 3 {
@@ -331,22 +246,33 @@ impl Failover {
             }
         });
         for i in 0..2 {
-            match &self.active[i] {
+            match self.active[i] {
                 None => {
-                    let due = !conns[i].desired().is_empty()
+                    let due = ledger.home_count(i) > 0
                         && conns[i].down_for(now).is_some_and(|d| d >= self.after);
-                    if due {
-                        self.take_over(i, now, now_micros, conns, stats);
+                    if !due {
+                        self.blocked[i] = None;
+                        continue;
                     }
+                    if conns[i].refused_credentials()
+                        && conns[i].credentials() == conns[2].credentials()
+                    {
+                        if self.blocked[i].is_none() {
+                            tracing::error!("connection {}: {SAME_CREDENTIALS}", i + 1);
+                        }
+                        self.blocked[i] = Some(SAME_CREDENTIALS);
+                        continue;
+                    }
+                    self.blocked[i] = None;
+                    self.take_over(i, now, now_micros, conns, ledger, stats);
                 }
-                Some(a) => {
-                    let rec = a.record;
+                Some(rec) => {
                     if self.records[rec].tertiary_first_tick_micros.is_none() {
                         self.records[rec].tertiary_first_tick_micros =
                             conns[2].first_tick_since_mark();
                     }
                     if conns[i].is_delivering() {
-                        self.hand_back(i, now_micros, conns);
+                        self.hand_back(i, now_micros, conns, ledger);
                     }
                 }
             }
@@ -359,38 +285,13 @@ impl Failover {
         now: Instant,
         now_micros: i64,
         conns: &mut [C],
+        ledger: &mut Ledger,
         stats: &Stats,
     ) {
-        let (failed, rest) = conns.split_at_mut(2);
-        let tertiary = &mut rest[0];
-        let (mut carried, mut refused) =
-            plan(&[failed[i].desired()], tertiary.desired(), MAX_INSTRUMENTS);
-        if i == 0 && !refused.is_empty() {
-            // The secondary failed (and was taken over) first, but the
-            // primary's instruments come first: make room by giving up the
-            // secondary's last carried instruments.
-            if let Some(sec) = self.active[1].as_mut() {
-                let n = refused.len().min(sec.carried.len());
-                let evicted: Vec<u32> = sec
-                    .carried
-                    .split_off(sec.carried.len() - n)
-                    .into_iter()
-                    .map(|(t, _)| t)
-                    .collect();
-                tertiary.unsubscribe(&evicted);
-                let r = &mut self.records[sec.record];
-                r.instruments -= evicted.len();
-                r.not_carried.extend(&evicted);
-                tracing::warn!(
-                    "tertiary gives up {} of connection 2's instruments to carry connection 1's first",
-                    evicted.len()
-                );
-                (carried, refused) =
-                    plan(&[failed[0].desired()], tertiary.desired(), MAX_INSTRUMENTS);
-            }
-        }
-        let down = failed[i].down_for(now).unwrap_or_default();
-        let role = failed[i].role().as_str();
+        ledger.set_taken_over(i, true);
+        let (carried, refused) = ledger.takeover_split(i);
+        let down = conns[i].down_for(now).unwrap_or_default();
+        let role = conns[i].role().as_str();
         if refused.is_empty() {
             tracing::warn!(
                 "connection {} ({role}) down for {} ms: tertiary takes over its {} instruments",
@@ -408,9 +309,8 @@ impl Failover {
                 &refused[..refused.len().min(50)]
             );
         }
-        subscribe_by_mode(tertiary, &carried);
-        tertiary.mark();
-        failed[i].mark();
+        conns[2].mark();
+        conns[i].mark();
         // A record still waiting for this connection's first tick after an
         // earlier handback never gets one: it failed again before a tick.
         self.awaiting.retain(|&(_, c)| c != i);
@@ -426,10 +326,9 @@ impl Failover {
             recovered_first_tick_micros: None,
         });
         self.takeovers += 1;
-        self.active[i] = Some(Active {
-            record: self.records.len() - 1,
-            carried,
-        });
+        self.active[i] = Some(self.records.len() - 1);
+        // The primary comes first: a secondary takeover may now carry less.
+        self.refresh(ledger);
     }
 
     /// Makes room for one record: drops the oldest one no active takeover
@@ -438,14 +337,14 @@ impl Failover {
         if self.records.len() < self.keep {
             return;
         }
-        let active: Vec<usize> = self.active.iter().flatten().map(|a| a.record).collect();
+        let active: Vec<usize> = self.active.iter().flatten().copied().collect();
         let Some(victim) = (0..self.records.len()).find(|r| !active.contains(r)) else {
             return;
         };
         self.records.remove(victim);
         for a in self.active.iter_mut().flatten() {
-            if a.record > victim {
-                a.record -= 1;
+            if *a > victim {
+                *a -= 1;
             }
         }
         self.awaiting.retain_mut(|(rec, _)| {
@@ -459,88 +358,85 @@ impl Failover {
         });
     }
 
-    fn hand_back<C: Carrier>(&mut self, i: usize, now_micros: i64, conns: &mut [C]) {
-        let Some(a) = self.active[i].take() else {
+    fn hand_back<C: Carrier>(
+        &mut self,
+        i: usize,
+        now_micros: i64,
+        conns: &mut [C],
+        ledger: &mut Ledger,
+    ) {
+        let Some(rec) = self.active[i].take() else {
             return;
         };
-        // Keep what the other active takeover also carries.
-        let other = self.tokens_carried();
-        let tokens: Vec<u32> = a
-            .carried
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| !other.contains(t))
-            .collect();
-        conns[2].unsubscribe(&tokens);
-        let r = &mut self.records[a.record];
+        ledger.set_taken_over(i, false);
+        let r = &mut self.records[rec];
         r.end_micros = Some(now_micros);
         r.recovered_first_tick_micros = conns[i].first_tick_since_mark();
         if r.recovered_first_tick_micros.is_none() {
-            self.awaiting.push((a.record, i));
+            self.awaiting.push((rec, i));
         }
         tracing::info!(
             "connection {} delivers again: tertiary hands back {} instruments after {} ms (gap with the tertiary {:?} ms, without it {:?} ms)",
             i + 1,
-            tokens.len(),
+            r.instruments,
             (now_micros - r.start_micros) / 1000,
             r.gap_ms().map(|g| g.round()),
             r.outage_ms().map(|g| g.round())
         );
+        self.refresh(ledger);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kite::Mode;
+    use std::collections::BTreeMap;
 
     fn list(tokens: std::ops::Range<u32>, mode: Mode) -> BTreeMap<u32, Mode> {
         tokens.map(|t| (t, mode)).collect()
     }
 
-    #[test]
-    fn primary_first_then_secondary_while_capacity_lasts() {
-        let p = list(1..2991, Mode::Quote); // 2990
-        let s = list(5000..5020, Mode::Full); // 20
-        let (carried, refused) = plan(&[&p, &s], &BTreeMap::new(), 3000);
-        assert_eq!(carried.len(), 3000);
-        assert!(carried[..2990].iter().all(|(_, m)| *m == Mode::Quote));
-        assert_eq!(
-            carried[2990..]
-                .iter()
-                .filter(|(_, m)| *m == Mode::Full)
-                .count(),
-            10
-        );
-        assert_eq!(refused, (5010..5020).collect::<Vec<_>>());
+    const MODES: [Mode; 3] = [Mode::Quote, Mode::Full, Mode::Quote];
+
+    fn ledger(p: std::ops::Range<u32>, s: std::ops::Range<u32>, cap: usize) -> Ledger {
+        let mut l = Ledger::with_capacity(false, cap);
+        let (p, s): (Vec<u32>, Vec<u32>) = (p.collect(), s.collect());
+        l.set_config([&p, &s, &[]], MODES).unwrap();
+        l
     }
 
     #[test]
-    fn instruments_already_on_the_tertiary_count_against_capacity_but_are_not_refused() {
-        let p = list(1..6, Mode::Quote);
-        let t = list(3..5, Mode::Quote);
-        let (carried, refused) = plan(&[&p], &t, 3);
-        assert_eq!(carried.iter().map(|c| c.0).collect::<Vec<_>>(), [1]);
-        assert_eq!(refused, [2, 5]);
+    fn primary_first_then_secondary_while_capacity_lasts() {
+        let mut l = ledger(1..2991, 5000..5020, 3000);
+        l.set_taken_over(1, true);
+        l.set_taken_over(0, true);
+        let t = l.derived(2);
+        assert_eq!(t.len(), 3000);
+        assert_eq!(t.values().filter(|m| **m == Mode::Full).count(), 10);
+        assert_eq!(l.takeover_split(1).1, (5010..5020).collect::<Vec<_>>());
     }
 
     /// A connection on fake time: the test says when it went down and
     /// whether it delivers.
     struct Fake {
         role: Role,
-        desired: BTreeMap<u32, Mode>,
         down_since: Option<Instant>,
         delivering: bool,
         first_tick: Option<i64>,
+        refused: bool,
+        token: &'static str,
     }
 
     impl Fake {
-        fn new(role: Role, desired: BTreeMap<u32, Mode>) -> Self {
+        fn new(role: Role) -> Self {
             Fake {
                 role,
-                desired,
                 down_since: None,
                 delivering: true,
                 first_tick: None,
+                refused: false,
+                token: "t",
             }
         }
         fn fail(&mut self, at: Instant) {
@@ -555,9 +451,6 @@ mod tests {
     }
 
     impl Carrier for Fake {
-        fn desired(&self) -> &BTreeMap<u32, Mode> {
-            &self.desired
-        }
         fn down_for(&self, now: Instant) -> Option<Duration> {
             self.down_since.map(|t| now.saturating_duration_since(t))
         }
@@ -570,25 +463,26 @@ mod tests {
         fn mark(&mut self) {
             self.first_tick = None;
         }
-        fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
-            self.desired.extend(tokens.iter().map(|t| (*t, mode)));
-        }
-        fn unsubscribe(&mut self, tokens: &[u32]) {
-            for t in tokens {
-                self.desired.remove(t);
-            }
-        }
         fn role(&self) -> Role {
             self.role
         }
+        fn refused_credentials(&self) -> bool {
+            self.refused
+        }
+        fn credentials(&self) -> (&str, &str) {
+            ("k", self.token)
+        }
     }
 
-    fn three() -> [Fake; 3] {
-        [
-            Fake::new(Role::Primary, list(1..4, Mode::Quote)),
-            Fake::new(Role::Secondary, list(10..12, Mode::Full)),
-            Fake::new(Role::Tertiary, BTreeMap::new()),
-        ]
+    fn three() -> ([Fake; 3], Ledger) {
+        (
+            [
+                Fake::new(Role::Primary),
+                Fake::new(Role::Secondary),
+                Fake::new(Role::Tertiary),
+            ],
+            ledger(1..4, 10..12, 3000),
+        )
     }
 
     const AFTER: Duration = Duration::from_millis(3000);
@@ -598,17 +492,17 @@ mod tests {
         let stats = Stats::default();
         let (mono, clock) = crate::time::Mono::manual();
         let mut f = Failover::new(AFTER, true);
-        let mut c = three();
+        let (mut c, mut l) = three();
         c[0].fail(mono.now());
         clock.advance(AFTER - Duration::from_millis(1));
-        f.step(mono.now(), 0, &mut c, &stats);
+        f.step(mono.now(), 0, &mut c, &mut l, &stats);
         assert!(!f.is_active(), "not before failover_after_ms");
-        assert!(c[2].desired.is_empty());
+        assert!(l.derived(2).is_empty());
         clock.advance(Duration::from_millis(1));
-        f.step(mono.now(), 5, &mut c, &stats);
+        f.step(mono.now(), 5, &mut c, &mut l, &stats);
         assert_eq!(f.carrying(), [(1, 3)]);
         assert_eq!(
-            c[2].desired,
+            l.derived(2),
             list(1..4, Mode::Quote),
             "same instruments, same mode"
         );
@@ -617,25 +511,44 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_refused_with_403_is_not_taken_over_with_the_same_credentials() {
+        let stats = Stats::default();
+        let (mono, clock) = crate::time::Mono::manual();
+        let mut f = Failover::new(AFTER, true);
+        let (mut c, mut l) = three();
+        c[0].fail(mono.now());
+        c[0].refused = true;
+        clock.advance(AFTER);
+        f.step(mono.now(), 1, &mut c, &mut l, &stats);
+        assert!(!f.is_active());
+        assert_eq!(f.blocked(0), Some(SAME_CREDENTIALS));
+        // A tertiary with its own token can help.
+        c[2].token = "other";
+        f.step(mono.now(), 2, &mut c, &mut l, &stats);
+        assert_eq!(f.carrying(), [(1, 3)]);
+        assert_eq!(f.blocked(0), None);
+    }
+
+    #[test]
     fn handback_waits_for_delivery_and_keeps_what_another_takeover_carries() {
         let stats = Stats::default();
         let (mono, clock) = crate::time::Mono::manual();
         let mut f = Failover::new(AFTER, true);
-        let mut c = three();
+        let (mut c, mut l) = three();
         c[0].fail(mono.now());
         c[1].fail(mono.now());
         clock.advance(AFTER);
-        f.step(mono.now(), 1, &mut c, &stats);
+        f.step(mono.now(), 1, &mut c, &mut l, &stats);
         assert_eq!(f.carrying(), [(1, 3), (2, 2)]);
         // Open again but no frame yet: not proven, keep carrying.
         c[0].down_since = None;
-        f.step(mono.now(), 2, &mut c, &stats);
+        f.step(mono.now(), 2, &mut c, &mut l, &stats);
         assert_eq!(f.carrying().len(), 2);
         c[0].recover(Some(77));
-        f.step(mono.now(), 3, &mut c, &stats);
+        f.step(mono.now(), 3, &mut c, &mut l, &stats);
         assert_eq!(f.carrying(), [(2, 2)]);
         assert_eq!(
-            c[2].desired,
+            l.derived(2),
             list(10..12, Mode::Full),
             "only the secondary's remain"
         );
@@ -652,18 +565,18 @@ mod tests {
         let (mono, clock) = crate::time::Mono::manual();
         let mut f = Failover::new(AFTER, true);
         f.keep = 4;
-        let mut c = three();
+        let (mut c, mut l) = three();
         // The secondary fails for good.
         c[1].fail(mono.now());
         clock.advance(AFTER);
-        f.step(mono.now(), 1, &mut c, &stats);
+        f.step(mono.now(), 1, &mut c, &mut l, &stats);
         // The primary flaps ten times; its last handback sees no tick yet.
         for k in 0..10 {
             c[0].fail(mono.now());
             clock.advance(AFTER);
-            f.step(mono.now(), 10 + k, &mut c, &stats);
+            f.step(mono.now(), 10 + k, &mut c, &mut l, &stats);
             c[0].recover(None);
-            f.step(mono.now(), 20 + k, &mut c, &stats);
+            f.step(mono.now(), 20 + k, &mut c, &mut l, &stats);
         }
         assert_eq!(f.records().len(), 4);
         let active: Vec<&Record> = f
@@ -680,23 +593,23 @@ mod tests {
         assert_eq!(active[0].start_micros, 1);
         // The primary's last record waits for its first tick, and gets it.
         c[0].first_tick = Some(999);
-        f.step(mono.now(), 40, &mut c, &stats);
+        f.step(mono.now(), 40, &mut c, &mut l, &stats);
         let last = f.records().last().unwrap();
         assert_eq!(
             (last.connection_id, last.recovered_first_tick_micros),
             (1, Some(999))
         );
-        assert!(
+        assert_eq!(
             f.records()
                 .iter()
                 .filter(|r| r.recovered_first_tick_micros == Some(999))
-                .count()
-                == 1,
+                .count(),
+            1,
             "the tick went to one record only"
         );
         // The secondary comes back: its own record is closed.
         c[1].recover(Some(5));
-        f.step(mono.now(), 50, &mut c, &stats);
+        f.step(mono.now(), 50, &mut c, &mut l, &stats);
         let sec: Vec<&Record> = f
             .records()
             .iter()
@@ -711,26 +624,26 @@ mod tests {
         let stats = Stats::default();
         let (mono, clock) = crate::time::Mono::manual();
         let mut f = Failover::new(AFTER, true);
-        let mut c = three();
+        let (mut c, mut l) = three();
         c[0].fail(mono.now());
         clock.advance(AFTER);
-        f.step(mono.now(), 1, &mut c, &stats);
-        assert_eq!(c[2].desired, list(1..4, Mode::Quote));
-        // The reload changed the (down) primary's list: 1 gone, 4 new, 3 to full.
-        c[0].desired = list(2..5, Mode::Quote);
-        c[0].desired.insert(3, Mode::Full);
-        f.resync(&mut c, &std::collections::BTreeSet::new());
+        f.step(mono.now(), 1, &mut c, &mut l, &stats);
+        assert_eq!(l.derived(2), list(1..4, Mode::Quote));
+        // The reload changes the (down) primary's list: 1 gone, 4 new.
+        l.set_config([&[2, 3, 4], &[10, 11], &[]], MODES).unwrap();
+        l.control_mode(&[3], Mode::Full).unwrap();
+        f.refresh(&l);
         let mut want = list(2..5, Mode::Quote);
         want.insert(3, Mode::Full);
         assert_eq!(
-            c[2].desired, want,
+            l.derived(2),
+            want,
             "the tertiary follows, nothing uncaptured"
         );
-        assert_eq!(f.carried(), want);
         assert_eq!(f.records()[0].instruments, 3);
         // Handback then releases exactly the new set.
         c[0].recover(Some(9));
-        f.step(mono.now(), 2, &mut c, &stats);
-        assert!(c[2].desired.is_empty());
+        f.step(mono.now(), 2, &mut c, &mut l, &stats);
+        assert!(l.derived(2).is_empty());
     }
 }

@@ -27,6 +27,8 @@ pub enum Action {
     Reload,
     /// Subscribed (or its mode raised) because a hub client asked for it.
     Serve,
+    /// Subscribed on the tertiary for a takeover of a down connection.
+    Failover,
 }
 
 /// One accepted change.
@@ -76,7 +78,11 @@ impl History {
                 }
             }
             Action::Mode => {}
-            Action::Config | Action::Subscribe | Action::Reload | Action::Serve => {
+            Action::Config
+            | Action::Subscribe
+            | Action::Reload
+            | Action::Serve
+            | Action::Failover => {
                 for t in tokens {
                     self.subscribed_at.entry(*t).or_insert(time_micros);
                 }

@@ -17,9 +17,10 @@
 mod api;
 pub mod failover;
 pub mod history;
-pub mod hub;
+pub mod ledger;
 pub mod reload;
 pub mod symbols;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +40,8 @@ pub use crate::time::Clock;
 use crate::time::{Mono, ZoneFormatter};
 use api::{route, View};
 use failover::Failover;
-use history::History;
+use history::{Action, History};
+use ledger::Ledger;
 
 /// The Kafka publisher's states (`stats::KafkaStats::state`), as `/kafka` names them.
 pub const KAFKA_STATES: [&str; 5] = [
@@ -94,6 +96,9 @@ pub enum EngineError {
         /// Why (shown once).
         error: std::io::Error,
     },
+    /// The configured instruments do not fit (config validation normally catches it).
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
     /// The status port could not listen (a configuration error).
     #[error("status.listen = \"{addr}\" cannot be used: {error}")]
     Status {
@@ -113,6 +118,7 @@ impl EngineError {
                 | EngineError::Status { .. }
                 | EngineError::Serve { .. }
                 | EngineError::Zone(_)
+                | EngineError::Ledger(_)
         )
     }
 }
@@ -407,6 +413,18 @@ impl Engine {
             Duration::from_millis(config.failover_after_ms),
             !config.tertiary_mirror,
         );
+        // The ledger owns who wants what; the connections' sets derive from it.
+        let mut ledger = Ledger::new(config.tertiary_mirror);
+        ledger.set_usable(std::array::from_fn(|i| {
+            let c = &config.connections[i];
+            !c.api_key.is_empty() && !c.access_token.expose().is_empty()
+        }));
+        ledger.set_config(
+            std::array::from_fn(|i| config.connections[i].instruments.as_slice()),
+            std::array::from_fn(|i| config.connections[i].mode),
+        )?;
+        let mut no_history = History::default();
+        upstream::sync(&ledger, &mut conns, &mut no_history, now, Action::Config);
         let thread = std::thread::Builder::new()
             .name("tickcap-loop".into())
             .spawn(move || {
@@ -430,7 +448,8 @@ impl Engine {
                     dump,
                     hub,
                     link,
-                    upstream: hub::Upstream::default(),
+                    ledger,
+                    released: Vec::new(),
                     #[cfg(feature = "kafka")]
                     publisher,
                 };
@@ -527,8 +546,10 @@ struct EventLoop {
     /// The hub, with `[serve]`.
     hub: Option<crate::serve::Hub>,
     link: Option<Arc<crate::serve::Link>>,
-    /// What the hub's clients made the engine subscribe upstream.
-    upstream: hub::Upstream,
+    /// Who wants which instrument; every connection's set derives from it.
+    ledger: Ledger,
+    /// Hub-only instruments that gave way to the user's claims, to tell the hub.
+    released: Vec<u32>,
     /// The Kafka publisher, with `[kafka]`.
     #[cfg(feature = "kafka")]
     publisher: Option<crate::publish::Publisher>,
@@ -583,33 +604,48 @@ impl EventLoop {
         };
         let now = self.clock.now_micros();
         let symbols = self.dump.symbols();
-        let keep = reload::Keep {
-            symbols: &*symbols,
-            served: std::array::from_fn(|i| self.upstream.held_on(i)),
+        let run = reload::Running {
+            config: &mut self.config,
+            conns: &mut self.conns,
+            ledger: &mut self.ledger,
+            history: &mut self.history,
+            failover: &mut self.failover,
         };
-        match reload::reload(
-            &path,
-            &keep,
-            &mut self.config,
-            &mut self.conns,
-            &mut self.history,
-            &mut self.failover,
-            now,
-        ) {
-            Ok(r) if !r.credentials_changed.is_empty() => self
-                .stats
-                .credentials_loaded_micros
-                .store(now, Ordering::Relaxed),
-            Ok(_) => {}
+        match reload::reload(&path, &*symbols, run, now) {
+            Ok(r) => {
+                if !r.credentials_changed.is_empty() {
+                    self.stats
+                        .credentials_loaded_micros
+                        .store(now, Ordering::Relaxed);
+                }
+                self.released.extend(&r.hub_released);
+                self.tell_hub();
+            }
             Err(e) => tracing::error!("reload rejected, running config kept: {e}"),
         }
+    }
+
+    /// Tells the hub which of its instruments gave way to the user's claims.
+    fn tell_hub(&mut self) {
+        if self.released.is_empty() {
+            return;
+        }
+        if let Some(link) = &self.link {
+            link.reject(&self.released);
+        }
+        self.stats
+            .serve
+            .auto_rejected
+            .fetch_add(self.released.len() as u64, Ordering::Relaxed);
+        self.released.clear();
     }
 
     fn on_status_event(&mut self, token: Token) {
         let registry = self.poll.registry();
         let http = self.status.http_counts();
         let dump = &self.dump;
-        let upstream = &self.upstream;
+        let ledger = &mut self.ledger;
+        let released = &mut self.released;
         let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
             &*self.stats,
@@ -635,7 +671,8 @@ impl EventLoop {
                     page: crate::status::PAGE,
                     failover,
                     dump,
-                    upstream,
+                    ledger: &mut *ledger,
+                    released: &mut *released,
                 };
                 // The status port shares the capture thread: a bug in an
                 // endpoint must cost a 500, never the capture.
@@ -718,7 +755,10 @@ impl EventLoop {
                         self.conns[i].on_event(self.poll.registry());
                     }
                     Token(i) if i < self.conns.len() => {}
-                    t if self.status.owns(t) => self.on_status_event(t),
+                    t if self.status.owns(t) => {
+                        self.on_status_event(t);
+                        self.tell_hub();
+                    }
                     SIGNALS => {
                         if let Some(s) = &mut self.signals {
                             let mut hup = false;
@@ -767,8 +807,23 @@ impl EventLoop {
                 );
                 self.reload();
             }
-            self.failover
-                .step(now, self.clock.now_micros(), &mut self.conns, &self.stats);
+            let before = [self.ledger.is_taken_over(0), self.ledger.is_taken_over(1)];
+            self.failover.step(
+                now,
+                self.clock.now_micros(),
+                &mut self.conns,
+                &mut self.ledger,
+                &self.stats,
+            );
+            if before != [self.ledger.is_taken_over(0), self.ledger.is_taken_over(1)] {
+                upstream::sync(
+                    &self.ledger,
+                    &mut self.conns,
+                    &mut self.history,
+                    self.clock.now_micros(),
+                    Action::Failover,
+                );
+            }
             let secs = self.clock.now_micros() / 1_000_000;
             self.status
                 .on_timer(self.poll.registry(), now, secs, &self.stats);
@@ -797,17 +852,29 @@ impl EventLoop {
         let Some(wanted) = link.take_demand() else {
             return;
         };
-        let rejected = self.upstream.reconcile(
-            &wanted,
+        let up = std::array::from_fn(|i| self.conns[i].is_open());
+        let modes = std::array::from_fn(|i| self.conns[i].mode());
+        let rejected = self.ledger.hub_demand(&wanted, up, modes);
+        upstream::sync(
+            &self.ledger,
             &mut self.conns,
             &mut self.history,
             self.clock.now_micros(),
+            Action::Serve,
         );
+        self.failover.refresh(&self.ledger);
         let s = &self.stats.serve;
         s.auto_subscribed
-            .store(self.upstream.len() as u64, Ordering::Relaxed);
+            .store(self.ledger.hub_only().len() as u64, Ordering::Relaxed);
         s.auto_rejected
             .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        if !rejected.is_empty() {
+            tracing::warn!(
+                "hub: {} instrument(s) asked by clients do not fit upstream (3000 per connection): {:?}",
+                rejected.len(),
+                &rejected[..rejected.len().min(20)]
+            );
+        }
         link.reject(&rejected);
     }
 

@@ -1,20 +1,44 @@
-//! SIGHUP and `POST /reload`: reread the config file and the environment,
-//! and apply what can change without a restart — each connection's URL and
-//! credentials (used from its next connect: Kite tokens expire daily) and
-//! its instrument list (as subscribe/unsubscribe/mode diffs on the live
-//! connection). The file becomes authoritative for instruments: control-call
-//! changes not in the file are undone. A config that does not validate is
-//! rejected whole and the running one kept.
+//! SIGHUP, `POST /reload` and a changed token file: reread the config file
+//! and the environment, and apply what can change without a restart.
+//!
+//! Every setting is either applied to the running part, or listed in
+//! `restart_needed` and kept at its running value in every view until the
+//! restart (see [`RESTART_NEEDED`]):
+//!
+//! - applied live: each connection's URL, key and token (a connection
+//!   that is not open abandons its attempt and reconnects at once with the
+//!   new ones), its mode and instruments (the config's claims in the
+//!   [`Ledger`]; control-call and hub claims stay), `tertiary.warm`,
+//!   `tertiary.failover_after_ms`, `engine.stale_after_ms`,
+//!   `engine.reconnect_max_ms`, `status.token`, the instruments dump settings;
+//! - restart needed: everything in [`RESTART_NEEDED`].
+//!
+//! A config that does not validate, or whose instruments do not fit the
+//! connections (3,000 each, with the control calls' claims), is rejected
+//! whole and the running one kept.
 
 use std::path::Path;
-
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::failover::Failover;
 use crate::config::{Config, ConfigError, Env, Symbols};
 use crate::engine::history::{Action, History};
-use crate::kite::Mode;
+use crate::engine::ledger::{Ledger, LedgerError};
+use crate::engine::upstream;
 use crate::net::Connection;
+
+/// Settings a reload reports but applies only at the next start.
+pub const RESTART_NEEDED: [&str; 9] = [
+    "storage",
+    "status.listen",
+    "status.request_deadline_ms",
+    "engine.ring_capacity",
+    "engine.writer_core",
+    "tertiary.mirror",
+    "tertiary.dedup_window_ms",
+    "serve",
+    "kafka",
+];
 
 /// What a reload did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -25,108 +49,79 @@ pub struct Reloaded {
     pub unsubscribed: [usize; 3],
     /// Instruments whose mode changed, per connection id.
     pub mode_changed: [usize; 3],
-    /// Connections whose URL or credentials changed (used at next connect).
+    /// Connections whose URL or credentials changed (reconnected now
+    /// unless open; an open one uses them from its next connect).
     pub credentials_changed: Vec<u8>,
-    /// Settings that changed but only take effect after a restart.
+    /// Other settings applied to the running parts.
+    pub applied: Vec<String>,
+    /// Settings that changed but only take effect after a restart (their
+    /// running values are kept and shown).
     pub restart_needed: Vec<String>,
+    /// Instruments held only for hub clients that gave way to configured ones.
+    pub hub_released: Vec<u32>,
 }
 
-/// Rereads `path` and applies it. On error nothing changes.
-///
-/// Instruments the hub subscribed for its clients (`keep.served`) stay.
-///
-/// Instruments the tertiary carries for an active takeover belong to the
-/// failover, not to the file: they stay subscribed, and the takeover is then
-/// re-aligned with the failed connection's new list (`Failover::resync`), so
-/// a reload never leaves an instrument captured by nobody.
-/// What the file does not own but a reload must keep: the symbol table to
-/// resolve with, and what the hub subscribed upstream for its clients, per
-/// connection.
-pub struct Keep<'a> {
-    /// Resolves `EXCHANGE:SYMBOL` entries.
-    pub symbols: &'a dyn Symbols,
-    /// Per connection: instruments held for hub clients, with their modes.
-    pub served: [BTreeMap<u32, Mode>; 3],
+/// Why a reload was rejected (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The instruments do not fit.
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
 }
 
+/// What a reload changes.
+pub struct Running<'a> {
+    /// The running config (restart-needed parts keep their values).
+    pub config: &'a mut Config,
+    /// The connections.
+    pub conns: &'a mut [Connection],
+    /// The subscription ledger.
+    pub ledger: &'a mut Ledger,
+    /// The history of changes.
+    pub history: &'a mut History,
+    /// The failover state.
+    pub failover: &'a mut Failover,
+}
+
+/// Rereads `path` (symbols resolved through `symbols`) and applies it. On
+/// error nothing changes.
 pub fn reload(
     path: &Path,
-    keep: &Keep<'_>,
-    running: &mut Config,
-    conns: &mut [Connection],
-    history: &mut History,
-    failover: &mut Failover,
+    symbols: &dyn Symbols,
+    run: Running<'_>,
     now_micros: i64,
-) -> Result<Reloaded, ConfigError> {
-    let new = Config::load_with(path, &Env::from_process(), keep.symbols)?;
+) -> Result<Reloaded, ReloadError> {
+    let new = Config::load_with(path, &Env::from_process(), symbols)?;
+    apply(new, run, now_micros, &path.display().to_string())
+}
+
+/// Applies a validated config to the running parts.
+pub fn apply(
+    mut new: Config,
+    run: Running<'_>,
+    now_micros: i64,
+    origin: &str,
+) -> Result<Reloaded, ReloadError> {
+    let Running {
+        config: running,
+        conns,
+        ledger,
+        history,
+        failover,
+    } = run;
     let mut r = Reloaded::default();
-    let carried = failover.carried();
-    for (i, conn) in conns.iter_mut().enumerate() {
-        let want = &new.connections[i];
-        let old = conn.config().clone();
-        if old.url != want.url
-            || old.api_key != want.api_key
-            || old.access_token != want.access_token
-        {
-            r.credentials_changed.push(conn.id());
-            conn.set_endpoint(want);
-            conn.retry_now();
-        }
-        conn.set_endpoint(want);
-        let mut wanted: BTreeMap<u32, Mode> =
-            want.instruments.iter().map(|&t| (t, want.mode)).collect();
-        if i == 2 {
-            for (&t, &m) in &carried {
-                wanted.entry(t).or_insert(m);
-            }
-        }
-        // Hub clients' instruments stay, in at least the mode they need.
-        for (&t, &m) in &keep.served[i] {
-            let w = wanted.entry(t).or_insert(m);
-            *w = (*w).max(m);
-        }
-        let current = conn.desired().clone();
-        let gone: Vec<u32> = current
-            .keys()
-            .copied()
-            .filter(|t| !wanted.contains_key(t))
-            .collect();
-        if !gone.is_empty() {
-            conn.unsubscribe(&gone);
-            history.record(now_micros, Action::Unsubscribe, conn.id(), &gone, None);
-        }
-        let mut added = 0;
-        let mut remoded = 0;
-        for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
-            let new_here: Vec<u32> = wanted
-                .iter()
-                .filter(|(t, m)| **m == mode && !current.contains_key(t))
-                .map(|(t, _)| *t)
-                .collect();
-            if !new_here.is_empty() {
-                conn.subscribe(&new_here, mode);
-                history.record(now_micros, Action::Reload, conn.id(), &new_here, Some(mode));
-                added += new_here.len();
-            }
-            let changed: Vec<u32> = wanted
-                .iter()
-                .filter(|(t, m)| **m == mode && current.get(t).is_some_and(|c| c != *m))
-                .map(|(t, _)| *t)
-                .collect();
-            if !changed.is_empty() {
-                conn.set_mode(&changed, mode);
-                history.record(now_micros, Action::Mode, conn.id(), &changed, Some(mode));
-                remoded += changed.len();
-            }
-        }
-        (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) = (added, gone.len(), remoded);
-    }
-    let own: std::collections::BTreeSet<u32> =
-        new.connections[2].instruments.iter().copied().collect();
-    failover.resync(conns, &own);
-    let restart = [
+    // The instruments first: all or nothing.
+    let lists: [&[u32]; 3] = std::array::from_fn(|i| new.connections[i].instruments.as_slice());
+    let modes = std::array::from_fn(|i| new.connections[i].mode);
+    let outcome = ledger.set_config(lists, modes)?;
+    r.hub_released = outcome.hub_released;
+
+    let changed = [
         ("storage", running.storage != new.storage),
-        ("status", running.status_listen != new.status_listen),
+        ("status.listen", running.status_listen != new.status_listen),
         (
             "status.request_deadline_ms",
             running.status_request_deadline_ms != new.status_request_deadline_ms,
@@ -136,20 +131,88 @@ pub fn reload(
             running.ring_capacity != new.ring_capacity,
         ),
         ("engine.writer_core", running.writer_core != new.writer_core),
+        (
+            "tertiary.mirror",
+            running.tertiary_mirror != new.tertiary_mirror,
+        ),
+        (
+            "tertiary.dedup_window_ms",
+            running.dedup_window_ms != new.dedup_window_ms,
+        ),
+        ("serve", running.serve != new.serve),
+        ("kafka", running.kafka != new.kafka),
     ];
-    r.restart_needed = restart
+    debug_assert!(changed.iter().map(|c| c.0).eq(RESTART_NEEDED));
+    r.restart_needed = changed
         .iter()
         .filter(|(_, c)| *c)
         .map(|(k, _)| (*k).to_owned())
         .collect();
-    let keep_storage = running.storage.clone();
-    let keep_listen = running.status_listen;
-    let keep_deadline = running.status_request_deadline_ms;
-    *running = new;
     // What needs a restart keeps its running value until then.
-    running.storage = keep_storage;
-    running.status_listen = keep_listen;
-    running.status_request_deadline_ms = keep_deadline;
-    tracing::info!("config reloaded from {}: {r:?}", path.display());
+    new.storage = running.storage.clone();
+    new.status_listen = running.status_listen;
+    new.status_request_deadline_ms = running.status_request_deadline_ms;
+    new.ring_capacity = running.ring_capacity;
+    new.writer_core = running.writer_core;
+    new.tertiary_mirror = running.tertiary_mirror;
+    new.dedup_window_ms = running.dedup_window_ms;
+    new.serve = running.serve.clone();
+    new.kafka = running.kafka.clone();
+    if new.tertiary_mirror {
+        // The mirror's list follows the primary (as at start).
+        new.connections[2].instruments = new.connections[0].instruments.clone();
+        new.connections[2].mode = new.connections[0].mode;
+    }
+
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let want = &new.connections[i];
+        let old = conn.config();
+        if old.url != want.url
+            || old.api_key != want.api_key
+            || old.access_token != want.access_token
+        {
+            r.credentials_changed.push(conn.id());
+            conn.set_endpoint(want);
+            conn.retry_now();
+        }
+        conn.set_endpoint(want);
+    }
+    let mut applied = Vec::new();
+    if running.tertiary_warm != new.tertiary_warm {
+        conns[2].set_warm(new.tertiary_warm);
+        applied.push("tertiary.warm");
+    }
+    if running.failover_after_ms != new.failover_after_ms {
+        failover.set_after(Duration::from_millis(new.failover_after_ms));
+        applied.push("tertiary.failover_after_ms");
+    }
+    if running.stale_after_ms != new.stale_after_ms {
+        for c in conns.iter_mut() {
+            c.set_stale_after(Duration::from_millis(new.stale_after_ms));
+        }
+        applied.push("engine.stale_after_ms");
+    }
+    if running.reconnect_max_ms != new.reconnect_max_ms {
+        for c in conns.iter_mut() {
+            c.set_reconnect_max(Duration::from_millis(new.reconnect_max_ms));
+        }
+        applied.push("engine.reconnect_max_ms");
+    }
+    if running.status_token != new.status_token {
+        applied.push("status.token");
+    }
+    if running.dump != new.dump {
+        applied.push("kite.instruments_dump");
+    }
+    r.applied = applied.into_iter().map(str::to_owned).collect();
+
+    let diffs = upstream::sync(ledger, conns, history, now_micros, Action::Reload);
+    for (i, d) in diffs.iter().enumerate() {
+        (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) =
+            (d.subscribed(), d.unsubscribe.len(), d.remoded());
+    }
+    failover.refresh(ledger);
+    *running = new;
+    tracing::info!("config reloaded from {origin}: {r:?}");
     Ok(r)
 }

@@ -38,6 +38,11 @@ impl Backoff {
         half + Duration::from_micros(jitter)
     }
 
+    /// A new cap (a reload), used from the next delay on.
+    pub fn set_cap(&mut self, cap: Duration) {
+        self.cap = cap.max(self.base);
+    }
+
     /// Attempts since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempt

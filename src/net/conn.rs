@@ -272,6 +272,8 @@ pub struct Connection {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The hub's copy of the ticks (with `[serve]`).
     tee: Option<crate::ring::Tee>,
+    /// New credentials arrived: abandon the attempt in flight at the next timer.
+    retry_pending: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -342,6 +344,7 @@ impl Connection {
             errors_logged: 0,
             tls,
             tee: None,
+            retry_pending: false,
         }
     }
 
@@ -912,6 +915,20 @@ impl Connection {
             }
         }
         self.poll_lookup(registry);
+        if std::mem::take(&mut self.retry_pending)
+            && matches!(
+                self.state,
+                ConnState::Connecting { .. } | ConnState::Handshaking { .. }
+            )
+        {
+            tracing::info!(
+                "connection {}: new credentials; abandoning the attempt in flight and reconnecting",
+                self.id
+            );
+            let state = std::mem::replace(&mut self.state, ConnState::Idle);
+            self.discard(registry, state);
+            self.connect(registry);
+        }
         match &self.state {
             ConnState::Idle if self.wanted() => {
                 self.down_since.get_or_insert(now);
@@ -1118,13 +1135,31 @@ impl Connection {
         self.cfg.mode = cfg.mode;
     }
 
-    /// New credentials arrived (a reload): a connection waiting to retry
-    /// (after a 403, say) tries again at the next timer, from the base delay.
+    /// New credentials arrived (a reload): a connection that is not open
+    /// tries again with them at the next timer, from the base delay — one
+    /// waiting to retry (after a 403, say) as well as one whose TCP connect
+    /// or upgrade is in flight with the old token (that attempt is
+    /// abandoned: its 403 would otherwise cost a full backoff).
     pub fn retry_now(&mut self) {
-        if let ConnState::Backoff { until, .. } = &mut self.state {
-            *until = self.mono.now();
-            self.backoff.reset();
+        self.backoff.reset();
+        match &mut self.state {
+            ConnState::Backoff { until, .. } => *until = self.mono.now(),
+            ConnState::Connecting { .. } | ConnState::Handshaking { .. } => {
+                self.retry_pending = true;
+            }
+            _ => {}
         }
+    }
+
+    /// A reload changed `engine.stale_after_ms`.
+    pub fn set_stale_after(&mut self, d: Duration) {
+        self.stale_after = d;
+    }
+
+    /// A reload changed `engine.reconnect_max_ms`: the backoff's cap from
+    /// the next delay on.
+    pub fn set_reconnect_max(&mut self, cap: Duration) {
+        self.backoff.set_cap(cap);
     }
 
     /// (capacity, ticks waiting) of its ring, plus its overflow.

@@ -504,3 +504,122 @@ fn a_reload_during_a_takeover_keeps_the_carried_instruments_captured() {
     tertiary_feed.halt();
     engine.stop().expect("a clean shutdown");
 }
+
+/// (connection id, mode) of every upstream row for `token`.
+fn rows(url: &str, token: u32) -> Vec<(u64, String)> {
+    get_json(url, "/instruments")["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["instrument_token"] == token)
+        .map(|r| {
+            (
+                r["connection_id"].as_u64().unwrap(),
+                r["mode"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn post(url: &str, path: &str, body: Value) -> u16 {
+    client::request(
+        url,
+        "POST",
+        path,
+        Some(body.to_string().as_bytes()),
+        None,
+        Duration::from_secs(3),
+    )
+    .unwrap()
+    .status
+}
+
+#[test]
+fn control_calls_during_a_takeover_reach_the_tertiary_and_move_back_on_handback() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let addr = primary_feed.local_addr();
+    let tertiary_feed = feed_on("127.0.0.1:0".parse().unwrap(), 2_000, |_| {});
+    let text = failover_config(
+        &primary_feed.url(),
+        &tertiary_feed.url(),
+        dir.path(),
+        "[primary]\ninstruments = [256, 512]\n",
+        500,
+    );
+    let (engine, url) = engine(&text);
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 200));
+    primary_feed.stop();
+    assert!(wait_until(Duration::from_secs(10), || get_json(
+        &url,
+        "/failovers"
+    )["active"]
+        == true));
+    // Subscribe, re-mode and unsubscribe on the dead primary: the tertiary follows at once.
+    assert_eq!(
+        post(
+            &url,
+            "/subscribe",
+            serde_json::json!({"tokens": [1025], "connection_id": 1})
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            &url,
+            "/mode",
+            serde_json::json!({"tokens": [256], "mode": "full"})
+        ),
+        200
+    );
+    assert_eq!(
+        post(&url, "/unsubscribe", serde_json::json!({"tokens": [512]})),
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            rows(&url, 1025).contains(&(3, "quote".into()))
+                && rows(&url, 256).contains(&(3, "full".into()))
+                && !rows(&url, 512).iter().any(|r| r.0 == 3)
+        }),
+        "the tertiary carries 1025 {:?}, 256 in full {:?}, not 512 {:?}",
+        rows(&url, 1025),
+        rows(&url, 256),
+        rows(&url, 512)
+    );
+    let ticks_1025 = || {
+        get_json(&url, "/instruments")["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["instrument_token"] == 1025)
+            .map(|r| r["tick_count"].as_u64().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || ticks_1025() > 50),
+        "1025 is captured by the tertiary"
+    );
+    // The primary returns: it carries the changed set, the tertiary lets go.
+    let primary_feed = feed_on(addr, 2_000, |_| {});
+    assert!(
+        wait_until(Duration::from_secs(10), || get_json(&url, "/failovers")
+            ["active"]
+            == false),
+        "no handback"
+    );
+    assert_eq!(rows(&url, 1025), [(1, "quote".into())]);
+    assert_eq!(rows(&url, 256), [(1, "full".into())]);
+    assert!(rows(&url, 512).is_empty());
+    assert_eq!(
+        get_json(&url, "/connections")["connections"][2]["subscribed_instruments"],
+        0
+    );
+    primary_feed.halt();
+    tertiary_feed.halt();
+    engine.stop().expect("a clean shutdown");
+}

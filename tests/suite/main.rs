@@ -20,6 +20,7 @@ mod hostile;
 mod instruments;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod ledger;
 mod login;
 mod replay;
 mod replay_cli;

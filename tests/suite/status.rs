@@ -284,7 +284,8 @@ fn bad_requests_get_4xx_and_capture_goes_on() {
         "/subscribe",
         json!({"tokens": many, "connection_id": 1}),
     );
-    assert_eq!(status, 422, "{v}");
+    assert_eq!(status, 409, "over capacity names the connection: {v}");
+    assert_eq!(v["connection_id"], 1);
     assert_eq!(get(&url, "/health")["subscribed_instruments"], 3);
     // keep-alive: two requests on one connection
     let two = raw(

@@ -1,17 +1,22 @@
-//! The control calls: `/subscribe`, `/unsubscribe`, `/mode` on live
-//! connections, validated, applied, and recorded in the history.
+//! The control calls: `/subscribe`, `/unsubscribe`, `/mode`, validated,
+//! turned into claims in the [`Ledger`](crate::engine::ledger::Ledger),
+//! and synced upstream (recorded in the history). A control call's claim
+//! outlives the hub clients that want the same instrument and survives a
+//! reload; `/unsubscribe` drops the user's claims (config and control),
+//! never the hub clients'.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::config::MAX_INSTRUMENTS;
 use crate::kite::Mode;
-use crate::net::Connection;
 use crate::status::Response;
 
 use super::View;
+use crate::config::MAX_INSTRUMENTS;
 use crate::engine::history::Action;
+use crate::engine::ledger::LedgerError;
+use crate::engine::upstream;
 
 /// A control call's body, validated.
 struct Body {
@@ -121,17 +126,38 @@ fn parse_body(
     })
 }
 
-/// Which connection carries each token now.
-/// (The tertiary's instruments count only where no user connection has
-/// them: a takeover or a mirror carries them on the others' behalf.)
-fn owners(conns: &[Connection]) -> BTreeMap<u32, u8> {
-    let mut m = BTreeMap::new();
-    for c in conns.iter().rev() {
-        for t in c.desired().keys() {
-            m.insert(*t, c.id());
-        }
+/// The answer to a claim the ledger refused.
+fn refused(e: &LedgerError) -> Response {
+    match e {
+        LedgerError::Full {
+            connection_id,
+            would_carry,
+            tokens,
+        } => Response::json(
+            409,
+            &json!({"error": e.to_string(), "connection_id": connection_id, "would_carry": would_carry,
+                    "capacity": MAX_INSTRUMENTS, "tokens": tokens}),
+        ),
+        LedgerError::Elsewhere {
+            connection_id,
+            tokens,
+        } => Response::json(
+            409,
+            &json!({"error": "instruments already subscribed on another connection; unsubscribe them first",
+                    "connection_id": connection_id, "tokens": tokens}),
+        ),
+        LedgerError::Mirror => Response::error(409, e.to_string()),
+        LedgerError::Unknown { tokens } => Response::json(
+            404,
+            &json!({"error": "not subscribed on any connection", "tokens": tokens}),
+        ),
     }
-    m
+}
+
+/// Sends the ledger's difference upstream.
+fn sync(v: &mut View<'_>, why: Action) {
+    upstream::sync(v.ledger, v.conns, v.history, v.clock.now_micros(), why);
+    v.failover.refresh(v.ledger);
 }
 
 pub(super) fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
@@ -142,41 +168,11 @@ pub(super) fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     let id = b.connection_id.unwrap_or(1);
     let idx = usize::from(id - 1);
     let mode = b.mode.unwrap_or(v.conns[idx].mode());
-    let owners = owners(v.conns);
-    let elsewhere: Vec<u32> = b
-        .tokens
-        .iter()
-        .copied()
-        .filter(|t| owners.get(t).is_some_and(|o| *o != id))
-        .collect();
-    if !elsewhere.is_empty() {
-        return Response::json(
-            409,
-            &json!({"error": "instruments already subscribed on another connection; unsubscribe them first", "tokens": elsewhere}),
-        );
+    match v.ledger.control_subscribe(idx, &b.tokens, mode) {
+        Ok(out) => v.released.extend(out.hub_released),
+        Err(e) => return refused(&e),
     }
-    let new: Vec<u32> = b
-        .tokens
-        .iter()
-        .copied()
-        .filter(|t| !v.conns[idx].desired().contains_key(t))
-        .collect();
-    let after = v.conns[idx].desired().len() + new.len();
-    if after > MAX_INSTRUMENTS {
-        return Response::json(
-            422,
-            &json!({"error": format!("connection {id} would carry {after} instruments; Kite allows {MAX_INSTRUMENTS}"),
-                    "capacity_remaining": MAX_INSTRUMENTS - v.conns[idx].desired().len(), "tokens": new}),
-        );
-    }
-    apply(v, id, |c| c.subscribe(&b.tokens, mode));
-    v.history.record(
-        v.clock.now_micros(),
-        Action::Subscribe,
-        id,
-        &b.tokens,
-        Some(mode),
-    );
+    sync(v, Action::Subscribe);
     tracing::info!(
         "status: subscribed {} instruments on connection {id} in {mode} mode",
         b.tokens.len()
@@ -188,53 +184,25 @@ pub(super) fn subscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     )
 }
 
-/// The tokens grouped by the connection that carries them; 404 naming the
-/// tokens no connection carries.
-fn by_owner(conns: &[Connection], tokens: &[u32]) -> Result<BTreeMap<u8, Vec<u32>>, Response> {
-    let owners = owners(conns);
-    let unknown: Vec<u32> = tokens
-        .iter()
-        .copied()
-        .filter(|t| !owners.contains_key(t))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(Response::json(
-            404,
-            &json!({"error": "not subscribed on any connection", "tokens": unknown}),
-        ));
-    }
-    let mut by_conn: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
-    for t in tokens {
-        by_conn.entry(owners[t]).or_default().push(*t);
-    }
-    Ok(by_conn)
-}
-
-/// Applies a change to connection `id` and, when the tertiary mirrors the
-/// primary, to the tertiary as well.
-fn apply(v: &mut View<'_>, id: u8, f: impl Fn(&mut Connection)) {
-    f(&mut v.conns[usize::from(id - 1)]);
-    if id == 1 && v.config.tertiary_mirror {
-        f(&mut v.conns[2]);
-    }
-}
-
 pub(super) fn unsubscribe(v: &mut View<'_>, body: &[u8]) -> Response {
     let b = match parse_body(body, false, v.dump.directory().map(|d| &**d)) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let groups = match by_owner(v.conns, &b.tokens) {
-        Ok(g) => g,
-        Err(r) => return r,
+    let kept = match v.ledger.control_unsubscribe(&b.tokens) {
+        Ok(k) => k,
+        Err(e) => return refused(&e),
     };
-    for (id, tokens) in &groups {
-        apply(v, *id, |c| c.unsubscribe(tokens));
-        v.history
-            .record(v.clock.now_micros(), Action::Unsubscribe, *id, tokens, None);
-    }
-    tracing::info!("status: unsubscribed {} instruments", b.tokens.len());
-    Response::json(200, &json!({"status": "ok", "tokens": b.tokens}))
+    sync(v, Action::Unsubscribe);
+    tracing::info!(
+        "status: unsubscribed {} instruments ({} still wanted by hub clients)",
+        b.tokens.len(),
+        kept.len()
+    );
+    Response::json(
+        200,
+        &json!({"status": "ok", "tokens": b.tokens, "kept_for_hub_clients": kept}),
+    )
 }
 
 pub(super) fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
@@ -245,15 +213,10 @@ pub(super) fn mode(v: &mut View<'_>, body: &[u8]) -> Response {
     let Some(mode) = b.mode else {
         return Response::error(400, "\"mode\" is required");
     };
-    let groups = match by_owner(v.conns, &b.tokens) {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    for (id, tokens) in &groups {
-        apply(v, *id, |c| c.set_mode(tokens, mode));
-        v.history
-            .record(v.clock.now_micros(), Action::Mode, *id, tokens, Some(mode));
+    if let Err(e) = v.ledger.control_mode(&b.tokens, mode) {
+        return refused(&e);
     }
+    sync(v, Action::Mode);
     Response::json(
         200,
         &json!({"status": "ok", "mode": mode.as_str(), "tokens": b.tokens}),

@@ -51,8 +51,11 @@ pub struct View<'a> {
     pub failover: &'a mut Failover,
     /// The instruments dump in use.
     pub dump: &'a crate::engine::symbols::DumpState,
-    /// What the hub holds upstream (a reload keeps it).
-    pub upstream: &'a crate::engine::hub::Upstream,
+    /// Who wants which instrument (control calls and reloads change it).
+    pub ledger: &'a mut crate::engine::ledger::Ledger,
+    /// Hub-only instruments that gave way to the user's claims (the loop
+    /// tells the hub after the request).
+    pub released: &'a mut Vec<u32>,
 }
 
 impl View<'_> {
@@ -129,19 +132,21 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
             Some(path) => {
                 let now = v.clock.now_micros();
                 let symbols = v.dump.symbols();
-                let keep = crate::engine::reload::Keep {
-                    symbols: &*symbols,
-                    served: std::array::from_fn(|i| v.upstream.held_on(i)),
+                let run = crate::engine::reload::Running {
+                    config: &mut *v.config,
+                    conns: &mut *v.conns,
+                    ledger: &mut *v.ledger,
+                    history: &mut *v.history,
+                    failover: &mut *v.failover,
                 };
-                match crate::engine::reload::reload(
-                    path, &keep, v.config, v.conns, v.history, v.failover, now,
-                ) {
+                match crate::engine::reload::reload(path, &*symbols, run, now) {
                     Ok(r) => {
                         if !r.credentials_changed.is_empty() {
                             v.stats
                                 .credentials_loaded_micros
                                 .store(now, std::sync::atomic::Ordering::Relaxed);
                         }
+                        v.released.extend(&r.hub_released);
                         Response::json(200, &json!({"status": "ok", "reloaded": r}))
                     }
                     Err(e) => Response::json(

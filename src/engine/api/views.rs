@@ -162,6 +162,9 @@ pub(super) fn connections(v: &mut View<'_>) -> Vec<Value> {
             "seconds_since_last_tick": if last > 0 { json!(((now - last) as f64 / 1e5).round() / 10.0) } else { Value::Null },
             "reconnects": s.reconnects.load(Ordering::Relaxed),
             "capacity_remaining": MAX_INSTRUMENTS.saturating_sub(c.desired().len()),
+            "claimed_here": v.ledger.home_count(i),
+            "room_for_claims": v.ledger.room(i),
+            "failover_blocked": v.failover.blocked(i),
             "frames": s.frames.load(Ordering::Relaxed),
             "heartbeats": s.heartbeats.load(Ordering::Relaxed),
             "decode_errors": s.decode_errors.load(Ordering::Relaxed),
@@ -219,6 +222,18 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
     }
     let dir = v.dump.directory().cloned();
     let symbol = |t: u32| dir.as_ref().and_then(|d| d.symbol(t).map(str::to_owned));
+    // Who wants each token, from the ledger: the claims and their home.
+    let claims: std::collections::HashMap<u32, (usize, Value)> = v
+        .ledger
+        .claims()
+        .map(|(t, home, list)| {
+            let list: Vec<Value> = list
+                .iter()
+                .map(|(who, m)| json!({"by": who.as_str(), "mode": m.as_str()}))
+                .collect();
+            (t, (home, Value::Array(list)))
+        })
+        .collect();
     for (id, role, list) in entries {
         per_conn.push(json!({
             "connection_id": id,
@@ -243,6 +258,16 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
             });
             if let Some(d) = &dir {
                 row["listed"] = json!(d.get(t).is_some());
+            }
+            if let Some((home, list)) = claims.get(&t) {
+                row["claims"] = list.clone();
+                row["home_connection_id"] = json!(home + 1);
+                // The tertiary's copy for a takeover or the hot standby.
+                row["carried_for"] = if *home + 1 != usize::from(id) {
+                    json!(home + 1)
+                } else {
+                    Value::Null
+                };
             }
             if since.is_some_and(|at| s.last_micros < at) || (since.is_none() && s.ticks == 0) {
                 silent.push(json!({
@@ -356,7 +381,7 @@ pub(super) fn failovers(v: &mut View<'_>) -> Value {
     let w = &v.stats.writer;
     let lead = Stats::histogram(&v.stats.latency.dedup_lead_us);
     json!({
-        "failover_after_ms": v.config.failover_after_ms,
+        "failover_after_ms": v.failover.after().as_millis() as u64,
         "takeovers": v.failover.takeovers,
         "active": v.failover.is_active(),
         "failovers": list,
