@@ -621,9 +621,13 @@ impl Account {
     }
 }
 
+/// The largest config, token or instruments file read (they are small;
+/// anything bigger is not what the key names).
+const TEXT_LIMIT: u64 = 16 << 20;
+
 /// The config file's text.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    crate::util::read_regular_text(path, TEXT_LIMIT).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
         error,
     })
@@ -639,7 +643,7 @@ fn parse_raw(text: &str, path: &Path) -> Result<RawFile, ConfigError> {
 
 /// A token file: one line, the access token (surrounding whitespace ignored).
 fn read_token_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::util::read_regular_text(path, TEXT_LIMIT)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = text.trim();
     if token.is_empty() || token.contains(char::is_whitespace) {
@@ -931,7 +935,7 @@ impl Parser<'_> {
                 return Err(self.invalid(&fkey, "give instruments or instruments_file, not both"));
             }
             let p = self.path.parent().unwrap_or(Path::new(".")).join(file);
-            let text = std::fs::read_to_string(&p)
+            let text = crate::util::read_regular_text(&p, TEXT_LIMIT)
                 .map_err(|e| self.invalid(&fkey, format!("cannot read {}: {e}", p.display())))?;
             for (i, line) in text.lines().enumerate() {
                 let l = line.split('#').next().unwrap_or("").trim();

@@ -93,6 +93,56 @@ impl LogLimit {
     }
 }
 
+/// Reads a file the config names (the config itself, a token file, an
+/// instruments file, the dump), refusing anything but a regular file of at
+/// most `limit` bytes. It is opened non-blocking and checked with `fstat`
+/// on the open descriptor (no window between a check and the open): a FIFO
+/// put in its place can neither block the event loop on `open` (no writer)
+/// nor on `read`, and a device cannot feed it forever.
+pub fn read_regular(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        let kind = if m.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}", path.display()),
+        ));
+    }
+    if m.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {} bytes (more than {limit})",
+                path.display(),
+                m.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(m.len() as usize);
+    f.by_ref().take(limit).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Reads a config-named file as UTF-8 text (see [`read_regular`]).
+pub fn read_regular_text(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path, limit)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8 text", path.display()),
+        )
+    })
+}
+
 /// Captures and recordings are regular files: opening a FIFO (or a device) would block or
 /// never end, and a directory cannot be read. Checked before `open`.
 pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {

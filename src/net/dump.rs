@@ -106,7 +106,8 @@ pub fn latest_in(dir: &Path, day: Option<LocalDate>) -> Option<(LocalDate, PathB
 
 /// Reads and parses a kept copy.
 pub fn read_copy(path: &Path) -> Result<Directory, FetchError> {
-    let bytes = std::fs::read(path).map_err(|error| FetchError::File {
+    // Kite's dump is ~10 MB; 512 MiB is far beyond any real one.
+    let bytes = crate::util::read_regular(path, 512 << 20).map_err(|error| FetchError::File {
         path: path.to_owned(),
         error,
     })?;

@@ -59,6 +59,12 @@ pub struct Request {
     pub query: Option<String>,
     /// `Authorization` header.
     pub authorization: Option<String>,
+    /// `Host` header.
+    pub host: Option<String>,
+    /// `Origin` header (browsers send it on cross-site and on POST requests).
+    pub origin: Option<String>,
+    /// `Content-Type` header.
+    pub content_type: Option<String>,
     /// The body.
     pub body: Vec<u8>,
     /// The peer.
@@ -185,7 +191,7 @@ pub struct Server {
 /// What happened when parsing a client's input.
 enum Parsed {
     Incomplete,
-    Request(Request, usize),
+    Request(Box<Request>, usize),
     Bad(u16, String),
 }
 
@@ -211,6 +217,7 @@ fn parse(input: &[u8], peer: Option<SocketAddr>) -> Parsed {
     }
     let mut content_length = 0usize;
     let mut authorization = None;
+    let (mut host, mut origin, mut content_type) = (None, None, None);
     let mut close = req.version == Some(0);
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
@@ -232,6 +239,12 @@ fn parse(input: &[u8], peer: Option<SocketAddr>) -> Parsed {
             );
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = std::str::from_utf8(h.value).ok().map(str::to_owned);
+        } else if h.name.eq_ignore_ascii_case("host") {
+            host = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            content_type = Some(String::from_utf8_lossy(h.value).trim().to_owned());
         }
     }
     if content_length > MAX_BODY {
@@ -249,15 +262,18 @@ fn parse(input: &[u8], peer: Option<SocketAddr>) -> Parsed {
         None => (target.to_owned(), None),
     };
     Parsed::Request(
-        Request {
+        Box::new(Request {
             method: req.method.unwrap_or("").to_owned(),
             path,
             query,
             authorization,
+            host,
+            origin,
+            content_type,
             body: input[head_len..head_len + content_length].to_vec(),
             peer,
             close,
-        },
+        }),
         head_len + content_length,
     )
 }

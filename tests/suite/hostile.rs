@@ -390,3 +390,119 @@ fn a_hanging_resolver_freezes_neither_the_other_connections_nor_the_status_port(
     feed.halt();
     drop(engine);
 }
+
+fn mkfifo(p: &Path) {
+    let _ = std::fs::remove_file(p);
+    let ok = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", p.display());
+}
+
+/// Runs `f` on a thread; its result, or None if it did not return within `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn a_fifo_for_the_token_or_instruments_file_is_an_error_naming_the_key_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(1000, |_| {});
+    let token = dir.path().join("access_token");
+    let list = dir.path().join("instruments.txt");
+    std::fs::write(&token, "t\n").unwrap();
+    std::fs::write(&list, "256\n").unwrap();
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token_file = \"access_token\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments_file = \"instruments.txt\"\n",
+        feed.url(),
+        dir.path().join("data").display().to_string()
+    );
+    let path = dir.path().join("tickcap.toml");
+    std::fs::write(&path, &text).unwrap();
+
+    // At start: each FIFO is a configuration error naming its key, at once.
+    for (fifo, key) in [
+        (&list, "primary.instruments_file"),
+        (&token, "kite.access_token_file"),
+    ] {
+        mkfifo(fifo);
+        let p = path.clone();
+        let err = within(Duration::from_secs(2), move || {
+            Config::load(&p, &Env::default())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        })
+        .expect("loading the config hangs on a FIFO");
+        assert!(err.contains(key) && err.contains("FIFO"), "{err}");
+        std::fs::remove_file(fifo).unwrap();
+    }
+    std::fs::write(&token, "t\n").unwrap();
+    std::fs::write(&list, "256\n").unwrap();
+
+    // At run time: the token file becomes a FIFO (the watcher reloads by
+    // itself), then the instruments file; the status port answers within 1 s
+    // throughout and capture goes on.
+    let cfg = Config::load(&path, &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            config_path: Some(path.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .lines_written()
+        > 100));
+    mkfifo(&token);
+    let slowest = |for_: Duration| {
+        let end = Instant::now() + for_;
+        let mut worst = Duration::ZERO;
+        while Instant::now() < end {
+            let t = Instant::now();
+            let r = client::request(&url, "GET", "/health", None, None, Duration::from_secs(5))
+                .expect("/health answers");
+            assert_eq!(r.status, 200);
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    };
+    let worst = slowest(Duration::from_millis(2500));
+    assert!(worst < Duration::from_secs(1), "/health took {worst:?}");
+    std::fs::remove_file(&token).unwrap();
+    std::fs::write(&token, "t\n").unwrap();
+    mkfifo(&list);
+    let t = Instant::now();
+    let r = client::request(
+        &url,
+        "POST",
+        "/reload",
+        Some(b"{}"),
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("/reload answers");
+    assert_eq!(r.status, 422);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("primary.instruments_file"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let before = stats.lines_written();
+    assert!(wait_until(Duration::from_secs(5), || stats.lines_written()
+        > before + 100));
+    let stopped = within(Duration::from_secs(5), move || engine.stop().is_ok());
+    assert_eq!(stopped, Some(true), "stops cleanly and in time");
+    feed.stop();
+}

@@ -235,11 +235,11 @@ fn bad_requests_get_4xx_and_capture_goes_on() {
             "413",
         ),
         (
-            b"POST /subscribe HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope",
+            b"POST /subscribe HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{nope",
             "400",
         ),
         (
-            b"POST /subscribe HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]",
+            b"POST /subscribe HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]",
             "400",
         ),
         (b"GET /metrics?format=xml HTTP/1.1\r\n\r\n", "400"),
@@ -661,4 +661,93 @@ fn a_login_in_the_morning_reaches_the_running_service_without_a_restart_or_a_rel
         f.stop().sent,
         "nothing lost across the token change"
     );
+}
+
+/// A web page in the trader's browser must not change or read what is
+/// captured: a `text/plain` POST (no preflight), a cross-site `Origin`, and
+/// a DNS-rebinding `Host` are all refused; the real clients keep working.
+#[test]
+fn a_web_page_cannot_change_or_read_the_capture_through_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = feed(500, None);
+    let (engine, url) = start(
+        &config_text(&f.url(), dir.path(), "t", &[256, 512], ""),
+        None,
+    );
+    let addr = url.trim_start_matches("http://").to_owned();
+    let subscribed = get(&url, "/health")["subscribed_instruments"].clone();
+    let body = r#"{"tokens":[512]}"#;
+    let post = |headers: &str| {
+        raw(
+            &url,
+            format!(
+                "POST /unsubscribe HTTP/1.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let attempts = [
+        // fetch(..., {mode: 'no-cors', body}) from any page: text/plain, its Origin.
+        (
+            format!("Host: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n"),
+            "403",
+        ),
+        // The same without an Origin: the content type alone refuses it.
+        (
+            format!("Host: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\n"),
+            "415",
+        ),
+        // JSON with a cross-site Origin (a preflight we never grant; refused anyway).
+        (
+            format!(
+                "Host: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\n"
+            ),
+            "403",
+        ),
+        // DNS rebinding: the page's own name resolving to 127.0.0.1.
+        (
+            "Host: evil.example:8080\r\nContent-Type: application/json\r\n".to_owned(),
+            "403",
+        ),
+    ];
+    for (headers, code) in &attempts {
+        let reply = post(headers);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {code}")),
+            "{headers:?}: {reply}"
+        );
+    }
+    // Reads under a rebinding host name are refused too.
+    let reply = raw(
+        &url,
+        b"GET /instruments HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    // 512 is still captured; the page (same origin), tickcap status and curl work.
+    assert_eq!(get(&url, "/health")["subscribed_instruments"], subscribed);
+    let same = raw(
+        &url,
+        format!(
+            "GET / HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            addr.rsplit(':').next().unwrap()
+        )
+        .as_bytes(),
+    );
+    assert!(same.starts_with("HTTP/1.1 200"), "{same}");
+    let reply = post(&format!(
+        "Host: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\n"
+    ));
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "same-origin JSON is the user's: {reply}"
+    );
+    let (status, _) = post_json(&url, "/subscribe", json!({"tokens": [512]}));
+    assert_eq!(status, 200);
+    f.halt();
+    engine.stop().expect("a clean shutdown");
+}
+
+fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
+    post(url, path, body)
 }

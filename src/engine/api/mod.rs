@@ -69,6 +69,80 @@ impl View<'_> {
     }
 }
 
+/// The host part of a `Host` or `Origin` authority (`[::1]:8080` → `[::1]`).
+fn host_of(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().map_or(a, |h| &a[..h.len() + 2]);
+    }
+    a.rsplit_once(':').map_or(a, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            a
+        }
+    })
+}
+
+/// A name that can only mean this machine.
+fn is_loopback_name(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h == "[::1]"
+        || h.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Only the user may talk to a loopback status port: a web page open in
+/// the user's browser can send a `text/plain` POST without a preflight
+/// (`mode: 'no-cors'`) and, with DNS rebinding, read any endpoint under its
+/// own host name. So on a loopback listen address every request must name
+/// a loopback host, and a control call must be `application/json` (which a
+/// page cannot send cross-site without a CORS preflight, which we never
+/// grant) and carry no foreign `Origin`.
+fn same_site(v: &View<'_>, req: &Request, is_control: bool) -> Option<Response> {
+    let loopback = v.config.status_listen.ip().is_loopback();
+    if loopback {
+        if let Some(h) = req.host.as_deref() {
+            if !is_loopback_name(host_of(h)) {
+                return Some(Response::error(
+                    403,
+                    format!("Host {:?} is not this machine: the status port answers only to localhost, 127.0.0.1 or [::1] (DNS rebinding)", crate::util::log_text(h, 100)),
+                ));
+            }
+        }
+    }
+    if !is_control {
+        return None;
+    }
+    if let Some(o) = req.origin.as_deref() {
+        let authority = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+            .unwrap_or("");
+        let same = req
+            .host
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        if !same {
+            return Some(Response::error(
+                403,
+                format!(
+                    "control calls from another site are refused (Origin {:?})",
+                    crate::util::log_text(o, 100)
+                ),
+            ));
+        }
+    }
+    let json = req.content_type.as_deref().is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    (!json).then(|| Response::error(415, "control calls need Content-Type: application/json"))
+}
+
 /// Answers one request.
 pub fn route(v: &mut View<'_>, req: &Request) -> Response {
     let get = req.method == "GET" || req.method == "HEAD";
@@ -77,6 +151,9 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
         req.path.as_str(),
         "/subscribe" | "/unsubscribe" | "/mode" | "/reload"
     );
+    if let Some(refused) = same_site(v, req, is_control && post) {
+        return refused;
+    }
     if is_control {
         if !post {
             return Response::error(405, format!("{} needs POST", req.path));
