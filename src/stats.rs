@@ -161,6 +161,8 @@ pub struct ServeStats {
     pub refused_auth: AtomicU64,
     /// Upgrades refused: `max_clients` reached (429).
     pub refused_full: AtomicU64,
+    /// Incomplete upgrades closed to make room for a newcomer.
+    pub upgrades_evicted: AtomicU64,
     /// Clients disconnected because their send queue passed its limit.
     pub dropped_slow: AtomicU64,
     /// Ticks sent to clients (one per client per tick).

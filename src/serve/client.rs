@@ -185,6 +185,11 @@ pub struct Client {
     pub bytes_sent: u64,
     /// Requests refused.
     pub bad_requests: u64,
+    /// The send queue limit, bytes (checked on every message queued).
+    pub queue_limit: usize,
+    /// A message did not fit under `queue_limit`: the client is too slow
+    /// and is closed at the next flush (the message was not queued).
+    pub over_limit: bool,
 }
 
 /// What reading a client produced.
@@ -194,6 +199,8 @@ pub struct Requests {
     pub changes: Vec<(u32, Option<Mode>, Option<Mode>)>,
     /// The client is gone (with why), or `None`.
     pub ended: Option<String>,
+    /// It broke the WebSocket protocol (close with 1002).
+    pub protocol_error: bool,
 }
 
 impl Client {
@@ -230,6 +237,8 @@ impl Client {
             ticks_sent: 0,
             bytes_sent: 0,
             bad_requests: 0,
+            queue_limit: usize::MAX,
+            over_limit: false,
         })
     }
 
@@ -322,6 +331,17 @@ impl Client {
                         r.ended = Some("the client went away without a close frame".into());
                         break;
                     }
+                    Err(
+                        e @ (tungstenite::Error::Protocol(_)
+                        | tungstenite::Error::Capacity(_)
+                        | tungstenite::Error::Utf8(_)),
+                    ) => {
+                        self.bad_requests += 1;
+                        stats.serve.bad_requests.fetch_add(1, Ordering::Relaxed);
+                        r.ended = Some(format!("protocol error: {e}"));
+                        r.protocol_error = true;
+                        break;
+                    }
                     Err(e) => {
                         r.ended = Some(format!("read failed: {e}"));
                         break;
@@ -371,7 +391,14 @@ impl Client {
         });
     }
 
+    /// Queues a message unless it would take the queue past its limit:
+    /// checked per message, so memory stays bounded however many ticks
+    /// one round fans out.
     fn enqueue(&mut self, q: Queued) {
+        if self.over_limit || self.queued + q.msg.len() > self.queue_limit {
+            self.over_limit = true;
+            return;
+        }
         self.queued += q.msg.len();
         self.out.push_back(q);
     }
@@ -429,11 +456,24 @@ impl Client {
     }
 
     /// Sends a close frame with `reason` (best effort: a client too slow to
-    /// read may never see it) and drops the queue.
+    /// read may never see it) and drops the queue. The error texts still
+    /// queued go first, so a client closed for breaking the protocol is
+    /// told why before the close frame.
     pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.out.clear();
+        let texts: Vec<Message> = self
+            .out
+            .drain(..)
+            .map(|q| q.msg)
+            .filter(Message::is_text)
+            .collect();
         self.queued = 0;
         if let Phase::Open(ws) = &mut self.phase {
+            let _ = ws.flush();
+            for t in texts {
+                if ws.write(t).is_err() {
+                    break;
+                }
+            }
             let _ = ws.close(Some(CloseFrame {
                 code,
                 reason: reason.chars().take(120).collect::<String>().into(),

@@ -56,6 +56,8 @@ const READ_BUDGET: usize = 32;
 const DRAIN_BUDGET: usize = 16_384;
 /// A client must finish its upgrade within this long.
 const UPGRADE_DEADLINE: Duration = Duration::from_secs(10);
+/// Sockets beyond `max_clients` whose upgrade may be in flight at once.
+const UPGRADE_MARGIN: usize = 64;
 /// Under load, rounds of fan-out at most this often: each round costs a
 /// write per client (and a wake-up of each client), so at 100k ticks/s
 /// fewer, fuller messages halve the hub's and the clients' CPU. Applies
@@ -484,18 +486,34 @@ impl HubLoop {
             let slot = match self.clients.iter().position(Option::is_none) {
                 Some(i) => i,
                 None => {
-                    // Beyond max_clients + a margin of upgrades in flight,
-                    // close at once (the 429 needs a slot to be written from).
-                    if self.clients.len() >= self.cfg.max_clients + 64 {
-                        drop(stream);
-                        self.stats
-                            .serve
-                            .refused_full
-                            .fetch_add(1, Ordering::Relaxed);
-                        continue;
+                    // Beyond max_clients + a margin of upgrades in flight:
+                    // the oldest incomplete upgrade makes room (half-open
+                    // sockets must not keep real clients out); a completed
+                    // client is never evicted for a newcomer. With none
+                    // incomplete, close at once (the 429 needs a slot).
+                    if self.clients.len() >= self.cfg.max_clients + UPGRADE_MARGIN {
+                        match self.oldest_upgrade() {
+                            Some(i) => {
+                                self.drop_upgrade(i);
+                                self.stats
+                                    .serve
+                                    .upgrades_evicted
+                                    .fetch_add(1, Ordering::Relaxed);
+                                i
+                            }
+                            None => {
+                                drop(stream);
+                                self.stats
+                                    .serve
+                                    .refused_full
+                                    .fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    } else {
+                        self.clients.push(None);
+                        self.clients.len() - 1
                     }
-                    self.clients.push(None);
-                    self.clients.len() - 1
                 }
             };
             if let Err(e) = self.poll.registry().register(
@@ -513,7 +531,8 @@ impl HubLoop {
                 api_key: Default::default(),
             };
             match Client::accept(stream, peer.to_string(), gate, self.cfg.clock.now_micros()) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.queue_limit = self.cfg.send_queue_bytes;
                     let open = c.is_open();
                     self.clients[slot] = Some(c);
                     if open {
@@ -575,8 +594,23 @@ impl HubLoop {
             }
         }
         if let Some(why) = r.ended {
-            self.remove(i, CloseCode::Normal, &why);
+            let code = if r.protocol_error {
+                CloseCode::Protocol
+            } else {
+                CloseCode::Normal
+            };
+            self.remove(i, code, &why);
         }
+    }
+
+    /// The slot of the incomplete upgrade accepted longest ago.
+    fn oldest_upgrade(&self) -> Option<usize> {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| !c.is_open()).map(|c| (i, c.accepted)))
+            .min_by_key(|(_, at)| *at)
+            .map(|(i, _)| i)
     }
 
     fn drop_upgrade(&mut self, i: usize) {
@@ -798,7 +832,7 @@ impl HubLoop {
             let queued = c.queued;
             match r {
                 Err(e) => self.remove(i, CloseCode::Error, &e),
-                Ok(()) if queued > limit => {
+                Ok(()) if queued > limit || c.over_limit => {
                     self.stats
                         .serve
                         .dropped_slow

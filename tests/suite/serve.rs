@@ -303,3 +303,105 @@ fn an_order_update_sent_on_every_upstream_connection_reaches_each_client_once() 
     assert!(engine.stats().serve.texts_forwarded.load(Ordering::Relaxed) >= 3);
     engine.stop().expect("a clean shutdown");
 }
+
+/// Keeps `n` half-open sockets (TCP connected, no upgrade request) to
+/// `addr`, opening a new one whenever the hub closes one, until `stop`.
+fn half_open_flood(
+    addr: std::net::SocketAddr,
+    n: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut socks: Vec<std::net::TcpStream> = Vec::new();
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            socks.retain_mut(|s| match s.read(&mut buf) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            });
+            while socks.len() < n {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(s) => {
+                        s.set_nonblocking(true).unwrap();
+                        socks.push(s);
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn three_hundred_half_open_upgrades_reopened_as_closed_never_keep_a_real_client_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(500, |_| {});
+    let engine = start(&feed, dir.path(), "max_clients = 10\n");
+    let addr = engine.serve_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flood = half_open_flood(addr, 330, Arc::clone(&stop), Arc::clone(&opened));
+    // The flood fills every slot (10 + 64) and re-opens what is closed.
+    assert!(
+        wait_until(Duration::from_secs(10), || opened.load(Ordering::Relaxed)
+            > 330 + 200),
+        "the flood re-opened {} sockets",
+        opened.load(Ordering::Relaxed)
+    );
+    for i in 0..10 {
+        let mut c = Client::connect_with(&hub_url(&engine), "k", "t")
+            .unwrap_or_else(|e| panic!("real client {i} kept out: {e}"));
+        c.subscribe(&[256]);
+        let r = c.receive_ticks(1, Duration::from_secs(5));
+        assert!(!r.ticks.is_empty(), "real client {i} got no tick");
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(
+        engine
+            .stats()
+            .serve
+            .upgrades_evicted
+            .load(Ordering::Relaxed)
+            > 200
+    );
+    feed.halt();
+    engine.stop().expect("a clean shutdown");
+}
+
+#[test]
+fn a_protocol_violation_is_told_why_then_closed_with_1002() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(200, |_| {});
+    let engine = start(&feed, dir.path(), "");
+    let mut c = Client::connect(&hub_url(&engine));
+    // A binary message (an error text), then a frame with a reserved opcode.
+    c.ws.send(tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .unwrap();
+    c.ws.get_mut().write_all(&[0x83, 0x80, 1, 2, 3, 4]).unwrap();
+    let mut texts = Vec::new();
+    let close = loop {
+        match c.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => texts.push(t.to_string()),
+            Ok(tungstenite::Message::Close(f)) => break f,
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e} (texts {texts:?})"),
+        }
+    };
+    assert!(
+        texts.iter().any(|t| t.contains("binary messages")),
+        "{texts:?}"
+    );
+    assert_eq!(
+        close.map(|f| f.code),
+        Some(tungstenite::protocol::frame::coding::CloseCode::Protocol)
+    );
+    feed.halt();
+    engine.stop().expect("a clean shutdown");
+}

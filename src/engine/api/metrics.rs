@@ -165,6 +165,13 @@ const SERVE_COUNTERS: &[Counter<ServeStats>] = &[
         get: |s| &s.refused_full,
     },
     Counter {
+        json: "upgrades_evicted",
+        prom: "tickcap_serve_upgrades_evicted_total",
+        help: "Incomplete hub upgrades closed to make room for a newcomer.",
+        counter: true,
+        get: |s| &s.upgrades_evicted,
+    },
+    Counter {
         json: "dropped_slow",
         prom: "tickcap_serve_dropped_slow_total",
         help: "Hub clients disconnected for a full send queue.",

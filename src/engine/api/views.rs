@@ -459,6 +459,7 @@ pub(super) fn clients(v: &mut View<'_>) -> Value {
         "auto_subscribed": sv.auto_subscribed.load(Relaxed),
         "dropped_slow": sv.dropped_slow.load(Relaxed),
         "refused": {"auth": sv.refused_auth.load(Relaxed), "full": sv.refused_full.load(Relaxed)},
+        "upgrades_evicted": sv.upgrades_evicted.load(Relaxed),
         "receive_to_client_us": super::metrics::percentiles(&h, 1.0),
         "recent_disconnects": disconnects,
     })
