@@ -633,6 +633,18 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// The `[status] listen` address a config file names (default
+/// 127.0.0.1:8080), without validating the rest: what `tickcap status
+/// --config` needs to find a running service.
+pub fn status_listen_of(path: &Path) -> Result<std::net::SocketAddr, ConfigError> {
+    let raw = parse_raw(&read_text(path)?, path)?;
+    let text = raw.status.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    text.parse().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: format!("status.listen = {text:?}: {e}"),
+    })
+}
+
 /// TOML syntax, types and unknown keys; no validation yet.
 fn parse_raw(text: &str, path: &Path) -> Result<RawFile, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -757,11 +769,23 @@ impl Parser<'_> {
             .clone()
             .or_else(|| self.raw.kite.url.clone())
             .unwrap_or_else(|| "wss://ws.kite.trade".to_owned());
+        // The key the URL came from, for errors.
+        let url_key = if c.url.is_some() {
+            format!("{section}.url")
+        } else {
+            "kite.url".to_owned()
+        };
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(self.invalid(
-                &format!("{section}.url"),
-                format!("{url:?} is not a ws:// or wss:// URL"),
-            ));
+            return Err(self.invalid(&url_key, format!("{url:?} is not a ws:// or wss:// URL")));
+        }
+        // The whole URL must parse and name a host now, not at the first
+        // connect (`ws://[::1` would otherwise fail every attempt forever).
+        match url.parse::<tungstenite::http::Uri>() {
+            Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => {}
+            Ok(_) => return Err(self.invalid(&url_key, format!("{url:?} names no host"))),
+            Err(e) => {
+                return Err(self.invalid(&url_key, format!("{url:?} is not a valid URL: {e}")))
+            }
         }
         let (api_key, access_token, access_token_file) = self.credentials(section, c)?;
         let instruments = self.instruments(section, c)?;
@@ -1236,7 +1260,7 @@ failover_after_ms = 1500
             ("[kite]\napi_key=\"k\"\naccess_token=\"t\"\n[primary]\ninstruments = [1, 2]\n[secondary]\ninstruments = [2]\n", "secondary.instruments"),
             ("[primary]\ninstruments = [-5]\n", "primary.instruments"),
             ("[storage]\ntimezone = \"Mars/Base\"\n", "storage.timezone"),
-            ("[kite]\nurl = \"http://x\"\n", "primary.url"),
+            ("[kite]\nurl = \"http://x\"\n", "kite.url"),
             ("[primary]\ninstruments = [1]\n", "kite.api_key"),
             ("[engine]\nring_capacity = 3\n", "engine.ring_capacity"),
             ("[primary]\nfailover_after_ms = 1\n", "primary.failover_after_ms"),

@@ -96,24 +96,35 @@ pub fn run(args: Args) -> Result<(), Failure> {
             None
         }
     };
-    if let Some(cfg) = &cfg {
-        check_credentials(cfg, &mut r);
-        check_dump(cfg, &loader, &mut r);
-        check_kafka(cfg, timeout, &mut r);
-        let mut seen = Vec::new();
-        for c in cfg.connections.iter().filter(|c| !c.instruments.is_empty()) {
-            let key = (c.url.clone(), c.api_key.clone());
-            if !seen.contains(&key) {
-                seen.push(key);
-                check_endpoint(c, timeout, &mut r);
-            }
-        }
-    }
-    market_hours(&mut r);
     let url = args
         .url
         .clone()
         .or_else(|| cfg.as_ref().map(|c| format!("http://{}", c.status_listen)));
+    // A running service holds the key's connections (Kite allows 3): ask
+    // it how they are instead of opening a fourth, which Kite refuses (429).
+    let running = url.as_deref().is_some_and(|u| {
+        client::get(u, "/health")
+            .ok()
+            .is_some_and(|x| x.status == 200)
+    });
+    if let Some(cfg) = &cfg {
+        check_credentials(cfg, &mut r);
+        check_dump(cfg, &loader, &mut r);
+        check_kafka(cfg, timeout, &mut r);
+        if running {
+            r.ok("Kite endpoint: in use by the running service (its connections are checked below; no fourth socket is opened, which Kite would refuse with 429)");
+        } else {
+            let mut seen = Vec::new();
+            for c in cfg.connections.iter().filter(|c| !c.instruments.is_empty()) {
+                let key = (c.url.clone(), c.api_key.clone());
+                if !seen.contains(&key) {
+                    seen.push(key);
+                    check_endpoint(c, timeout, &mut r);
+                }
+            }
+        }
+    }
+    market_hours(&mut r);
     if let Some(url) = url {
         check_service(&url, &mut r);
     }
@@ -262,6 +273,11 @@ fn check_endpoint(c: &ConnectionConfig, timeout: Duration, r: &mut Report) {
             format!("{}: access token rejected (expired?): run `tickcap login` (the upgrade was refused with HTTP 403)", c.url),
             "the access token is invalid or expired (Kite tokens expire every day around 06:00 IST)",
             "run `tickcap login` (it writes [kite] access_token_file; a running service picks the new token up by itself)",
+        ),
+        Err((Some(429), _)) => r.warn(
+            format!("{}: this API key already has 3 connections (probably the running service): Kite refused a fourth with HTTP 429", c.url),
+            "a tickcap (or another Kite client) using this api_key is running, and its status port is not where this config says",
+            "pass --url with the running service's status address to check it instead",
         ),
         Err((Some(code), msg)) => r.fail(format!("{}: upgrade refused with HTTP {code}: {msg}", c.url), "endpoint or API key problem", "check api_key and the URL"),
         Err((None, msg)) => r.fail(format!("{}: TLS/WebSocket failed: {msg}", c.url), "a proxy or TLS interception, or not a Kite endpoint", "check the URL and any proxy"),
@@ -451,7 +467,15 @@ fn check_service(url: &str, r: &mut Report) {
             let id = &c["connection_id"];
             let state = c["state"].as_str().unwrap_or("?");
             let wanted = c["subscribed_instruments"].as_u64().unwrap_or(0) > 0;
-            if !wanted || state == "open" {
+            if !wanted {
+                continue;
+            }
+            if state == "open" {
+                r.ok(format!(
+                    "connection {id} ({}) open with {} instruments: the endpoint is reachable and the credentials valid (in use by the running service)",
+                    c["role"].as_str().unwrap_or("?"),
+                    c["subscribed_instruments"]
+                ));
                 continue;
             }
             let auth = c["auth_failures"].as_u64().unwrap_or(0);

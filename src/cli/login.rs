@@ -117,6 +117,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let Some(token) = v["data"]["access_token"].as_str().filter(|t| !t.is_empty()) else {
         return Err(anyhow::anyhow!("{url}: success without data.access_token").into());
     };
+    // What the service would refuse to read back (and Kite to accept in a
+    // URL) is refused here, before the running service reloads it.
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(anyhow::anyhow!(
+            "{url}: the access token Kite returned holds whitespace or control characters ({} chars); not written",
+            token.chars().count()
+        )
+        .into());
+    }
     write_token(&token_file, &Secret::new(token))?;
     println!(
         "logged in as {}: access token ({}) written to {}",

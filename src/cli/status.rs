@@ -12,9 +12,13 @@ use crate::status::client;
 /// Arguments of `tickcap status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The service's status port.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// The service's status port (default: the config's [status] listen,
+    /// else http://127.0.0.1:8080).
+    #[arg(long)]
+    url: Option<String>,
+    /// The service's config file: its [status] listen is the address.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Print one snapshot and exit.
     #[arg(long)]
     once: bool,
@@ -169,8 +173,33 @@ pub fn render(url: &str) -> Result<String, String> {
     Ok(o)
 }
 
+/// Where the service's status port is: `--url`, else the config's
+/// `[status] listen` (a wildcard address is asked on loopback), else the
+/// default.
+fn status_url(args: &Args) -> Result<String, Failure> {
+    if let Some(u) = &args.url {
+        return Ok(u.clone());
+    }
+    let Some(path) = &args.config else {
+        return Ok("http://127.0.0.1:8080".to_owned());
+    };
+    let raw = crate::config::status_listen_of(path).map_err(Failure::usage)?;
+    let mut addr = raw;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(format!("http://{addr}"))
+}
+
 /// Runs the view.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub fn run(mut args: Args) -> Result<(), Failure> {
+    args.url = Some(status_url(&args)?);
+    let url = args.url.clone().unwrap_or_default();
+    let args = Resolved {
+        url,
+        once: args.once,
+        json: args.json,
+    };
     if args.json {
         let h = fetch(&args.url, "/health").map_err(|e| anyhow::anyhow!(e))?;
         println!("{h}");
@@ -189,4 +218,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let _ = std::io::stdout().flush();
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The arguments with the address resolved.
+struct Resolved {
+    url: String,
+    once: bool,
+    json: bool,
 }

@@ -96,6 +96,10 @@ pub enum EngineError {
         /// Why (shown once).
         error: std::io::Error,
     },
+    /// `[kafka]` names a property librdkafka does not know, or a value it
+    /// refuses (its own message).
+    #[error("{0}")]
+    Kafka(String),
     /// The configured instruments do not fit (config validation normally catches it).
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
@@ -119,6 +123,7 @@ impl EngineError {
                 | EngineError::Serve { .. }
                 | EngineError::Zone(_)
                 | EngineError::Ledger(_)
+                | EngineError::Kafka(_)
         )
     }
 }
@@ -201,6 +206,11 @@ pub struct Engine {
 impl Engine {
     /// Starts the writer and the event loop.
     pub fn start(config: Config, mut opts: Options) -> Result<Engine, EngineError> {
+        // Configuration librdkafka refuses is an error before anything starts.
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &config.kafka {
+            crate::publish::check_config(k).map_err(EngineError::Kafka)?;
+        }
         let poll = Poll::new().map_err(EngineError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(EngineError::Poll)?);
         let stats = Arc::new(Stats::default());

@@ -85,6 +85,22 @@ impl ProducerContext for Reports {
     }
 }
 
+/// Checks `[kafka]` as librdkafka sees it, without connecting: every
+/// property name and value is set on a native configuration, which
+/// refuses unknown keys and values this build does not support. The error
+/// is librdkafka's own message.
+pub fn check_config(cfg: &KafkaConfig) -> Result<(), String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", &cfg.client_id);
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c.create_native_config()
+        .map(|_| ())
+        .map_err(|e| format!("[kafka] rejected by librdkafka: {e}"))
+}
+
 /// Where the publisher keeps its checkpoint.
 pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
     data_dir.join("kafka.checkpoint")

@@ -248,3 +248,42 @@ fn one_error_is_not_repeated_inside_itself() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// What used to fail only at run time is refused at load, naming the key.
+#[test]
+fn a_malformed_url_and_an_unknown_kafka_property_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_tickcap");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "[kite]\nurl = \"ws://[::1\"\napi_key = \"k\"\naccess_token = \"t\"\n[primary]\ninstruments = [256]\n".to_owned(),
+            "kite.url",
+        ),
+        #[cfg(feature = "kafka")]
+        (
+            "[kite]\nurl = \"ws://127.0.0.1:1\"\napi_key = \"k\"\naccess_token = \"t\"\n[primary]\ninstruments = [256]\n\
+             [kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\n[kafka.properties]\n\"linger.mss\" = 5\n"
+                .to_owned(),
+            "linger.mss",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        let data = dir.path().join(format!("d{i}"));
+        std::fs::write(
+            &path,
+            format!(
+                "{text}[storage]\ndata_dir = {:?}\n[status]\nlisten = \"127.0.0.1:0\"\n",
+                data.display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(bin)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}

@@ -539,17 +539,30 @@ fn status_and_doctor_commands_against_a_running_and_a_stopped_service() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("reachable; WebSocket upgrade accepted"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("in use by the running service"), "{text}");
     assert!(text.contains(&format!("service at {url}")), "{text}");
+    // `status --config` finds the service from the config's [status] listen.
+    let out = Command::new(bin)
+        .args(["status", "--once", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     engine.stop().expect("a clean shutdown");
     let out = Command::new(bin)
         .args(["doctor", "--config", cfg.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no service answers"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no service answers"), "{text}");
+    assert!(
+        text.contains("reachable; WebSocket upgrade accepted"),
+        "without a service doctor checks the endpoint itself: {text}"
+    );
     let out = Command::new(bin)
         .args(["status", "--once", "--url", &url])
         .output()
@@ -750,4 +763,40 @@ fn a_web_page_cannot_change_or_read_the_capture_through_the_browser() {
 
 fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
     post(url, path, body)
+}
+
+/// Beside a service holding all three of the key's connections, `doctor`
+/// asks the service instead of opening a fourth socket (Kite: 429).
+#[test]
+fn doctor_beside_a_three_connection_service_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = common::synthetic_feed(500, |c| c.max_connections_per_key = 3);
+    let port = common::free_port();
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         [status]\nlisten = \"127.0.0.1:{port}\"\n[primary]\ninstruments = [256]\n[secondary]\ninstruments = [512]\n\
+         [tertiary]\ninstruments = [768]\n",
+        f.url(),
+        dir.path().join("data").display().to_string()
+    );
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let (engine, url) = start(&text, None);
+    assert!(wait_until(Duration::from_secs(10), || {
+        get(&url, "/health")["active_connections"] == 3
+    }));
+    let bin = env!("CARGO_BIN_EXE_tickcap");
+    let out = Command::new(bin)
+        .args(["doctor", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("in use by the running service"), "{stdout}");
+    assert!(
+        !stdout.contains("HTTP 429") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    f.halt();
+    engine.stop().expect("a clean shutdown");
 }
