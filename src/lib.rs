@@ -22,6 +22,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod days;
 pub mod dedup;
 pub mod engine;
 pub mod kite;

@@ -146,6 +146,22 @@ pub struct WriterStats {
     pub saved_lines: AtomicU64,
     /// The recovery file.
     pub saved_to: Mutex<Option<PathBuf>>,
+    /// Times the open file was found removed or replaced (and reopened).
+    pub files_replaced: AtomicU64,
+    /// The day (days since 1970-01-01, storage zone) the open file was last
+    /// found removed or replaced; `/health` is degraded for the rest of it.
+    pub replaced_on_day: AtomicI64,
+    /// What happened then, for `/health`.
+    pub replaced_why: Mutex<Option<String>>,
+    /// Ticks received for a day already closed (just before midnight,
+    /// drained after the rotation): written to the current day's file.
+    pub late_ticks: AtomicU64,
+    /// When an fsync first failed, epoch µs (0 = never). Sticky: after a
+    /// failed `fdatasync` Linux may have dropped the dirty pages, so a
+    /// later success proves nothing about the lines before it.
+    pub fsync_failed_micros: AtomicI64,
+    /// Lines written since the last good fsync when one failed (at risk).
+    pub fsync_failed_lines: AtomicU64,
 }
 
 /// Counters of the hub (the serve port).

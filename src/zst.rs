@@ -45,6 +45,123 @@ pub fn frames(bytes: &[u8]) -> Frames {
     out
 }
 
+/// Where a frame ends and how much text it holds, read from its headers
+/// alone: the frame header (for the content size) and each block's 3-byte
+/// header (to step over the block). No decompression, no allocation: what
+/// lets a reader skip to a position, or read exactly one frame, cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// The frame's compressed length, bytes.
+    pub compressed: u64,
+    /// Its decompressed length when the header states it (the writer's do).
+    pub content: Option<u64>,
+    /// A skippable frame (no text).
+    pub skippable: bool,
+}
+
+/// Reads the extent of the frame starting at the reader's position (which
+/// it leaves anywhere). `Ok(None)`: the frame is not complete yet (or the
+/// bytes are not a frame): a writer may still be appending it.
+pub fn frame_extent<R: std::io::Read + std::io::Seek>(
+    r: &mut R,
+) -> std::io::Result<Option<Extent>> {
+    use std::io::{ErrorKind, SeekFrom};
+    fn read<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<bool> {
+        match r.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    let mut magic = [0u8; 4];
+    if !read(r, &mut magic)? {
+        return Ok(None);
+    }
+    let magic = u32::from_le_bytes(magic);
+    if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+        let mut size = [0u8; 4];
+        if !read(r, &mut size)? {
+            return Ok(None);
+        }
+        let size = u64::from(u32::from_le_bytes(size));
+        let end = r.stream_position()? + size;
+        if r.seek(SeekFrom::End(0))? < end {
+            return Ok(None);
+        }
+        return Ok(Some(Extent {
+            compressed: 8 + size,
+            content: Some(0),
+            skippable: true,
+        }));
+    }
+    if magic != 0xFD2F_B528 {
+        return Ok(None);
+    }
+    let mut fhd = [0u8; 1];
+    if !read(r, &mut fhd)? {
+        return Ok(None);
+    }
+    let fhd = fhd[0];
+    let single = fhd & 0x20 != 0;
+    let checksum = fhd & 0x04 != 0;
+    let did = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs = match fhd >> 6 {
+        0 => usize::from(single),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut head = [0u8; 14];
+    let n = usize::from(!single) + did + fcs;
+    if !read(r, &mut head[..n])? {
+        return Ok(None);
+    }
+    let f = &head[n - fcs..n];
+    let content = match fcs {
+        0 => None,
+        1 => Some(u64::from(f[0])),
+        2 => Some(u64::from(u16::from_le_bytes([f[0], f[1]])) + 256),
+        4 => Some(u64::from(u32::from_le_bytes([f[0], f[1], f[2], f[3]]))),
+        _ => Some(u64::from_le_bytes([
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+        ])),
+    };
+    let mut len = 5 + n as u64;
+    loop {
+        let mut bh = [0u8; 3];
+        if !read(r, &mut bh)? {
+            return Ok(None);
+        }
+        let h = u32::from(bh[0]) | u32::from(bh[1]) << 8 | u32::from(bh[2]) << 16;
+        let last = h & 1 != 0;
+        let size = u64::from(h >> 3);
+        let body = match (h >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return Ok(None), // reserved block type: not a frame
+        };
+        len += 3 + body;
+        r.seek(SeekFrom::Current(body as i64))?;
+        if last {
+            break;
+        }
+    }
+    if checksum {
+        len += 4;
+        r.seek(SeekFrom::Current(4))?;
+    }
+    // Complete only if every byte of it is there.
+    let here = r.stream_position()?;
+    if r.seek(SeekFrom::End(0))? < here {
+        return Ok(None);
+    }
+    Ok(Some(Extent {
+        compressed: len,
+        content,
+        skippable: false,
+    }))
+}
+
 /// Decompresses one frame into `out` (cleared first).
 pub fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();
@@ -111,10 +228,29 @@ pub struct Compressed {
     pub compressed: u64,
 }
 
-/// Compresses a closed plain capture into `PATH.zst` in the writer's format
-/// (independent frames of whole lines, ~1 MiB each), atomically: written to
-/// `PATH.zst.part`, synced, renamed; the plain file is removed only after,
-/// unless `keep`.
+/// Removes a temporary file unless disarmed.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Compresses a sealed plain capture into `PATH.zst` in the writer's
+/// format (independent frames of whole lines, ~1 MiB each), atomically and
+/// without overwriting anything:
+///
+/// - the source is locked (`flock`, exclusive, non-blocking): a file the
+///   writer holds, or that another compression is compressing, is refused
+///   (`ResourceBusy`);
+/// - an existing `PATH.zst` is refused (`AlreadyExists`), never replaced;
+/// - the frames go to a temporary name unique to this call, created with
+///   `create_new`, synced, then hard-linked to `PATH.zst` (which fails if
+///   the name appeared meanwhile) and unlinked;
+/// - the plain file is removed only after, unless `keep`.
 pub fn compress_file(
     path: &std::path::Path,
     level: i32,
@@ -122,10 +258,37 @@ pub fn compress_file(
 ) -> std::io::Result<Compressed> {
     use std::io::Write;
     let file = std::fs::File::open(path)?;
+    if !crate::days::try_lock(&file)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is being written by a running tickcap or compressed by another process",
+                path.display()
+            ),
+        ));
+    }
     let len = file.metadata()?.len();
     let out = std::path::PathBuf::from(format!("{}.zst", path.display()));
-    let tmp = std::path::PathBuf::from(format!("{}.zst.part", path.display()));
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    if out.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists; it is not overwritten", out.display()),
+        ));
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = std::path::PathBuf::from(format!(
+        "{}.zst.part-{}-{nanos}",
+        path.display(),
+        std::process::id()
+    ));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let mut cleanup = RemoveOnDrop(Some(tmp.clone()));
+    let mut w = std::io::BufWriter::new(created);
     let mut fw = FrameWriter::new(level)?;
     if len > 0 {
         // SAFETY: read-only map of a closed day's file that nothing appends to.
@@ -145,7 +308,27 @@ pub fn compress_file(
     }
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &out)?;
+    // link(2) never replaces: a .zst that appeared meanwhile wins.
+    std::fs::hard_link(&tmp, &out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{} appeared during the compression; not overwritten",
+                    out.display()
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    drop(cleanup.0.take());
+    std::fs::remove_file(&tmp)?;
+    if let Some(dir) = out.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
     let compressed = std::fs::metadata(&out)?.len();
     if !keep {
         std::fs::remove_file(path)?;
@@ -204,10 +387,66 @@ mod tests {
         let f = frames(&bytes);
         assert!(!f.frames.is_empty() && f.torn_at.is_none());
         assert_eq!(zstd::decode_all(bytes.as_slice()).unwrap(), text.as_bytes());
-        assert!(!dir
-            .path()
-            .join("market_data_2026-11-24.jsonl.zst.part")
-            .exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["market_data_2026-11-24.jsonl.zst"],
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn an_existing_zst_is_never_overwritten_and_a_locked_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("market_data_2026-11-24.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n").unwrap();
+        let z = dir.path().join("market_data_2026-11-24.jsonl.zst");
+        std::fs::write(&z, "the afternoon").unwrap();
+        let e = compress_file(&p, 3, false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&z).unwrap(), b"the afternoon");
+        assert!(p.exists());
+        std::fs::remove_file(&z).unwrap();
+        // A writer (or another compression) holds it.
+        let held = std::fs::File::open(&p).unwrap();
+        assert!(crate::days::try_lock(&held).unwrap());
+        let e = compress_file(&p, 3, false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy);
+        drop(held);
+        compress_file(&p, 3, false).unwrap();
+    }
+
+    #[test]
+    fn a_frames_extent_comes_from_its_headers_and_an_incomplete_one_is_none() {
+        let mut w = FrameWriter::new(3).unwrap();
+        let text: String = (0..20_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        let mut file = w.frame(text.as_bytes()).unwrap().to_vec();
+        let first = file.len() as u64;
+        file.extend_from_slice(w.frame(b"x\n").unwrap());
+        let mut c = std::io::Cursor::new(&file);
+        let e = frame_extent(&mut c).unwrap().unwrap();
+        assert_eq!((e.compressed, e.content), (first, Some(text.len() as u64)));
+        c.set_position(first);
+        let e = frame_extent(&mut c).unwrap().unwrap();
+        assert_eq!(
+            (e.compressed, e.content),
+            ((file.len() as u64) - first, Some(2))
+        );
+        for cut in [1, 5, first as usize - 1] {
+            let mut c = std::io::Cursor::new(&file[..cut]);
+            assert_eq!(frame_extent(&mut c).unwrap(), None, "cut at {cut}");
+        }
+        // It agrees with zstd's own walk on every frame.
+        for r in frames(&file).frames {
+            let mut c = std::io::Cursor::new(&file[r.start..]);
+            assert_eq!(
+                frame_extent(&mut c).unwrap().unwrap().compressed,
+                r.len() as u64
+            );
+        }
     }
 
     #[test]

@@ -20,11 +20,44 @@ pub struct Args {
     /// Keep the plain file.
     #[arg(long)]
     keep: bool,
+    /// The storage zone: today's open file (the last segment of today) is
+    /// never compressed.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+}
+
+/// Why `path` must not be compressed now, if so: today's last segment is
+/// the one a running writer appends to.
+fn still_open(path: &std::path::Path, today: crate::time::LocalDate) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let (id, _) = crate::days::parse_name(&name)?;
+    if id.day != today {
+        return None;
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let last = crate::days::segments_of(dir, today).last().map(|s| s.id);
+    (last == Some(id)).then(|| {
+        format!(
+            "{}: today's open file (tickcap appends to it until midnight); compress it after the day is closed (`compress_closed_days = true` does it by itself)",
+            path.display()
+        )
+    })
 }
 
 /// Runs it.
 pub fn run(args: Args) -> Result<(), Failure> {
+    let mut zone = crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
+    let today = zone.date_of_micros(crate::time::Clock::system().now_micros());
+    let mut refused = 0;
     for path in &args.files {
+        if let Some(why) = still_open(path, today) {
+            eprintln!("tickcap: refused: {why}");
+            refused += 1;
+            continue;
+        }
         if crate::zst::is_zst(path) {
             return Err(Failure::usage(anyhow::anyhow!(
                 "{}: already compressed",
@@ -33,7 +66,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         crate::util::regular_file(path)?;
         let t0 = std::time::Instant::now();
-        let c = crate::zst::compress_file(path, args.level, args.keep)?;
+        let c = match crate::zst::compress_file(path, args.level, args.keep) {
+            Ok(c) => c,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::ResourceBusy
+                ) =>
+            {
+                eprintln!("tickcap: refused: {e}");
+                refused += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (len, zlen, out) = (c.plain, c.compressed, c.path);
         println!(
             "{}: {} → {} bytes ({:.1}x, {:.1} s){}",
@@ -48,6 +94,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 "; plain file removed"
             }
         );
+    }
+    if refused > 0 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{refused} file(s) refused (see above); the others are compressed"
+        )));
     }
     Ok(())
 }

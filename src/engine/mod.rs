@@ -44,12 +44,13 @@ use history::{Action, History};
 use ledger::Ledger;
 
 /// The Kafka publisher's states (`stats::KafkaStats::state`), as `/kafka` names them.
-pub const KAFKA_STATES: [&str; 5] = [
+pub const KAFKA_STATES: [&str; 6] = [
     "off",
     "starting",
     "publishing",
     "broker unreachable",
     "stopped",
+    "refused",
 ];
 
 /// Tokens 0..3 are the Kite connections.
@@ -255,6 +256,21 @@ impl Engine {
                 Box::new(files) as Box<dyn DaySink>
             }
         };
+        // Today's segment is opened (its torn tail repaired) before the
+        // writer, the publisher or any other reader starts.
+        let mut sink = sink;
+        let today =
+            ZoneFormatter::new(&config.storage.timezone)?.date_of_micros(opts.clock.now_micros());
+        if let Err(error) = sink.prepare(today) {
+            if error.kind() == std::io::ErrorKind::ResourceBusy {
+                return Err(EngineError::DataDir {
+                    dir: config.storage.data_dir.display().to_string(),
+                    error,
+                });
+            }
+            // A full or failing disk: the writer retries and reports it.
+            tracing::error!("cannot open today's file yet: {error}; the writer keeps trying");
+        }
         let wake = Arc::new(Wake::default());
         let mut producers = Vec::new();
         let mut consumers = Vec::new();
@@ -273,6 +289,7 @@ impl Engine {
         wcfg.clock = opts.clock;
         wcfg.shutdown_write_limit = Duration::from_millis(config.storage.shutdown_write_limit_ms);
         wcfg.recovery_dirs = vec![config.storage.data_dir.clone(), std::env::temp_dir()];
+        wcfg.start_day = Some(today);
         wcfg.dedup_window_micros = config
             .tertiary_mirror
             .then(|| config.dedup_window_ms as i64 * 1000);

@@ -106,14 +106,58 @@ pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
     data_dir.join("kafka.checkpoint")
 }
 
-fn read_checkpoint(path: &Path) -> Option<Pos> {
-    Pos::parse(&std::fs::read_to_string(path).ok()?)
+/// The checkpoint: the acknowledged frontier, and the topic's partition
+/// count it was published with (`token % partitions` picks a record's
+/// partition, so exactly-once holds only while that count stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checkpoint {
+    pos: Pos,
+    partitions: Option<i32>,
 }
 
-fn write_checkpoint(path: &Path, pos: Pos) -> std::io::Result<()> {
+fn read_checkpoint(path: &Path) -> Option<Checkpoint> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let pos = Pos::parse(lines.next()?)?;
+    let partitions = lines
+        .find_map(|l| l.strip_prefix("partitions="))
+        .and_then(|n| n.trim().parse().ok());
+    Some(Checkpoint { pos, partitions })
+}
+
+fn write_checkpoint(path: &Path, pos: Pos, partitions: i32) -> std::io::Result<()> {
     let tmp = path.with_extension("checkpoint.tmp");
-    std::fs::write(&tmp, format!("{pos}\n"))?;
+    std::fs::write(&tmp, format!("{pos}\npartitions={partitions}\n"))?;
     std::fs::rename(&tmp, path)
+}
+
+/// The lines in the files from a position on, counted as they appear: the
+/// publisher's backlog is computed from what is on disk, also while no
+/// broker has ever answered.
+struct Backlog {
+    journal: Journal,
+    lines: u64,
+}
+
+impl Backlog {
+    fn new(dir: &Path, from: Pos) -> Backlog {
+        Backlog {
+            journal: Journal::new(dir, from),
+            lines: 0,
+        }
+    }
+
+    /// Counts what was written since the last call (at most `budget`
+    /// lines per call, so a day's backlog is counted over a few turns).
+    fn update(&mut self, budget: u64) -> u64 {
+        for _ in 0..budget {
+            if self.journal.next_line().is_none() {
+                break;
+            }
+            self.lines += 1;
+        }
+        self.lines
+    }
 }
 
 /// The instrument token and connection id of a line, read without a full
@@ -218,7 +262,12 @@ struct Recovered {
     from: Pos,
     last: HashMap<i32, Pos>,
     partitions: i32,
+    /// The partition count the checkpoint was written with.
+    checkpoint_partitions: Option<i32>,
 }
+
+/// The start of the error that makes the publisher refuse (state "refused").
+const REFUSED: &str = "publishing refused";
 
 /// Makes librdkafka raise a fatal error on `producer`, as a broker fencing
 /// the idempotent producer would (tests, through
@@ -351,6 +400,8 @@ impl Run {
             }
         }
         let checkpoint = read_checkpoint(&self.checkpoint);
+        let checkpoint_partitions = checkpoint.and_then(|c| c.partitions);
+        let checkpoint = checkpoint.map(|c| c.pos);
         // Without a checkpoint: from the day of the oldest partition's last
         // record (lines before it in any partition are in the topic), or
         // today's file when the topic has none of ours.
@@ -362,31 +413,58 @@ impl Run {
                         month: 1,
                         day: 1,
                     },
-                    |d| d.0,
+                    |s| s.id.day,
                 )
             });
-            Pos { day, offset: 0 }
+            Pos::day_start(day)
         });
         Ok(Recovered {
             from,
             last,
             partitions,
+            checkpoint_partitions,
         })
+    }
+
+    /// Where publishing resumes when no broker has told us: the checkpoint,
+    /// else the start of the newest day on disk.
+    fn resume_point(&self) -> Pos {
+        read_checkpoint(&self.checkpoint).map_or_else(
+            || {
+                Pos::day_start(journal::days(&self.data_dir).last().map_or(
+                    crate::time::LocalDate {
+                        year: 1970,
+                        month: 1,
+                        day: 1,
+                    },
+                    |s| s.id.day,
+                ))
+            },
+            |c| c.pos,
+        )
     }
 
     fn run(&mut self) {
         self.set_state(1);
         let mut backoff = Duration::from_millis(200);
+        // What waits on disk while no session runs (the broker is down).
+        let mut waiting: Option<Backlog> = None;
         while !self.stop.load(Ordering::SeqCst) {
             match self.session() {
                 Ok(()) => break,
                 Err(e) => {
+                    let refused = e.starts_with(REFUSED);
                     self.error(e);
-                    self.set_state(3);
+                    self.set_state(if refused { 5 } else { 3 });
+                    let b = waiting
+                        .get_or_insert_with(|| Backlog::new(&self.data_dir, self.resume_point()));
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                        let n = b.update(200_000);
+                        self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(50));
                     }
+                    waiting = None;
                     backoff = (backoff * 2).min(SESSION_RETRY_MAX);
                 }
             }
@@ -398,6 +476,17 @@ impl Run {
     /// until the producer cannot go on (`Err`: recreated by the caller).
     fn session(&mut self) -> Result<(), String> {
         let rec = self.recover()?;
+        if let Some(n) = rec.checkpoint_partitions.filter(|n| *n != rec.partitions) {
+            return Err(format!(
+                "{REFUSED}: topic {:?} now has {} partitions; the checkpoint was published with {n}. \
+                 Records are placed by token % partitions, so going on would put lines after the \
+                 checkpoint on other partitions than the lines before them and break exactly-once. \
+                 Restore {n} partitions, or publish to a new topic (and remove {})",
+                self.cfg.topic,
+                rec.partitions,
+                self.checkpoint.display()
+            ));
+        }
         let producer = self.producer()?;
         let k = &self.stats.kafka;
         k.partitions.store(rec.partitions as u64, Ordering::Relaxed);
@@ -409,6 +498,9 @@ impl Run {
             rec.last.len()
         );
         let mut journal = Journal::new(&self.data_dir, rec.from);
+        let mut backlog = Backlog::new(&self.data_dir, rec.from);
+        // Lines the journal handed out (sent, skipped or not ticks).
+        let mut consumed = 0u64;
         let skip_until = rec.last.values().max().copied();
         let mut in_flight: BTreeSet<Pos> = BTreeSet::new();
         let mut times: HashMap<Pos, i64> = HashMap::new();
@@ -416,7 +508,6 @@ impl Run {
         let mut last_checkpoint = Instant::now();
         let mut last_ack = Instant::now();
         self.set_state(2);
-        let mut avg_line = 650u64;
         let mut hist = crate::stats::new_histogram();
         let mut last_publish = Instant::now();
         loop {
@@ -470,7 +561,7 @@ impl Run {
                 acked_to = frontier;
             }
             if last_checkpoint.elapsed() >= Duration::from_millis(200) || stopping {
-                if let Err(e) = write_checkpoint(&self.checkpoint, acked_to) {
+                if let Err(e) = write_checkpoint(&self.checkpoint, acked_to, rec.partitions) {
                     self.error(format!("{}: {e}", self.checkpoint.display()));
                 }
                 *k.position.lock().unwrap_or_else(PoisonError::into_inner) = acked_to.to_string();
@@ -481,8 +572,11 @@ impl Run {
                 last_publish = Instant::now();
             }
             k.in_flight.store(in_flight.len() as u64, Ordering::Relaxed);
+            // Lines on disk past the acknowledged frontier: those not yet
+            // read plus those in flight.
+            let on_disk = backlog.update(200_000);
             k.lag_ticks.store(
-                in_flight.len() as u64 + journal.unread_bytes() / avg_line.max(1),
+                on_disk.saturating_sub(consumed) + in_flight.len() as u64,
                 Ordering::Relaxed,
             );
             k.oldest_unacked_micros.store(
@@ -514,7 +608,7 @@ impl Run {
                 }
                 let end = in_flight.first().copied().or_else(|| journal.position());
                 if let Some(p) = end {
-                    let _ = write_checkpoint(&self.checkpoint, p.max(acked_to));
+                    let _ = write_checkpoint(&self.checkpoint, p.max(acked_to), rec.partitions);
                 }
                 return Ok(());
             }
@@ -524,7 +618,7 @@ impl Run {
                 let Some((pos, line)) = journal.next_line() else {
                     break;
                 };
-                avg_line = (avg_line * 63 + line.len() as u64 + 1) / 64;
+                consumed += 1;
                 let Some((token, conn)) = token_and_conn(line) else {
                     continue; // not a tick line (the writer writes only ticks)
                 };
@@ -587,6 +681,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn librdkafka_checks_the_properties_and_has_every_compression_codec() {
+        let cfg = |k: &str, v: &str| KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            topic: "t".into(),
+            client_id: "tickcap".into(),
+            properties: vec![(k.into(), v.into())],
+        };
+        for codec in ["zstd", "lz4", "snappy", "gzip"] {
+            assert_eq!(
+                check_config(&cfg("compression.type", codec)),
+                Ok(()),
+                "{codec}"
+            );
+        }
+        let e = check_config(&cfg("linger.mss", "5")).unwrap_err();
+        assert!(e.contains("linger.mss"), "{e}");
+        assert!(check_config(&cfg("compression.type", "brotli")).is_err());
+    }
+
+    #[test]
     fn a_line_names_its_token_connection_and_time() {
         let l = br#"{"tradable":true,"mode":"ltp","instrument_token":408065,"last_price":1.5,"timestamp":"2026-11-25T10:00:00.000001+05:30","connection_id":2}"#;
         assert_eq!(token_and_conn(l), Some((408_065, 2)));
@@ -601,9 +715,24 @@ mod tests {
     fn the_checkpoint_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let p = checkpoint_path(dir.path());
-        let pos = Pos::parse("2026-11-25:12345").unwrap();
-        write_checkpoint(&p, pos).unwrap();
-        assert_eq!(read_checkpoint(&p), Some(pos));
+        let pos = Pos::parse("2026-11-25.2:12345").unwrap();
+        write_checkpoint(&p, pos, 6).unwrap();
+        assert_eq!(
+            read_checkpoint(&p),
+            Some(Checkpoint {
+                pos,
+                partitions: Some(6)
+            })
+        );
+        // A checkpoint from before segments and partition counts still reads.
+        std::fs::write(&p, "2026-11-25:7\n").unwrap();
+        assert_eq!(
+            read_checkpoint(&p),
+            Some(Checkpoint {
+                pos: Pos::parse("2026-11-25:7").unwrap(),
+                partitions: None
+            })
+        );
         assert_eq!(Pos::parse("x:1"), None);
     }
 }

@@ -1,5 +1,8 @@
 //! Daily JSONL files: `DATA_DIR/market_data_YYYY-MM-DD.jsonl`, opened for
-//! append (a restart never truncates), one open at a time.
+//! append (a restart never truncates), one open at a time. A day is an
+//! ordered sequence of segments ([`crate::days`]); [`DailyFiles`] owns
+//! their lifecycle: open the current day's last segment (or start the
+//! next), repair, lock, seal on rotation, compress sealed days, retire.
 //!
 //! When a file is opened, a torn last line (a crash mid-write) is moved to
 //! `market_data_YYYY-MM-DD.jsonl.torn-<epoch s>` and the file cut back to its
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::days::SegmentId;
 use crate::time::{days_from_civil, LocalDate};
 
 /// Where the writer's bytes go, by day.
@@ -25,30 +29,37 @@ pub trait DaySink: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// The file written last.
     fn current_path(&self) -> Option<PathBuf>;
-}
-
-/// The file name of a day (plain JSONL).
-pub fn daily_name(date: LocalDate) -> String {
-    format!("market_data_{date}.jsonl")
-}
-
-/// The file name of a day, compressed or not.
-pub fn daily_name_as(date: LocalDate, zstd: bool) -> String {
-    if zstd {
-        format!("market_data_{date}.jsonl.zst")
-    } else {
-        daily_name(date)
+    /// Opens (and repairs) the file of `date` now, before any write: the
+    /// engine does this at start so that no reader sees a torn tail.
+    fn prepare(&mut self, _date: LocalDate) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether the open file is still the file at its path (not removed or
+    /// replaced). If not, it is closed (the next write opens a new
+    /// segment) and the reason returned.
+    fn verify(&mut self) -> Option<String> {
+        None
     }
 }
 
-/// The date in a daily file's name (`market_data_YYYY-MM-DD.jsonl`), or
-/// `None` for any other name.
+/// The file name of a day's first segment (plain JSONL).
+pub fn daily_name(date: LocalDate) -> String {
+    daily_name_as(date, false)
+}
+
+/// The file name of a day's first segment, compressed or not.
+pub fn daily_name_as(date: LocalDate, zstd: bool) -> String {
+    SegmentId {
+        day: date,
+        index: 0,
+    }
+    .file_name(zstd)
+}
+
+/// The date in a daily file's name (`market_data_YYYY-MM-DD[.N].jsonl[.zst]`),
+/// or `None` for any other name.
 pub fn date_of_name(name: &str) -> Option<LocalDate> {
-    let rest = name.strip_prefix("market_data_")?;
-    let day = rest
-        .strip_suffix(".jsonl")
-        .or_else(|| rest.strip_suffix(".jsonl.zst"))?;
-    LocalDate::parse(day)
+    crate::days::parse_name(name).map(|(id, _)| id.day)
 }
 
 /// Deletes daily files more than `keep_days` days before `today` (only
@@ -82,11 +93,27 @@ pub fn apply_retention(dir: &Path, today: LocalDate, keep_days: u32) -> io::Resu
     Ok(removed)
 }
 
+/// The segment being appended to.
+#[derive(Debug)]
+struct Current {
+    day: LocalDate,
+    seg: SegmentId,
+    file: File,
+    path: PathBuf,
+    /// (device, inode) at open: the file must still be the one at `path`.
+    identity: (u64, u64),
+}
+
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 /// The real daily files.
 #[derive(Debug)]
 pub struct DailyFiles {
     dir: PathBuf,
-    current: Option<(LocalDate, File, PathBuf)>,
+    current: Option<Current>,
     opened: Arc<AtomicU64>,
     repaired: Arc<AtomicU64>,
     retention_days: u32,
@@ -94,6 +121,10 @@ pub struct DailyFiles {
     zstd: Option<crate::zst::FrameWriter>,
     /// Plain days are compressed in the background once closed, at this level.
     compress_closed: Option<i32>,
+    /// A background compression is running (one at a time).
+    compressing: Arc<std::sync::atomic::AtomicBool>,
+    /// A segment found replaced: never appended to again.
+    abandoned: Option<SegmentId>,
 }
 
 impl DailyFiles {
@@ -109,6 +140,8 @@ impl DailyFiles {
             retention_days: 0,
             zstd: None,
             compress_closed: None,
+            compressing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            abandoned: None,
         })
     }
 
@@ -119,32 +152,30 @@ impl DailyFiles {
         self
     }
 
-    /// Plain daily files before `today` (with no finished `.zst` beside
-    /// them), compressed one after another on a thread of their own.
+    /// Plain segments of days before `today` (sealed: the writer never
+    /// appends to them again), compressed one after another on a thread of
+    /// their own; never two such threads at once.
     fn compress_closed_days(&self, today: LocalDate) {
         let Some(level) = self.compress_closed else {
             return;
         };
-        let mut closed: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                        name.as_deref().is_some_and(|n| {
-                            n.ends_with(".jsonl") && date_of_name(n).is_some_and(|d| d < today)
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let closed: Vec<PathBuf> = crate::days::segments(&self.dir)
+            .into_iter()
+            .filter(|s| !s.zstd && !s.also_zstd && s.id.day < today)
+            .map(|s| s.path)
+            .collect();
         if closed.is_empty() {
             return;
         }
-        closed.sort();
+        if self.compressing.swap(true, Ordering::SeqCst) {
+            tracing::info!("a compression of closed days is already running; the rest waits for the next rotation");
+            return;
+        }
+        let running = Arc::clone(&self.compressing);
         let spawned = std::thread::Builder::new()
             .name("tickcap-compress".into())
             .spawn(move || {
+                let _done = ClearOnDrop(running);
                 for p in closed {
                     match crate::zst::compress_file(&p, level, false) {
                         Ok(c) => tracing::info!(
@@ -161,6 +192,7 @@ impl DailyFiles {
                 }
             });
         if let Err(e) = spawned {
+            self.compressing.store(false, Ordering::SeqCst);
             tracing::warn!("cannot start the compression thread: {e}");
         }
     }
@@ -178,20 +210,53 @@ impl DailyFiles {
         self
     }
 
+    /// The segment to append to on `date`: the day's last one when its
+    /// encoding is the capture's (and no compressed copy of it exists),
+    /// else the next one.
+    fn segment_for(&self, date: LocalDate) -> SegmentId {
+        let want_zstd = self.zstd.is_some();
+        match crate::days::segments_of(&self.dir, date).last() {
+            Some(last)
+                if last.zstd == want_zstd && !last.also_zstd && Some(last.id) != self.abandoned =>
+            {
+                last.id
+            }
+            Some(last) => SegmentId {
+                day: date,
+                index: last.id.index + 1,
+            },
+            None => SegmentId {
+                day: date,
+                index: 0,
+            },
+        }
+    }
+
     fn open(&mut self, date: LocalDate) -> io::Result<&mut File> {
-        if self.current.as_ref().is_none_or(|(d, _, _)| *d != date) {
-            if let Some((_, mut f, p)) = self.current.take() {
-                f.flush()?;
-                if let Err(e) = f.sync_data() {
-                    tracing::warn!("fsync of {} on rotation failed: {e}", p.display());
+        if self.current.as_ref().is_none_or(|c| c.day != date) {
+            if let Some(mut c) = self.current.take() {
+                // Sealed: never written again.
+                c.file.flush()?;
+                if let Err(e) = c.file.sync_data() {
+                    tracing::warn!("fsync of {} on rotation failed: {e}", c.path.display());
                 }
             }
-            let path = self.dir.join(daily_name_as(date, self.zstd.is_some()));
+            let seg = self.segment_for(date);
+            let path = self.dir.join(seg.file_name(self.zstd.is_some()));
             let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
                 .open(&path)?;
+            if !crate::days::try_lock(&file)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{} is locked by another process (a second tickcap on this data_dir, or a compression of it)",
+                        path.display()
+                    ),
+                ));
+            }
             let repaired = if self.zstd.is_some() {
                 repair_torn_frame(&mut file, &path)?
             } else {
@@ -206,12 +271,28 @@ impl DailyFiles {
                 tracing::warn!("retention in {} failed: {e}", self.dir.display());
             }
             self.compress_closed_days(date);
-            self.current = Some((date, file, path));
+            let identity = identity(&file.metadata()?);
+            self.current = Some(Current {
+                day: date,
+                seg,
+                file,
+                path,
+                identity,
+            });
         }
         match &mut self.current {
-            Some((_, f, _)) => Ok(f),
+            Some(c) => Ok(&mut c.file),
             None => Err(io::Error::other("no current file")),
         }
+    }
+}
+
+/// Clears a flag when dropped (also when the thread holding it panics).
+struct ClearOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -224,7 +305,7 @@ impl DaySink for DailyFiles {
         // short (a full disk) is cut off again, so the file stays a
         // sequence of complete frames and the writer retries all of it.
         self.open(date)?;
-        let (Some(z), Some((_, file, _))) = (&mut self.zstd, &mut self.current) else {
+        let (Some(z), Some(Current { file, .. })) = (&mut self.zstd, &mut self.current) else {
             return Err(io::Error::other("no current file"));
         };
         let frame = z.frame(data)?;
@@ -240,13 +321,35 @@ impl DaySink for DailyFiles {
 
     fn sync(&mut self) -> io::Result<()> {
         match &mut self.current {
-            Some((_, f, _)) => f.sync_data(),
+            Some(c) => c.file.sync_data(),
             None => Ok(()),
         }
     }
 
     fn current_path(&self) -> Option<PathBuf> {
-        self.current.as_ref().map(|(_, _, p)| p.clone())
+        self.current.as_ref().map(|c| c.path.clone())
+    }
+
+    fn prepare(&mut self, date: LocalDate) -> io::Result<()> {
+        self.open(date).map(|_| ())
+    }
+
+    fn verify(&mut self) -> Option<String> {
+        let c = self.current.as_ref()?;
+        let why = match std::fs::metadata(&c.path) {
+            Ok(m) if identity(&m) == c.identity => return None,
+            Ok(_) => format!("{} was replaced by another file", c.path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                format!("{} was removed", c.path.display())
+            }
+            // Cannot tell (e.g. permissions): keep writing.
+            Err(_) => return None,
+        };
+        // Lines written to the old inode since the last check are in that
+        // file (or gone with it); the next write opens a new segment.
+        self.abandoned = Some(c.seg);
+        self.current = None;
+        Some(why)
     }
 }
 

@@ -59,6 +59,9 @@ pub struct WriterConfig {
     pub shutdown_write_limit: Duration,
     /// Where a recovery file may go, in order of preference.
     pub recovery_dirs: Vec<std::path::PathBuf>,
+    /// The day whose file the engine opened at start: no earlier day is
+    /// ever written (a closed day is never reopened).
+    pub start_day: Option<LocalDate>,
 }
 
 impl WriterConfig {
@@ -76,6 +79,7 @@ impl WriterConfig {
             clock: Clock::system(),
             shutdown_write_limit: Duration::from_secs(5),
             recovery_dirs: vec![std::env::temp_dir()],
+            start_day: None,
         }
     }
 }
@@ -196,6 +200,10 @@ struct WriterLoop {
     deadline: Option<Instant>,
     /// The per-instrument map is to be published (a reader held it).
     instruments_due: bool,
+    /// The latest day written: a closed day is never reopened.
+    floor: Option<LocalDate>,
+    /// Lines written since the last good fsync.
+    since_sync: u64,
 }
 
 impl WriterLoop {
@@ -209,6 +217,7 @@ impl WriterLoop {
     ) -> Self {
         let cap = cfg.buffer_size + (256 << 10);
         let dedup = cfg.dedup_window_micros.map(crate::dedup::Dedup::new);
+        let floor = cfg.start_day;
         WriterLoop {
             fmt: LineFormatter::new(cfg.zone.clone()),
             buf: Vec::with_capacity(cap),
@@ -232,6 +241,8 @@ impl WriterLoop {
             stop,
             deadline: None,
             instruments_due: false,
+            floor,
+            since_sync: 0,
         }
     }
 
@@ -277,6 +288,7 @@ impl WriterLoop {
                 self.sync();
             }
             if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
+                self.verify_file();
                 publish(&self.stats.latency.receive_to_written_us, &self.hist);
                 self.publish_dedup();
                 self.instruments_due = true;
@@ -391,7 +403,15 @@ impl WriterLoop {
             }
             let Some(k) = pick else { break };
             let st = at(k, pos[k]);
-            let day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
+            let mut day = self.fmt.clock_mut().date_of_micros(st.recv_micros);
+            // A tick received before midnight but drained after the
+            // rotation goes to the current day: the closed day is sealed.
+            if let Some(floor) = self.floor {
+                if day < floor {
+                    day = floor;
+                    self.stats.writer.late_ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if self.day != Some(day) && !self.buf.is_empty() {
                 new_day = true;
                 break;
@@ -403,6 +423,7 @@ impl WriterLoop {
                 }
             }
             self.day = Some(day);
+            self.floor = Some(day);
             self.fmt
                 .write_line(&mut self.buf, &st.tick, st.recv_micros, st.connection_id);
             self.recv.push(st.recv_micros);
@@ -486,6 +507,7 @@ impl WriterLoop {
             let _ = self.hist.record((now_micros - t).max(1) as u64);
         }
         w.lines.fetch_add(self.recv.len() as u64, Ordering::Relaxed);
+        self.since_sync += self.recv.len() as u64;
         w.lines_today
             .fetch_add(self.recv.len() as u64, Ordering::Relaxed);
         w.last_flush_micros.store(now_micros, Ordering::Relaxed);
@@ -572,7 +594,31 @@ impl WriterLoop {
         self.written = 0;
     }
 
+    /// Once a second and after a failed write: is the open file still the
+    /// file at its path? If it was removed or replaced (a `compress` or
+    /// `rm` of today's file), the sink opens a new segment at the next
+    /// write, and `/health` is degraded for the rest of the day.
+    fn verify_file(&mut self) {
+        let Some(why) = self.sink.verify() else {
+            return;
+        };
+        let w = &self.stats.writer;
+        w.files_replaced.fetch_add(1, Ordering::Relaxed);
+        let day = self
+            .day
+            .or(self.floor)
+            .map_or(0, crate::time::days_from_civil);
+        w.replaced_on_day.store(day, Ordering::Relaxed);
+        tracing::error!(
+            "{why} while tickcap was writing it: the lines written to it since the last check (up to a second) are in the removed file; writing goes on in a new file"
+        );
+        if let Ok(mut g) = w.replaced_why.lock() {
+            *g = Some(why);
+        }
+    }
+
     fn fail(&mut self, e: std::io::Error) {
+        self.verify_file();
         let w = &self.stats.writer;
         let _ = w.failing_since_micros.compare_exchange(
             0,
@@ -600,13 +646,30 @@ impl WriterLoop {
             Ok(()) => {
                 self.stats.writer.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.dirty_since_sync = false;
+                self.since_sync = 0;
             }
             Err(e) => {
-                self.stats
-                    .writer
-                    .write_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!("fsync failed: {e}");
+                let w = &self.stats.writer;
+                w.write_errors.fetch_add(1, Ordering::Relaxed);
+                let first = w
+                    .fsync_failed_micros
+                    .compare_exchange(
+                        0,
+                        self.cfg.clock.now_micros(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok();
+                w.fsync_failed_lines
+                    .fetch_max(self.since_sync, Ordering::Relaxed);
+                if first {
+                    tracing::error!(
+                        "fsync failed: {e}. The kernel may have dropped the {} lines written since the last good fsync; a later fsync succeeding does not bring them back. /health stays degraded until a restart",
+                        self.since_sync
+                    );
+                } else {
+                    tracing::error!("fsync failed again: {e}");
+                }
             }
         }
         self.last_sync = Instant::now();

@@ -69,6 +69,26 @@ pub fn health(v: &mut View<'_>) -> Value {
             w.buffered_bytes.load(Ordering::Relaxed)
         ));
     }
+    // The day's file was removed or replaced under the writer: lines may be
+    // gone with it; degraded for the rest of that day.
+    let today = crate::time::days_from_civil(v.zone.date_of_micros(now));
+    let replaced = w.replaced_on_day.load(Ordering::Relaxed);
+    let file_replaced = w.files_replaced.load(Ordering::Relaxed) > 0 && replaced == today;
+    if file_replaced {
+        reasons.push(format!(
+            "today's file was removed or replaced while being written ({}); writing continues in a new file, lines written to the old one in the second before may be lost",
+            last_error(&w.replaced_why).unwrap_or_default()
+        ));
+    }
+    // A failed fsync is sticky: the kernel may have dropped those pages.
+    let fsync_failed = w.fsync_failed_micros.load(Ordering::Relaxed);
+    if fsync_failed > 0 {
+        reasons.push(format!(
+            "fsync failed at {}: up to {} lines written before it may not be on disk (the kernel may drop dirty pages after a failed fsync); restart after checking the disk",
+            v.iso(fsync_failed),
+            w.fsync_failed_lines.load(Ordering::Relaxed)
+        ));
+    }
     // Writer lag: a line waiting far longer than the flush rule allows means
     // the writer (or the disk) is not keeping up.
     let oldest = w.oldest_unwritten_micros.load(Ordering::Relaxed);
@@ -83,13 +103,19 @@ pub fn health(v: &mut View<'_>) -> Value {
     }
     // Kafka: a broker that does not acknowledge is a degraded service (the
     // backlog waits on disk; capture goes on).
-    let kafka_down = v.config.kafka.is_some() && v.stats.kafka.state.load(Ordering::Relaxed) == 3;
+    let kafka_state = v.stats.kafka.state.load(Ordering::Relaxed);
+    let kafka_down = v.config.kafka.is_some() && (kafka_state == 3 || kafka_state == 5);
     if kafka_down {
         let k = &v.stats.kafka;
         let oldest = k.oldest_unacked_micros.load(Ordering::Relaxed);
         let err = last_error(&k.last_error).unwrap_or_default();
         reasons.push(format!(
-            "kafka: broker unreachable ({} ticks waiting on disk{}){}",
+            "kafka: {} ({} ticks waiting on disk{}){}",
+            if kafka_state == 5 {
+                "publishing refused"
+            } else {
+                "broker unreachable"
+            },
             k.lag_ticks.load(Ordering::Relaxed),
             if oldest > 0 {
                 format!(", oldest {:.0} s", (now - oldest) as f64 / 1e6)
@@ -109,6 +135,8 @@ pub fn health(v: &mut View<'_>) -> Value {
         && fresh
         && !v.failover.is_active()
         && failing_since == 0
+        && !file_replaced
+        && fsync_failed == 0
         && !lagging
         && !kafka_down
     {
@@ -354,6 +382,10 @@ pub(super) fn storage(v: &mut View<'_>) -> Value {
         "write_errors": w.write_errors.load(Ordering::Relaxed),
         "last_write_error": last_error(&w.last_error),
         "torn_lines_repaired": w.torn_repaired.load(Ordering::Relaxed),
+        "files_replaced": w.files_replaced.load(Ordering::Relaxed),
+        "late_ticks": w.late_ticks.load(Ordering::Relaxed),
+        "fsync_failed_at": v.iso(w.fsync_failed_micros.load(Ordering::Relaxed)),
+        "fsync_failed_lines": w.fsync_failed_lines.load(Ordering::Relaxed),
         "retention_days": v.config.storage.retention_days,
         "timezone": v.config.storage.timezone,
     })
