@@ -447,24 +447,33 @@ impl Run {
     fn run(&mut self) {
         self.set_state(1);
         let mut backoff = Duration::from_millis(200);
-        // What waits on disk while no session runs (the broker is down).
-        let mut waiting: Option<Backlog> = None;
+        // What waits on disk while no session runs (the broker is down),
+        // counted from the resume point; recounted only when a session
+        // moved the checkpoint.
+        let mut waiting: Option<(Pos, Backlog)> = None;
         while !self.stop.load(Ordering::SeqCst) {
             match self.session() {
                 Ok(()) => break,
                 Err(e) => {
                     let refused = e.starts_with(REFUSED);
                     self.error(e);
+                    let from = self.resume_point();
+                    if waiting.as_ref().is_none_or(|(p, _)| *p != from) {
+                        waiting = Some((from, Backlog::new(&self.data_dir, from)));
+                    }
+                    let Some((_, b)) = waiting.as_mut() else {
+                        continue;
+                    };
+                    // The backlog is known before the state says "down".
+                    let n = b.update(5_000_000);
+                    self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
                     self.set_state(if refused { 5 } else { 3 });
-                    let b = waiting
-                        .get_or_insert_with(|| Backlog::new(&self.data_dir, self.resume_point()));
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
                         let n = b.update(200_000);
                         self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    waiting = None;
                     backoff = (backoff * 2).min(SESSION_RETRY_MAX);
                 }
             }

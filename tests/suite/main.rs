@@ -21,6 +21,7 @@ mod instruments;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod ledger;
+mod lifecycle;
 mod login;
 mod replay;
 mod replay_cli;
