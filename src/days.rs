@@ -215,4 +215,30 @@ mod tests {
             "the plain copy is read first"
         );
     }
+
+    #[test]
+    fn paths_from_a_shell_glob_are_read_in_segment_order() {
+        let mut v: Vec<PathBuf> = [
+            "d/market_data_2026-11-27.10.jsonl",
+            "notes.txt",
+            "d/market_data_2026-11-27.2.jsonl.zst",
+            "d/market_data_2026-11-26.jsonl.zst",
+            "d/market_data_2026-11-27.jsonl",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        sort_paths(&mut v);
+        let names: Vec<&str> = v.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "d/market_data_2026-11-26.jsonl.zst",
+                "d/market_data_2026-11-27.jsonl",
+                "d/market_data_2026-11-27.2.jsonl.zst",
+                "d/market_data_2026-11-27.10.jsonl",
+                "notes.txt",
+            ]
+        );
+    }
 }

@@ -38,7 +38,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
     let mut days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for f in &args.files {
+    let mut files = args.files.clone();
+    crate::days::sort_paths(&mut files);
+    for f in &files {
         days.entry(parquet_name(f)).or_default().push(f.clone());
     }
     for (name, inputs) in days {

@@ -117,7 +117,9 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
     let source = if args.synthetic {
         Source::Synthetic { seed: args.seed }
     } else {
-        let rec = read_recordings(&args.from).map_err(Failure::usage)?;
+        let mut from = args.from.clone();
+        crate::days::sort_paths(&mut from);
+        let rec = read_recordings(&from).map_err(Failure::usage)?;
         for bad in rec.bad.iter().take(20) {
             eprintln!("tickcap replay: skipped {bad}");
         }

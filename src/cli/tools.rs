@@ -148,7 +148,9 @@ pub struct AnalyzeArgs {
 }
 
 /// `tickcap analyze`.
-pub fn analyze(args: AnalyzeArgs) -> Result<(), Failure> {
+pub fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
+    // A day's segments in their order, whatever order the shell gave.
+    crate::days::sort_paths(&mut args.files);
     let mut z = zone(&args.timezone)?;
     let n = args.threads.unwrap_or_else(threads).max(1);
     let dir = dump_beside(args.instruments_dump.as_deref(), &args.files)?;
@@ -343,7 +345,8 @@ pub struct VerifyArgs {
 }
 
 /// `tickcap verify`: exit 0 only when every check passes.
-pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
+pub fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
+    crate::days::sort_paths(&mut args.files);
     let report = match &args.replay_report {
         Some(p) => {
             let text = std::fs::read_to_string(p)
