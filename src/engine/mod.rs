@@ -911,13 +911,18 @@ impl EventLoop {
         if let Some(h) = self.hub.take() {
             h.stop();
         }
+        // The publisher winds down while the writer drains: what is in
+        // flight gets up to 2 s to be acknowledged (only while a broker
+        // answers); the rest waits in the daily files for the next start.
+        #[cfg(feature = "kafka")]
+        if let Some(p) = &self.publisher {
+            p.request_stop();
+        }
         let mut stuck = 0;
         for c in &mut self.conns {
             stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);
         }
         let writer_ok = self.writer.take().is_none_or(Writer::finish);
-        // The publisher gets what is in flight acknowledged (≤ 5 s); the
-        // rest waits in the daily files for the next start.
         #[cfg(feature = "kafka")]
         if let Some(p) = self.publisher.take() {
             p.stop();

@@ -185,10 +185,16 @@ fn line_micros(line: &[u8]) -> Option<i64> {
     crate::time::parse_timestamp(std::str::from_utf8(&line[at..end]).ok()?)
 }
 
+/// How long a stop waits for acknowledgements of what is in flight.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long a stop waits for the thread (a broker call may be in progress).
+const JOIN_WAIT: Duration = Duration::from_millis(2500);
+
 /// The running publisher.
 #[derive(Debug)]
 pub struct Publisher {
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -203,9 +209,18 @@ impl Publisher {
     ) -> std::io::Result<Publisher> {
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
+        let done = Arc::new(AtomicBool::new(false));
+        let dn = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("tickcap-kafka".into())
             .spawn(move || {
+                struct Done(Arc<AtomicBool>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(dn);
                 let mut p = Run {
                     cfg,
                     checkpoint: checkpoint_path(&data_dir),
@@ -219,8 +234,15 @@ impl Publisher {
             })?;
         Ok(Publisher {
             stop,
+            done,
             thread: Some(thread),
         })
+    }
+
+    /// Asks the thread to stop without waiting (the engine does this
+    /// before draining the writer, so both wind down at once).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Stops: what is in flight gets up to 5 s to be acknowledged; the rest
@@ -229,12 +251,28 @@ impl Publisher {
         self.shutdown();
     }
 
+    /// Stops, waiting at most `JOIN_WAIT`: a broker call in progress (a
+    /// metadata request to a dead broker takes seconds) must not hold up
+    /// shutdown. A thread still busy then is left to end by itself; its
+    /// acknowledged position is in the checkpoint already.
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("the Kafka publisher thread panicked");
-            }
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + JOIN_WAIT;
+        while !self.done.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !self.done.load(Ordering::SeqCst) {
+            tracing::warn!(
+                "the Kafka publisher did not stop within {JOIN_WAIT:?} (a broker call in progress); \
+                 shutdown goes on, publishing resumes from the checkpoint at the next start"
+            );
+            return;
+        }
+        if t.join().is_err() {
+            tracing::error!("the Kafka publisher thread panicked");
         }
     }
 }
@@ -599,8 +637,16 @@ impl Run {
             let unreachable = !in_flight.is_empty() && last_ack.elapsed() > Duration::from_secs(10);
             self.set_state(if unreachable { 3 } else { 2 });
             if stopping {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while !in_flight.is_empty() && Instant::now() < deadline {
+                // What is in flight gets up to 2 s to be acknowledged, and
+                // only while acknowledgements come (a dead broker costs
+                // nothing): the rest is resent from the checkpoint at the
+                // next start, and recovery skips what did arrive.
+                let deadline = Instant::now() + STOP_WAIT;
+                let mut last_ack = Instant::now();
+                while !in_flight.is_empty()
+                    && Instant::now() < deadline
+                    && last_ack.elapsed() < Duration::from_millis(500)
+                {
                     producer.poll(Duration::from_millis(50));
                     for (pos, r) in std::mem::take(
                         &mut *producer
@@ -612,6 +658,7 @@ impl Run {
                         if r.is_ok() {
                             in_flight.remove(&pos);
                             k.acked.fetch_add(1, Ordering::Relaxed);
+                            last_ack = Instant::now();
                         }
                     }
                 }

@@ -40,6 +40,14 @@ pub trait DaySink: Send {
     fn verify(&mut self) -> Option<String> {
         None
     }
+    /// Cuts the last `bytes` off the open file (a line cut short by a
+    /// full disk, at shutdown), so that it ends on a line boundary.
+    fn cut_tail(&mut self, _bytes: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this sink cannot cut its tail",
+        ))
+    }
 }
 
 /// The file name of a day's first segment (plain JSONL).
@@ -332,6 +340,22 @@ impl DaySink for DailyFiles {
 
     fn prepare(&mut self, date: LocalDate) -> io::Result<()> {
         self.open(date).map(|_| ())
+    }
+
+    fn cut_tail(&mut self, bytes: u64) -> io::Result<()> {
+        if self.zstd.is_some() {
+            // Frames are all or nothing: a zstd segment never ends mid-line.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a zstd segment has no partial line",
+            ));
+        }
+        let Some(c) = &mut self.current else {
+            return Err(io::Error::other("no open file"));
+        };
+        let len = c.file.metadata()?.len();
+        c.file.set_len(len.saturating_sub(bytes))?;
+        c.file.sync_data()
     }
 
     fn verify(&mut self) -> Option<String> {

@@ -549,8 +549,33 @@ impl WriterLoop {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        let data = &self.buf[start..];
-        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        // Lines wholly in the file before the disk stopped taking bytes are
+        // written: counted as such, not as lost.
+        let done = self.buf[..start].iter().filter(|&&b| b == b'\n').count() as u64;
+        let w = &self.stats.writer;
+        w.lines.fetch_add(done, Ordering::Relaxed);
+        w.lines_today.fetch_add(done, Ordering::Relaxed);
+        // A line cut short in the file: cut it off (the file then ends on a
+        // line boundary and the recovery file holds the whole line); if the
+        // disk will not even do that, the recovery file starts with the
+        // rest of that line, so appending it completes the file exactly.
+        let partial = (self.written - start) as u64;
+        let from = if partial == 0 {
+            start
+        } else {
+            match self.sink.cut_tail(partial) {
+                Ok(()) => start,
+                Err(e) => {
+                    tracing::error!(
+                        "cannot cut the partial last line ({partial} bytes) off the day's file: {e}; \
+                         the recovery file starts with the rest of that line: append it to the day's file as it is"
+                    );
+                    self.written
+                }
+            }
+        };
+        let data = &self.buf[from..];
+        let lines = self.buf[start..].iter().filter(|&&b| b == b'\n').count() as u64;
         let (first, last) = (
             self.recv.iter().min().copied().unwrap_or(0),
             self.recv.iter().max().copied().unwrap_or(0),
@@ -560,10 +585,15 @@ impl WriterLoop {
             .map_or_else(|| "unknown-day".to_owned(), |d| d.to_string());
         let epoch = self.cfg.clock.now_micros() / 1_000_000;
         let name = format!("market_data_{day}.jsonl.unwritten-{epoch}");
-        let w = &self.stats.writer;
         w.unwritten_lines.store(lines, Ordering::Relaxed);
         let mut saved = None;
-        for dir in &self.cfg.recovery_dirs {
+        // Nothing left (every line made it): no empty recovery file.
+        let dirs: &[std::path::PathBuf] = if data.is_empty() {
+            &[]
+        } else {
+            &self.cfg.recovery_dirs
+        };
+        for dir in dirs {
             let path = dir.join(&name);
             match save_file(&path, data) {
                 Ok(()) => {
@@ -582,6 +612,7 @@ impl WriterLoop {
                     p.display()
                 );
             }
+            None if data.is_empty() => {}
             None => tracing::error!(
                 "LOST: {lines} lines could not be written or saved anywhere (receive times {first}..{last} µs since the epoch)"
             ),

@@ -143,3 +143,180 @@ fn a_dead_disk_at_shutdown_is_bounded_saved_and_reported() {
         assert!(v["instrument_token"].is_u64());
     }
 }
+
+/// A disk that takes `room` bytes in all, then is full: the last write
+/// stops in the middle of a line.
+struct FillsMidLine {
+    inner: tickcap::sink::files::DailyFiles,
+    room: usize,
+}
+
+impl tickcap::sink::files::DaySink for FillsMidLine {
+    fn write(&mut self, date: tickcap::time::LocalDate, data: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        let n = data.len().min(self.room);
+        self.room -= n;
+        self.inner.write(date, &data[..n])
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn current_path(&self) -> Option<std::path::PathBuf> {
+        self.inner.current_path()
+    }
+    fn cut_tail(&mut self, bytes: u64) -> std::io::Result<()> {
+        self.inner.cut_tail(bytes)
+    }
+}
+
+/// The shutdown summary of a disk that filled mid-line equals what is on
+/// disk: the day's file ends on a line boundary, the recovery file holds
+/// the rest, written + saved = received, nothing "lost".
+#[test]
+fn a_disk_full_mid_line_at_shutdown_reports_exactly_what_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = || Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = FillsMidLine {
+        inner: tickcap::sink::files::DailyFiles::new(dir.path(), counter(), counter()).unwrap(),
+        room: 300_000, // about 600 lines, then the disk is full in the middle of one
+    };
+    let feed = feed(20_000, Some(5_000));
+    let opts = Options {
+        sink: Some(Box::new(sink)),
+        ..Options::default()
+    };
+    let engine = Engine::start(config(&feed.url(), dir.path()), opts).unwrap();
+    let stats = Arc::clone(engine.stats());
+    assert!(wait_until(Duration::from_secs(20), || stats
+        .ticks_received()
+        == 5_000));
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .writer
+        .write_errors
+        .load(Ordering::Relaxed)
+        >= 1));
+    let Err(tickcap::engine::Shortfall::Unwritten {
+        received,
+        written,
+        saved,
+        saved_to: Some(path),
+        lost,
+        ..
+    }) = engine.stop()
+    else {
+        panic!("expected a saved shortfall");
+    };
+    let day_files: Vec<_> = tickcap::days::segments(dir.path());
+    assert_eq!(day_files.len(), 1);
+    let day = std::fs::read_to_string(&day_files[0].path).unwrap();
+    assert!(
+        day.ends_with('\n'),
+        "the day's file ends on a line boundary"
+    );
+    let recovered = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(received, 5_000);
+    assert_eq!(
+        written,
+        day.lines().count() as u64,
+        "written = lines in the file"
+    );
+    assert_eq!(
+        saved,
+        recovered.lines().count() as u64,
+        "saved = lines in the recovery file"
+    );
+    assert_eq!((written + saved, lost), (5_000, 0));
+    assert!(
+        written > 100 && saved > 100,
+        "{written} written, {saved} saved"
+    );
+    // Appended as the log says, every line parses.
+    for line in day.lines().chain(recovered.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["instrument_token"].is_u64());
+    }
+    // No empty recovery files anywhere.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        assert!(
+            e.metadata().unwrap().len() > 0,
+            "{:?} is empty",
+            e.file_name()
+        );
+    }
+}
+
+/// Everything on and everything wrong at once: the disk full mid-line, the
+/// Kafka broker unreachable, a hub client that never reads. Shutdown still
+/// ends within the write limit and a couple of seconds, with exact counts.
+#[test]
+#[cfg(feature = "kafka")]
+fn shutdown_is_bounded_with_the_disk_full_the_broker_down_and_a_stuck_hub_client() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = || Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = FillsMidLine {
+        inner: tickcap::sink::files::DailyFiles::new(dir.path(), counter(), counter()).unwrap(),
+        room: 200_000,
+    };
+    let feed = common::synthetic_feed(5_000, |_| {});
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\n\
+         shutdown_write_limit_ms = 500\n[status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [257, 513, 769]\n\
+         [serve]\nlisten = \"127.0.0.1:0\"\nsend_queue_kib = 64\n[kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"ticks\"\n",
+        feed.url(),
+        dir.path().display().to_string(),
+        common::free_port()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            sink: Some(Box::new(sink)),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    // A hub client that subscribes and then never reads.
+    let hub = engine.serve_addr().unwrap();
+    let mut stuck = std::net::TcpStream::connect(hub).unwrap();
+    stuck
+        .write_all(
+            b"GET /?api_key=k&access_token=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || stats
+        .writer
+        .write_errors
+        .load(Ordering::Relaxed)
+        >= 1
+        && stats.ticks_received() > 2_000));
+    let t = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(engine.stop()));
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("shutdown ends");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(500 + 3_000),
+        "shutdown took {took:?}"
+    );
+    let Err(tickcap::engine::Shortfall::Unwritten {
+        received,
+        written,
+        saved,
+        lost,
+        ..
+    }) = outcome
+    else {
+        panic!("expected a saved shortfall, got {outcome:?}");
+    };
+    assert_eq!((written + saved, lost), (received, 0), "{outcome:?}");
+    drop(stuck);
+    feed.stop();
+}
