@@ -126,8 +126,12 @@ fn read_checkpoint(path: &Path) -> Option<Checkpoint> {
 }
 
 fn write_checkpoint(path: &Path, pos: Pos, partitions: i32) -> std::io::Result<()> {
+    write_checkpoint_text(path, &format!("{pos}\npartitions={partitions}\n"))
+}
+
+fn write_checkpoint_text(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("checkpoint.tmp");
-    std::fs::write(&tmp, format!("{pos}\npartitions={partitions}\n"))?;
+    std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -439,23 +443,24 @@ impl Run {
         }
         let checkpoint = read_checkpoint(&self.checkpoint);
         let checkpoint_partitions = checkpoint.and_then(|c| c.partitions);
-        let checkpoint = checkpoint.map(|c| c.pos);
-        // Without a checkpoint: from the day of the oldest partition's last
-        // record (lines before it in any partition are in the topic), or
-        // today's file when the topic has none of ours.
-        let from = checkpoint.unwrap_or_else(|| {
-            let day = last.values().map(|p| p.day).min().unwrap_or_else(|| {
-                journal::days(&self.data_dir).last().map_or(
-                    crate::time::LocalDate {
-                        year: 1970,
-                        month: 1,
-                        day: 1,
-                    },
-                    |s| s.id.day,
-                )
-            });
-            Pos::day_start(day)
-        });
+        // A checkpoint written from acknowledgements (it has the partition
+        // count) is where to go on. Before any acknowledgement there is
+        // only the first start's day (or nothing, from an older version):
+        // then also from the day of the oldest partition's last record
+        // (lines before it in any partition are in the topic), whichever
+        // is earlier; with neither, today's file.
+        let from = match checkpoint {
+            Some(c) if c.partitions.is_some() => c.pos,
+            hint => {
+                let topic = last.values().map(|p| Pos::day_start(p.day)).min();
+                match (hint.map(|c| c.pos), topic) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
+                    (None, None) => self.resume_point(),
+                }
+            }
+        };
         Ok(Recovered {
             from,
             last,
@@ -484,6 +489,16 @@ impl Run {
 
     fn run(&mut self) {
         self.set_state(1);
+        // The first start: publishing begins with the day the service
+        // started on (its file is open already), wherever the broker is.
+        // Written now, so a broker that first answers after midnight does
+        // not make the publisher begin with the newer day.
+        if read_checkpoint(&self.checkpoint).is_none() {
+            let from = self.resume_point();
+            if let Err(e) = write_checkpoint_text(&self.checkpoint, &format!("{from}\n")) {
+                self.error(format!("{}: {e}", self.checkpoint.display()));
+            }
+        }
         let mut backoff = Duration::from_millis(200);
         // What waits on disk while no session runs (the broker is down),
         // counted from the resume point; recounted only when a session

@@ -751,3 +751,57 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
         std::thread::park_timeout(Duration::from_millis(50));
     }
 }
+
+/// The broker is down over midnight with `compress_closed_days`: the day
+/// the publisher has not finished is compressed under it at the rotation.
+/// When the broker is back, every line of both days is in the topic once.
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
+)]
+fn compress_closed_days_while_the_publisher_is_behind_across_midnight_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = common::synthetic_feed(3000, |_| {});
+    let broker_port = free_port();
+    let status = free_port();
+    // The receive clock: 1.5 s before the next Kolkata midnight.
+    let now = tickcap::engine::Clock::system().now_micros();
+    let (day, ist) = (86_400_000_000i64, 19_800_000_000i64);
+    let next_midnight = (now + ist).div_euclid(day) * day + day - ist;
+    let clock = tickcap::engine::Clock::shifted(next_midnight - 1_500_000 - now);
+    let engine = tickcap::engine::Engine::start(
+        config_with(
+            &feed.url(),
+            &data,
+            &format!("127.0.0.1:{broker_port}"),
+            status,
+            "compress_closed_days = true\n",
+        ),
+        tickcap::engine::Options {
+            clock,
+            ..tickcap::engine::Options::default()
+        },
+    )
+    .unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    // Past midnight, and yesterday compressed while nothing was published.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let s = tickcap::days::segments(&data);
+            s.len() == 2 && s[0].zstd && !s[0].also_zstd
+        }),
+        "{:?}",
+        tickcap::days::segments(&data)
+    );
+    assert_eq!(kafka_view(status)["acknowledged"].as_u64().unwrap_or(0), 0);
+    let broker = Broker::start_on(broker_port);
+    create_topic(&broker.addr, "ticks");
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    wait_caught_up(status, |v| v["acknowledged"].as_u64() > Some(3000));
+    engine.stop().expect("a clean shutdown");
+    feed.stop();
+    let n = check_exactly_once(&broker.addr, "ticks", &data);
+    eprintln!("across midnight with the broker down and yesterday compressed under the publisher: {n} lines once");
+}
