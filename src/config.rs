@@ -1155,20 +1155,13 @@ impl Parser<'_> {
                 st.shutdown_write_limit_ms.unwrap_or(5000),
                 100..=600_000,
             )?,
-            compress_closed_days: match (
-                st.compress_closed_days.unwrap_or(false),
-                st.compression.as_deref().unwrap_or("none"),
-            ) {
-                (false, _) => None,
-                (true, "none") => {
-                    Some(self.in_range("storage.zstd_level", st.zstd_level.unwrap_or(3), 1..=19)?)
-                }
-                (true, _) => {
-                    return Err(self.invalid(
-                        "storage.compress_closed_days",
-                        "with compression = \"zstd\" every day is compressed already",
-                    ))
-                }
+            // With compression = "zstd" too: the plain segments a day may
+            // still have (captured plain before a switch to zstd) are
+            // compressed once sealed.
+            compress_closed_days: if st.compress_closed_days.unwrap_or(false) {
+                Some(self.in_range("storage.zstd_level", st.zstd_level.unwrap_or(3), 1..=19)?)
+            } else {
+                None
             },
             zstd_level: match st.compression.as_deref().unwrap_or("none") {
                 "none" => {

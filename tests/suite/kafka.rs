@@ -27,16 +27,16 @@ const PARTITIONS: i32 = 4;
 
 /// A single-node KRaft broker in a temp dir, started by tools/kafka/start;
 /// killed on drop.
-struct Broker {
+pub(crate) struct Broker {
     pid: Option<u32>,
-    addr: String,
+    pub(crate) addr: String,
     port: u16,
     cport: u16,
     dir: tempfile::TempDir,
 }
 
 impl Broker {
-    fn start_on(port: u16) -> Broker {
+    pub(crate) fn start_on(port: u16) -> Broker {
         let mut b = Broker {
             pid: None,
             addr: format!("127.0.0.1:{port}"),
@@ -54,7 +54,7 @@ impl Broker {
     }
 
     /// Starts it (again, on the same data: a crash and a restart).
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/kafka/start"))
             // A test broker carries a few thousand records a second: the C1
             // compiler and the serial GC start it on half the CPU.
@@ -76,7 +76,7 @@ impl Broker {
     }
 
     /// SIGKILL, as a crash.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(pid) = self.pid.take() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -96,7 +96,7 @@ impl Drop for Broker {
     }
 }
 
-fn start_broker() -> Broker {
+pub(crate) fn start_broker() -> Broker {
     let b = Broker::start_on(free_port());
     let _ = LIBS;
     b
@@ -104,7 +104,7 @@ fn start_broker() -> Broker {
 
 /// Creates `topic` by asking for its metadata (auto-creation on the
 /// broker), and waits until it has all its partitions.
-fn create_topic(addr: &str, topic: &str) {
+pub(crate) fn create_topic(addr: &str, topic: &str) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", "tickcap-test")
@@ -215,7 +215,7 @@ fn file_lines(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-fn check_exactly_once(addr: &str, topic: &str, data: &Path) -> usize {
+pub(crate) fn check_exactly_once(addr: &str, topic: &str, data: &Path) -> usize {
     let lines = file_lines(data);
     let (positions, records) = consume_all(addr, topic);
     // Per partition (so per instrument), in the order the topic holds them.
@@ -413,7 +413,7 @@ fn start_engine(
 
 /// Waits until the publisher has nothing in flight and nothing unread
 /// (and `also` holds for `/kafka`).
-fn wait_caught_up(status: u16, also: impl Fn(&serde_json::Value) -> bool) {
+pub(crate) fn wait_caught_up(status: u16, also: impl Fn(&serde_json::Value) -> bool) {
     assert!(
         wait_until(Duration::from_secs(60), || {
             let v = kafka_view(status);
@@ -424,7 +424,7 @@ fn wait_caught_up(status: u16, also: impl Fn(&serde_json::Value) -> bool) {
     );
 }
 
-fn kafka_view(status: u16) -> serde_json::Value {
+pub(crate) fn kafka_view(status: u16) -> serde_json::Value {
     tickcap::status::client::get(&format!("http://127.0.0.1:{status}"), "/kafka")
         .ok()
         .and_then(|r| r.json())

@@ -9,6 +9,8 @@
 mod common;
 
 mod codec_props;
+#[cfg(feature = "kafka")]
+mod composition;
 mod conn_time;
 mod dead_disk;
 mod engine;

@@ -22,12 +22,18 @@ use tickcap::engine::{Engine, Options};
 use tickcap::replay::{Faults, ReplayConfig, Server};
 
 #[cfg(has_kiteconnect)]
-const PYTHON: &str = env!("TICKCAP_PYTHON_BIN");
+pub(crate) const PYTHON: &str = env!("TICKCAP_PYTHON_BIN");
 #[cfg(not(has_kiteconnect))]
-const PYTHON: &str = "python3";
+pub(crate) const PYTHON: &str = "python3";
 
 /// One official client: `mode` on `tokens`, recording into `out`.
-fn python_client(hub: &str, out: &Path, mode: &str, tokens: &[u32], stop: &Path) -> Child {
+pub(crate) fn python_client(
+    hub: &str,
+    out: &Path,
+    mode: &str,
+    tokens: &[u32],
+    stop: &Path,
+) -> Child {
     let list: Vec<String> = tokens.iter().map(u32::to_string).collect();
     Command::new(PYTHON)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/hub_client.py"))
