@@ -189,6 +189,8 @@ fn line_micros(line: &[u8]) -> Option<i64> {
     crate::time::parse_timestamp(std::str::from_utf8(&line[at..end]).ok()?)
 }
 
+/// How often a running publisher checks the topic's partition count.
+const PARTITION_CHECK: Duration = Duration::from_secs(5);
 /// How long a stop waits for acknowledgements of what is in flight.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// How long a stop waits for the thread (a broker call may be in progress).
@@ -572,6 +574,7 @@ impl Run {
         self.set_state(2);
         let mut hist = crate::stats::new_histogram();
         let mut last_publish = Instant::now();
+        let mut last_partition_check = Instant::now();
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             producer.poll(Duration::ZERO);
@@ -628,6 +631,32 @@ impl Run {
                 }
                 *k.position.lock().unwrap_or_else(PoisonError::into_inner) = acked_to.to_string();
                 last_checkpoint = Instant::now();
+            }
+            // The partition count can change under a running publisher too.
+            if last_partition_check.elapsed() >= PARTITION_CHECK {
+                last_partition_check = Instant::now();
+                let now_partitions = producer
+                    .client()
+                    .fetch_metadata(Some(&self.cfg.topic), Duration::from_secs(2))
+                    .ok()
+                    .and_then(|md| {
+                        md.topics()
+                            .first()
+                            .filter(|t| t.error().is_none())
+                            .map(|t| t.partitions().len() as i32)
+                    });
+                if let Some(n) = now_partitions.filter(|n| *n != rec.partitions) {
+                    return Err(format!(
+                        "{REFUSED}: topic {:?} went from {} to {n} partitions while publishing. \
+                         Records are placed by token % partitions, so going on would put an \
+                         instrument's later lines on another partition than its earlier ones. \
+                         Restore {} partitions, or publish to a new topic (and remove {})",
+                        self.cfg.topic,
+                        rec.partitions,
+                        rec.partitions,
+                        self.checkpoint.display()
+                    ));
+                }
             }
             if last_publish.elapsed() >= Duration::from_secs(1) {
                 crate::stats::publish(&self.stats.latency.receive_to_acked_us, &hist);

@@ -707,7 +707,17 @@ fn a_changed_partition_count_is_refused_not_published_across() {
         &[NewPartitions::new("ticks", 6)],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ));
-    assert!(rt.is_ok());
+    let results = rt.expect("the admin request");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let md: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || md
+        .fetch_metadata(Some("ticks"), Duration::from_secs(5))
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len() == 6))
+        .unwrap_or(false)));
     let engine = start_engine(
         &feed,
         &data,

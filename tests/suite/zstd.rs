@@ -136,7 +136,19 @@ fn the_tools_answer_the_same_on_zst_and_plain() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     let c = tickcap::config::Config::parse(&text, &cfg, &tickcap::config::Env::default()).unwrap();
     assert_eq!(c.storage.zstd_level, Some(1));
-    let engine = tickcap::engine::Engine::start(c, tickcap::engine::Options::default()).unwrap();
+    // Noon in Kolkata on the receive clock: the capture is one day's file
+    // whenever the test runs (a run across midnight would make two).
+    let now = tickcap::engine::Clock::system().now_micros();
+    let (day, ist) = (86_400_000_000i64, 19_800_000_000i64);
+    let noon = (now + ist).div_euclid(day) * day + day / 2 - ist;
+    let engine = tickcap::engine::Engine::start(
+        c,
+        tickcap::engine::Options {
+            clock: tickcap::engine::Clock::shifted(noon - now),
+            ..tickcap::engine::Options::default()
+        },
+    )
+    .unwrap();
     let stats = std::sync::Arc::clone(engine.stats());
     assert!(wait_until(Duration::from_secs(20), || stats
         .lines_written()
