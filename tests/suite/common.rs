@@ -374,3 +374,38 @@ pub fn kite_stand_in(secret: &'static str, n: usize) -> String {
     });
     root
 }
+
+/// Writes `text` to `path` and starts an engine on it, with `path` as its
+/// config file (for `/reload`, SIGHUP and the token-file watcher) and
+/// `opts` for the rest.
+pub fn start_with_file(
+    path: &std::path::Path,
+    text: &str,
+    opts: tickcap::engine::Options,
+) -> tickcap::engine::Engine {
+    std::fs::write(path, text).unwrap();
+    let cfg = tickcap::config::Config::parse(text, path, &tickcap::config::Env::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tickcap::engine::Engine::start(
+        cfg,
+        tickcap::engine::Options {
+            config_path: Some(path.to_owned()),
+            ..opts
+        },
+    )
+    .unwrap()
+}
+
+/// POSTs a JSON body to the status port: (status, JSON reply or null).
+pub fn post_json(url: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = tickcap::status::client::request(
+        url,
+        "POST",
+        path,
+        Some(body.to_string().as_bytes()),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("POST {url}{path}: {e}"));
+    (r.status, r.json().unwrap_or(serde_json::Value::Null))
+}

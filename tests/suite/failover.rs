@@ -454,16 +454,7 @@ fn a_reload_during_a_takeover_keeps_the_carried_instruments_captured() {
         500,
     );
     let path = dir.path().join("tickcap.toml");
-    std::fs::write(&path, &text).unwrap();
-    let cfg = Config::parse(&text, &path, &Env::default()).unwrap();
-    let engine = Engine::start(
-        cfg,
-        Options {
-            config_path: Some(path.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine = common::start_with_file(&path, &text, Options::default());
     let url = format!("http://{}", engine.status_addr().unwrap());
     let stats = Arc::clone(engine.stats());
     assert!(wait_until(Duration::from_secs(10), || stats
@@ -522,16 +513,7 @@ fn rows(url: &str, token: u32) -> Vec<(u64, String)> {
 }
 
 fn post(url: &str, path: &str, body: Value) -> u16 {
-    client::request(
-        url,
-        "POST",
-        path,
-        Some(body.to_string().as_bytes()),
-        None,
-        Duration::from_secs(3),
-    )
-    .unwrap()
-    .status
+    common::post_json(url, path, &body).0
 }
 
 #[test]

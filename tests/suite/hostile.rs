@@ -450,15 +450,7 @@ fn a_fifo_for_the_token_or_instruments_file_is_an_error_naming_the_key_not_a_han
     // At run time: the token file becomes a FIFO (the watcher reloads by
     // itself), then the instruments file; the status port answers within 1 s
     // throughout and capture goes on.
-    let cfg = Config::load(&path, &Env::default()).unwrap();
-    let engine = Engine::start(
-        cfg,
-        Options {
-            config_path: Some(path.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine = common::start_with_file(&path, &text, Options::default());
     let url = format!("http://{}", engine.status_addr().unwrap());
     let stats = Arc::clone(engine.stats());
     assert!(wait_until(Duration::from_secs(10), || stats

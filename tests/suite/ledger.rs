@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::{halt_and_receive_all, read_capture, wait_until, Client};
 use serde_json::{json, Value};
-use tickcap::config::{Config, Env};
 use tickcap::engine::{Engine, Options};
 use tickcap::replay::Server;
 use tickcap::status::client;
@@ -42,16 +41,7 @@ fn setup(rate: u64, primary: &[u32], secondary: &[u32]) -> Setup {
     let feed = common::synthetic_feed(rate, |_| {});
     let path = dir.path().join("tickcap.toml");
     let text = config_text(&feed, &dir.path().join("data"), primary, secondary);
-    std::fs::write(&path, &text).unwrap();
-    let cfg = Config::parse(&text, &path, &Env::default()).unwrap();
-    let engine = Engine::start(
-        cfg,
-        Options {
-            config_path: Some(path.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine = common::start_with_file(&path, &text, Options::default());
     let status = format!("http://{}", engine.status_addr().unwrap());
     let hub = format!("ws://{}", engine.serve_addr().unwrap());
     Setup {
@@ -76,16 +66,7 @@ impl Setup {
     }
 
     fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = client::request(
-            &self.status,
-            "POST",
-            path,
-            Some(body.to_string().as_bytes()),
-            None,
-            Duration::from_secs(3),
-        )
-        .unwrap();
-        (r.status, r.json().unwrap_or(Value::Null))
+        common::post_json(&self.status, path, &body)
     }
 
     /// (connection id, mode, claims) of every upstream row for `token`.
@@ -355,16 +336,7 @@ fn a_reload_applies_each_setting_or_reports_it_as_needing_a_restart() {
         "max_clients = 10",
         "interval",
     );
-    std::fs::write(&path, &first).unwrap();
-    let cfg = Config::parse(&first, &path, &Env::default()).unwrap();
-    let engine = Engine::start(
-        cfg,
-        Options {
-            config_path: Some(path.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine = common::start_with_file(&path, &first, Options::default());
     let url = format!("http://{}", engine.status_addr().unwrap());
     assert_eq!(
         common::get_json(&url, "/connections")["connections"][2]["state"],
@@ -479,16 +451,7 @@ fn a_token_reload_abandons_an_upgrade_in_flight_and_connects_at_once() {
         )
     };
     let path = dir.path().join("tickcap.toml");
-    std::fs::write(&path, text("old-token")).unwrap();
-    let cfg = Config::parse(&text("old-token"), &path, &Env::default()).unwrap();
-    let engine = Engine::start(
-        cfg,
-        Options {
-            config_path: Some(path.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let engine = common::start_with_file(&path, &text("old-token"), Options::default());
     let url = format!("http://{}", engine.status_addr().unwrap());
     let state = || common::get_json(&url, "/connections")["connections"][0]["state"].clone();
     assert!(
