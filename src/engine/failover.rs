@@ -375,13 +375,15 @@ impl Failover {
         if r.recovered_first_tick_micros.is_none() {
             self.awaiting.push((rec, i));
         }
+        let ms =
+            |v: Option<f64>| v.map_or_else(|| "not yet known".to_owned(), |g| format!("{g:.0} ms"));
         tracing::info!(
-            "connection {} delivers again: tertiary hands back {} instruments after {} ms (gap with the tertiary {:?} ms, without it {:?} ms)",
+            "connection {} delivers again: tertiary hands back {} instruments after {} ms (gap with the tertiary {}, without it {})",
             i + 1,
             r.instruments,
             (now_micros - r.start_micros) / 1000,
-            r.gap_ms().map(|g| g.round()),
-            r.outage_ms().map(|g| g.round())
+            ms(r.gap_ms()),
+            ms(r.outage_ms())
         );
         self.refresh(ledger);
     }

@@ -673,6 +673,7 @@ impl EventLoop {
         let dump = &self.dump;
         let ledger = &mut self.ledger;
         let released = &mut self.released;
+        let mut reloaded = false;
         let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
             &*self.stats,
@@ -700,6 +701,7 @@ impl EventLoop {
                     dump,
                     ledger: &mut *ledger,
                     released: &mut *released,
+                    reloaded: &mut reloaded,
                 };
                 // The status port shares the capture thread: a bug in an
                 // endpoint must cost a 500, never the capture.
@@ -720,6 +722,11 @@ impl EventLoop {
                     }
                 }
             });
+        if reloaded {
+            // `tickcap login` writes the token file and calls /reload: that
+            // change is applied now, not a second time by the watcher.
+            self.watch_token_files();
+        }
     }
 
     fn run(&mut self) -> Result<(), Shortfall> {

@@ -213,6 +213,51 @@ pub fn apply(
     }
     failover.refresh(ledger);
     *running = new;
-    tracing::info!("config reloaded from {origin}: {r:?}");
+    tracing::info!("config reloaded from {origin}: {}", r.summary());
     Ok(r)
+}
+
+impl Reloaded {
+    /// One line for people: what changed, per connection, and what waits
+    /// for a restart.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for i in 0..3 {
+            let (s, u, m) = (
+                self.subscribed[i],
+                self.unsubscribed[i],
+                self.mode_changed[i],
+            );
+            if s + u + m > 0 {
+                parts.push(format!(
+                    "connection {}: +{s} -{u} instruments, {m} re-moded",
+                    i + 1
+                ));
+            }
+        }
+        if !self.credentials_changed.is_empty() {
+            let ids: Vec<String> = self.credentials_changed.iter().map(u8::to_string).collect();
+            parts.push(format!("new credentials for connection {}", ids.join(", ")));
+        }
+        if !self.applied.is_empty() {
+            parts.push(format!("applied {}", self.applied.join(", ")));
+        }
+        if !self.restart_needed.is_empty() {
+            parts.push(format!(
+                "needs a restart to take effect: {}",
+                self.restart_needed.join(", ")
+            ));
+        }
+        if !self.hub_released.is_empty() {
+            parts.push(format!(
+                "{} hub-only instruments gave way to configured ones",
+                self.hub_released.len()
+            ));
+        }
+        if parts.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
 }

@@ -301,6 +301,7 @@ impl Hub {
                     touched: Vec::new(),
                     overflow_seen: 0,
                     views_dirty: false,
+                    client_log: crate::util::LogLimit::new(20, Duration::from_secs(10)),
                     last_round_packets: 0,
                 };
                 h.run();
@@ -363,8 +364,20 @@ struct HubLoop {
     overflow_seen: u64,
     /// A client came or went: publish the views at the end of the turn.
     views_dirty: bool,
+    /// Client connects and disconnects are driven from outside: a few
+    /// log lines per window, the rest counted (like the feed's texts).
+    client_log: crate::util::LogLimit,
     /// Packets added to client batches in the last round.
     last_round_packets: usize,
+}
+
+/// ` (N similar lines not logged)` when the log limit held some back.
+fn skipped_note(skipped: u64) -> String {
+    if skipped == 0 {
+        String::new()
+    } else {
+        format!(" ({skipped} similar client lines not logged)")
+    }
 }
 
 impl HubLoop {
@@ -550,11 +563,14 @@ impl HubLoop {
         self.link.signal.active.store(true, Ordering::SeqCst);
         self.views_dirty = true;
         if let Some(c) = &self.clients[slot] {
-            tracing::info!(
-                "hub: client {} connected (api_key {:?})",
-                c.peer,
-                c.api_key.borrow()
-            );
+            if let Some(skipped) = self.client_log.allow(Instant::now()) {
+                tracing::info!(
+                    "hub: client {} connected (api_key {:?}){}",
+                    c.peer,
+                    crate::util::log_text(&c.api_key.borrow(), 64),
+                    skipped_note(skipped)
+                );
+            }
         }
     }
 
@@ -652,12 +668,15 @@ impl HubLoop {
         if left == 0 {
             self.link.signal.active.store(false, Ordering::SeqCst);
         }
-        tracing::info!(
-            "hub: client {} disconnected: {} ({} ticks sent)",
-            c.peer,
-            crate::util::log_text(reason, 200),
-            c.ticks_sent
-        );
+        if let Some(skipped) = self.client_log.allow(Instant::now()) {
+            tracing::info!(
+                "hub: client {} disconnected: {} ({} ticks sent){}",
+                c.peer,
+                crate::util::log_text(reason, 200),
+                c.ticks_sent,
+                skipped_note(skipped)
+            );
+        }
         let mut d = s.disconnects.lock().unwrap_or_else(PoisonError::into_inner);
         if d.len() == 50 {
             d.pop_front();

@@ -126,13 +126,14 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         {
             return None;
         }
-        let date = crate::time::LocalDate {
-            year: num(0..4)? as i32,
-            month: num(5..7)? as u8,
-            day: num(8..10)? as u8,
-        };
-        let secs =
-            days_from_civil(date) * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+        // A date and time that exist, or nothing: month 13 or 25:00 is not
+        // some other instant.
+        let date = crate::time::LocalDate::parse(s.get(0..10)?)?;
+        let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if h > 23 || m > 59 || sec > 59 {
+            return None;
+        }
+        let secs = days_from_civil(date) * 86_400 + h * 3600 + m * 60 + sec;
         let (mut micros, mut i) = (0i64, 19);
         if b[19] == b'.' {
             i = 20;
@@ -151,7 +152,11 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         let offset = match b.get(i)? {
             b'Z' if i + 1 == b.len() => 0,
             c @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
-                let o = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                let o = oh * 3600 + om * 60;
                 if *c == b'-' {
                     -o
                 } else {
@@ -172,6 +177,24 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_that_do_not_exist_are_refused() {
+        let ok = "2026-11-27T09:15:00.000123+05:30";
+        assert!(parse_timestamp(ok).is_some());
+        for bad in [
+            "2026-13-27T09:15:00+05:30",
+            "2026-02-30T09:15:00+05:30",
+            "2026-11-27T24:15:00+05:30",
+            "2026-11-27T09:60:00+05:30",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+        assert!(
+            parse_timestamp("2024-02-29T00:00:00Z").is_some(),
+            "a leap day"
+        );
+    }
 
     #[test]
     fn a_manual_clock_moves_only_when_advanced() {

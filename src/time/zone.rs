@@ -40,8 +40,21 @@ pub fn days_from_civil(d: LocalDate) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days in `month` (1..=12) of `year` (proleptic Gregorian); 0 for a month
+/// that does not exist.
+pub fn days_in_month(year: i32, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
 impl LocalDate {
-    /// Parses `YYYY-MM-DD` (the form in file names); `None` for anything else.
+    /// Parses `YYYY-MM-DD` (the form in file names); `None` for anything
+    /// else, a date that does not exist (month 13, February 30) included.
     pub fn parse(text: &str) -> Option<LocalDate> {
         let b = text.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
@@ -54,7 +67,10 @@ impl LocalDate {
                 .then(|| t.parse::<u16>().ok())?
         };
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(LocalDate {
+        let real = (1..=12).contains(&month)
+            && day >= 1
+            && day <= u16::from(days_in_month(i32::from(year), month as u8));
+        real.then_some(LocalDate {
             year: i32::from(year),
             month: month as u8,
             day: day as u8,

@@ -56,6 +56,9 @@ pub struct View<'a> {
     /// Hub-only instruments that gave way to the user's claims (the loop
     /// tells the hub after the request).
     pub released: &'a mut Vec<u32>,
+    /// Set when `/reload` applied a config (the loop then re-reads the
+    /// token files' times, so the file a login wrote is not reloaded twice).
+    pub reloaded: &'a mut bool,
 }
 
 impl View<'_> {
@@ -224,6 +227,7 @@ pub fn route(v: &mut View<'_>, req: &Request) -> Response {
                                 .store(now, std::sync::atomic::Ordering::Relaxed);
                         }
                         v.released.extend(&r.hub_released);
+                        *v.reloaded = true;
                         Response::json(200, &json!({"status": "ok", "reloaded": r}))
                     }
                     Err(e) => Response::json(
