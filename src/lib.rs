@@ -25,7 +25,9 @@ pub mod config;
 pub mod days;
 pub mod dedup;
 pub mod engine;
-pub mod kite;
+/// The Kite wire format, from the `tickcap-kite` crate (no I/O; usable by
+/// any Rust Kite program).
+pub use tickcap_kite as kite;
 pub mod net;
 #[cfg(feature = "kafka")]
 pub mod publish;

@@ -10,7 +10,7 @@ use super::Failure;
 
 /// Arguments of `tickcap compress`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Plain captures (`market_data_YYYY-MM-DD.jsonl`).
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -48,7 +48,7 @@ fn still_open(path: &std::path::Path, today: crate::time::LocalDate) -> Option<S
 }
 
 /// Runs it.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let mut zone = crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
     let today = zone.date_of_micros(crate::time::Clock::system().now_micros());
     let mut refused = 0;

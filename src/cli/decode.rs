@@ -12,7 +12,7 @@ use crate::time::ZoneFormatter;
 
 /// Arguments of `tickcap decode`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Files each holding one Kite WebSocket binary message.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -31,7 +31,7 @@ pub struct Args {
 
 /// Prints every tick of every file; malformed packets are reported on stderr
 /// with the file and packet position, and make the exit code 1.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let clock = ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
     let mut fmt = LineFormatter::new(clock);
     let stdout = std::io::stdout();

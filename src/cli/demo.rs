@@ -15,7 +15,7 @@ use crate::replay::{ReplayConfig, Server};
 
 /// Arguments of `tickcap demo`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Run this many seconds (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -47,7 +47,7 @@ const PRIMARY: &[u32] = &[
 const SECONDARY: &[u32] = &[884_737, 2_714_625, 492_033];
 
 /// The demo's configuration, as TOML (so it goes through the same validation as a user's file).
-pub fn demo_config(
+pub(super) fn demo_config(
     feed_url: &str,
     data_dir: &std::path::Path,
     status: std::net::SocketAddr,
@@ -68,7 +68,7 @@ pub fn demo_config(
 }
 
 /// Runs the demo.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let duration = match args.duration {
         Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
         Some(s) => {

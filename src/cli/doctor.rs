@@ -18,7 +18,7 @@ use crate::status::client;
 
 /// Arguments of `tickcap doctor`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The configuration file.
     #[arg(long, default_value = "tickcap.toml")]
     config: PathBuf,
@@ -75,7 +75,7 @@ impl Report {
 }
 
 /// Runs every check and prints the findings; exit 1 if any failed.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
     let mut r = Report::default();
     let loader = crate::net::dump::Loader::new(

@@ -7,7 +7,7 @@ use super::Failure;
 
 /// Arguments of `tickcap export`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Captured files (`market_data_YYYY-MM-DD.jsonl` or `.jsonl.zst`);
     /// files of the same day go into one Parquet file, in the order given.
     #[arg(required = true)]
@@ -25,7 +25,7 @@ pub struct Args {
 
 /// Runs the export.
 #[cfg(feature = "parquet")]
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     use crate::analysis::export::{export_day, parquet_name};
     use std::collections::BTreeMap;
     if args.format != "parquet" {
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// Without the `parquet` feature.
 #[cfg(not(feature = "parquet"))]
-pub fn run(_: Args) -> Result<(), Failure> {
+pub(super) fn run(_: Args) -> Result<(), Failure> {
     Err(Failure::usage(anyhow::anyhow!(
         "this tickcap was built without the `parquet` feature (cargo build --features parquet)"
     )))

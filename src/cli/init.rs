@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use super::Failure;
 
 /// The commented example, every key with its default.
-pub const EXAMPLE: &str = include_str!("../../tickcap.example.toml");
+pub(super) const EXAMPLE: &str = include_str!("../../tickcap.example.toml");
 
 /// Arguments of `tickcap init`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Where to write it.
     #[arg(long, default_value = "tickcap.toml")]
     output: PathBuf,
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 /// The example with the given values in place.
-pub fn render(api_key: Option<&str>, token_file: &str, instruments: &[String]) -> String {
+pub(super) fn render(api_key: Option<&str>, token_file: &str, instruments: &[String]) -> String {
     let mut text = EXAMPLE.to_owned();
     if let Some(k) = api_key {
         text = text.replace("api_key = \"your_api_key\"", &format!("api_key = {k:?}"));
@@ -57,7 +57,7 @@ pub fn render(api_key: Option<&str>, token_file: &str, instruments: &[String]) -
 }
 
 /// Writes the file (refusing to overwrite without `--force`).
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     if args.output.exists() && !args.force {
         return Err(Failure::usage(anyhow::anyhow!(
             "{} exists; pass --force to overwrite it",

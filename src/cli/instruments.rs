@@ -14,7 +14,7 @@ use crate::net::dump::{self, Loader};
 
 /// Arguments of `tickcap instruments`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     #[command(subcommand)]
     action: Action,
 }
@@ -45,7 +45,7 @@ enum Action {
 }
 
 /// Runs the subcommand.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     match args.action {
         Action::Search {
             text,

@@ -22,7 +22,7 @@ use crate::config::{Account, Secret};
 
 /// Arguments of `tickcap login`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The configuration file: `[kite] api_key`, `api_secret` (or
     /// KITE_API_SECRET), `access_token_file`, optional `api_root`, `redirect_url`.
     #[arg(long, default_value = "tickcap.toml")]
@@ -36,12 +36,12 @@ pub struct Args {
 }
 
 /// The login URL of Kite Connect v3.
-pub fn login_url(api_key: &str) -> String {
+pub(super) fn login_url(api_key: &str) -> String {
     format!("https://kite.zerodha.com/connect/login?v=3&api_key={api_key}")
 }
 
 /// Kite's checksum: hex SHA-256 of api_key + request_token + api_secret.
-pub fn checksum(api_key: &str, request_token: &str, api_secret: &str) -> String {
+pub(super) fn checksum(api_key: &str, request_token: &str, api_secret: &str) -> String {
     let d = ring::digest::digest(
         &ring::digest::SHA256,
         format!("{api_key}{request_token}{api_secret}").as_bytes(),
@@ -50,7 +50,7 @@ pub fn checksum(api_key: &str, request_token: &str, api_secret: &str) -> String 
 }
 
 /// The `request_token` in a pasted redirect URL, or the paste itself.
-pub fn request_token_of(paste: &str) -> Option<String> {
+pub(super) fn request_token_of(paste: &str) -> Option<String> {
     let p = paste.trim();
     if p.is_empty() {
         return None;
@@ -66,7 +66,7 @@ pub fn request_token_of(paste: &str) -> Option<String> {
 }
 
 /// Runs the flow.
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let acct = Account::load(&args.config, env("KITE_API_KEY"), env("KITE_API_SECRET"))
         .map_err(Failure::usage)?;
@@ -200,7 +200,7 @@ fn listen_once(addr: &str) -> std::io::Result<String> {
 
 /// Writes the token with mode 0600 via a temporary file and a rename, so a
 /// reader sees the old token or the new one, never a part.
-pub fn write_token(path: &Path, token: &Secret) -> Result<(), Failure> {
+pub(super) fn write_token(path: &Path, token: &Secret) -> Result<(), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()

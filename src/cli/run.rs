@@ -10,14 +10,14 @@ use crate::net::dump::{Loaded, Loader};
 
 /// Arguments of `tickcap run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The configuration file (TOML). KITE_API_KEY and KITE_ACCESS_TOKEN override it.
     #[arg(long, default_value = "tickcap.toml")]
     config: PathBuf,
 }
 
 /// Logs what will be captured (never the token).
-pub fn describe(cfg: &Config) {
+pub(super) fn describe(cfg: &Config) {
     if std::env::var_os("KITE_ACCESS_TOKEN").is_some()
         && cfg
             .connections
@@ -54,7 +54,7 @@ pub fn describe(cfg: &Config) {
 /// (fetched, or today's copy, or the latest copy kept); with the dump
 /// enabled and no symbols, fetches it too, for display. A config error is
 /// exit 2; a dump that cannot be had is one only when a symbol needs it.
-pub fn load(path: &Path) -> Result<(Config, Option<Loaded>), Failure> {
+pub(super) fn load(path: &Path) -> Result<(Config, Option<Loaded>), Failure> {
     let loader = Loader::new(Clock::system(), Duration::from_secs(30));
     let cfg = Config::load_with(path, &Env::from_process(), &loader).map_err(Failure::usage)?;
     if cfg.dump.enabled {
@@ -82,7 +82,7 @@ pub fn load(path: &Path) -> Result<(Config, Option<Loaded>), Failure> {
 /// Loads the config (exit 2 on error), runs until a signal; exits 0 only
 /// when every received tick was written (1 when some were not, or a thread
 /// panicked).
-pub fn run(args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
     let (cfg, dump) = load(&args.config)?;
     describe(&cfg);
     let opts = Options {

@@ -11,7 +11,7 @@ use crate::status::client;
 
 /// Arguments of `tickcap status`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The service's status port (default: the config's [status] listen,
     /// else http://127.0.0.1:8080).
     #[arg(long)]
@@ -44,7 +44,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Renders the dashboard text from the four endpoints.
-pub fn render(url: &str) -> Result<String, String> {
+pub(super) fn render(url: &str) -> Result<String, String> {
     let h = fetch(url, "/health")?;
     let c = fetch(url, "/connections")?;
     let m = fetch(url, "/metrics")?;
@@ -192,7 +192,7 @@ fn status_url(args: &Args) -> Result<String, Failure> {
 }
 
 /// Runs the view.
-pub fn run(mut args: Args) -> Result<(), Failure> {
+pub(super) fn run(mut args: Args) -> Result<(), Failure> {
     args.url = Some(status_url(&args)?);
     let url = args.url.clone().unwrap_or_default();
     let args = Resolved {

@@ -45,7 +45,7 @@ fn report_bad(path: &Path, bad: &[(usize, String)]) {
 
 /// Arguments of `tickcap storage`.
 #[derive(Debug, clap::Args)]
-pub struct StorageArgs {
+pub(super) struct StorageArgs {
     /// The data directory.
     #[arg(long, default_value = "./market_data")]
     data_dir: PathBuf,
@@ -64,7 +64,7 @@ pub struct StorageArgs {
 }
 
 /// `tickcap storage`.
-pub fn storage(args: StorageArgs) -> Result<(), Failure> {
+pub(super) fn storage(args: StorageArgs) -> Result<(), Failure> {
     let mut z = zone(&args.timezone)?;
     let today = z.date_of_micros(crate::time::Clock::system().now_micros());
     if !args.data_dir.is_dir() {
@@ -122,7 +122,7 @@ pub fn storage(args: StorageArgs) -> Result<(), Failure> {
 
 /// Arguments of `tickcap analyze`.
 #[derive(Debug, clap::Args)]
-pub struct AnalyzeArgs {
+pub(super) struct AnalyzeArgs {
     /// Captured JSONL files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -148,7 +148,7 @@ pub struct AnalyzeArgs {
 }
 
 /// `tickcap analyze`.
-pub fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
+pub(super) fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
     // A day's segments in their order, whatever order the shell gave.
     crate::days::sort_paths(&mut args.files);
     let mut z = zone(&args.timezone)?;
@@ -328,7 +328,7 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
 
 /// Arguments of `tickcap verify`.
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub(super) struct VerifyArgs {
     /// Captured JSONL files, in order.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -345,7 +345,7 @@ pub struct VerifyArgs {
 }
 
 /// `tickcap verify`: exit 0 only when every check passes.
-pub fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
+pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
     crate::days::sort_paths(&mut args.files);
     let report = match &args.replay_report {
         Some(p) => {

@@ -48,12 +48,6 @@ pub struct Change {
     pub tokens: Vec<u32>,
 }
 
-impl Serialize for Mode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 /// The subscription history and each instrument's subscribe time.
 #[derive(Debug, Default)]
 pub struct History {

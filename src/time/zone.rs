@@ -42,7 +42,7 @@ pub fn days_from_civil(d: LocalDate) -> i64 {
 
 /// Days in `month` (1..=12) of `year` (proleptic Gregorian); 0 for a month
 /// that does not exist.
-pub fn days_in_month(year: i32, month: u8) -> u8 {
+pub(super) fn days_in_month(year: i32, month: u8) -> u8 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

@@ -11,14 +11,14 @@ use tungstenite::{Message, WebSocket};
 
 /// The synthetic replay feed on a free loopback port at `rate` ticks/s,
 /// with `tweak` applied to its configuration (count, faults, credentials…).
-pub fn synthetic_feed(rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -> Server {
+pub(crate) fn synthetic_feed(rate: u64, tweak: impl FnOnce(&mut ReplayConfig)) -> Server {
     let mut cfg = ReplayConfig::synthetic("127.0.0.1:0".parse().expect("a loopback address"), rate);
     tweak(&mut cfg);
     Server::start(cfg).expect("start the replay feed")
 }
 
 /// A loopback port free at the time of asking (nothing holds it after).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -26,7 +26,7 @@ pub fn free_port() -> u16 {
 }
 
 /// `GET path` from a status port at `url`, as JSON (any status code).
-pub fn get_json(url: &str, path: &str) -> serde_json::Value {
+pub(crate) fn get_json(url: &str, path: &str) -> serde_json::Value {
     tickcap::status::client::get(url, path)
         .unwrap_or_else(|e| panic!("GET {url}{path}: {e}"))
         .json()
@@ -34,13 +34,13 @@ pub fn get_json(url: &str, path: &str) -> serde_json::Value {
 }
 
 /// A Kite client, just enough for tests.
-pub struct Client {
+pub(crate) struct Client {
     pub ws: WebSocket<TcpStream>,
 }
 
 /// What arrived in a window of time.
 #[derive(Debug, Default)]
-pub struct Received {
+pub(crate) struct Received {
     pub ticks: Vec<Tick>,
     pub heartbeats: usize,
     pub texts: Vec<String>,
@@ -54,7 +54,7 @@ pub struct Received {
 
 impl Client {
     /// Connects to `base` (ws://host:port) with credentials in the query.
-    pub fn connect_with(
+    pub(crate) fn connect_with(
         base: &str,
         api_key: &str,
         token: &str,
@@ -72,26 +72,26 @@ impl Client {
         Ok(Client { ws })
     }
 
-    pub fn connect(base: &str) -> Client {
+    pub(crate) fn connect(base: &str) -> Client {
         Client::connect_with(base, "key", "token").expect("connect to the replay feed")
     }
 
-    pub fn request(&mut self, r: ClientRequest) {
+    pub(crate) fn request(&mut self, r: ClientRequest) {
         self.ws
             .send(Message::text(r.to_json()))
             .expect("send a request");
     }
 
-    pub fn subscribe(&mut self, tokens: &[u32]) {
+    pub(crate) fn subscribe(&mut self, tokens: &[u32]) {
         self.request(ClientRequest::Subscribe(tokens.to_vec()));
     }
 
-    pub fn mode(&mut self, mode: Mode, tokens: &[u32]) {
+    pub(crate) fn mode(&mut self, mode: Mode, tokens: &[u32]) {
         self.request(ClientRequest::Mode(mode, tokens.to_vec()));
     }
 
     /// Reads for `window` (or until the connection ends).
-    pub fn receive(&mut self, window: Duration) -> Received {
+    pub(crate) fn receive(&mut self, window: Duration) -> Received {
         let mut r = Received::default();
         let end = Instant::now() + window;
         loop {
@@ -144,7 +144,7 @@ impl Client {
     }
 
     /// Reads until `n` ticks have arrived or `limit` passes.
-    pub fn receive_ticks(&mut self, n: usize, limit: Duration) -> Received {
+    pub(crate) fn receive_ticks(&mut self, n: usize, limit: Duration) -> Received {
         let end = Instant::now() + limit;
         let mut all = Received::default();
         while all.ticks.len() < n && Instant::now() < end && all.ended.is_none() {
@@ -163,7 +163,7 @@ impl Client {
 
 /// What a capture directory holds, checked against the synthetic feed.
 #[derive(Debug, Default)]
-pub struct Capture {
+pub(crate) struct Capture {
     /// Lines in all files.
     pub lines: usize,
     /// Per file name, its line count.
@@ -175,7 +175,7 @@ pub struct Capture {
 }
 
 /// Reads every daily file under `dir` (sorted by name) and parses each line.
-pub fn read_capture(dir: &std::path::Path) -> Capture {
+pub(crate) fn read_capture(dir: &std::path::Path) -> Capture {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -218,7 +218,7 @@ impl Capture {
     /// Every instrument's ticks are exactly the synthetic feed's sequence for
     /// `seed`: values equal to what was sent, `volume_traded` 1, 2, 3, ...
     /// with no gap, duplicate or reordering. Returns the ticks checked.
-    pub fn assert_matches_synthetic(&self, seed: u64) -> usize {
+    pub(crate) fn assert_matches_synthetic(&self, seed: u64) -> usize {
         let mut checked = 0;
         for (token, recs) in &self.by_token {
             let mut inst = tickcap::replay::synthetic::Instrument::new(*token, seed);
@@ -245,7 +245,7 @@ impl Capture {
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if cond() {
@@ -258,7 +258,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Halts `feed` and waits until the engine has received every tick the feed
 /// counted as sent (the fact, not a sleep); panics after `limit`.
-pub fn halt_and_receive_all(
+pub(crate) fn halt_and_receive_all(
     feed: &tickcap::replay::Server,
     stats: &tickcap::stats::Stats,
     limit: Duration,
@@ -276,7 +276,7 @@ pub fn halt_and_receive_all(
 /// heartbeat sent after the halt: TCP keeps order, so every tick sent
 /// before it has been read. For feeds whose `sent` also counts ticks lost
 /// in forced drops.
-pub fn halt_and_read_past(
+pub(crate) fn halt_and_read_past(
     feed: &tickcap::replay::Server,
     stats: &tickcap::stats::Stats,
     limit: Duration,
@@ -301,7 +301,7 @@ pub fn halt_and_read_past(
 /// exchanges, checking the form, the `X-Kite-Version: 3` header and the
 /// checksum as Kite does (the secret it knows is `secret`); answers in
 /// Kite's JSON shapes (`access-for-<request_token>` on success).
-pub fn kite_stand_in(secret: &'static str, n: usize) -> String {
+pub(crate) fn kite_stand_in(secret: &'static str, n: usize) -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let root = format!("http://{}", l.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -378,7 +378,7 @@ pub fn kite_stand_in(secret: &'static str, n: usize) -> String {
 /// Writes `text` to `path` and starts an engine on it, with `path` as its
 /// config file (for `/reload`, SIGHUP and the token-file watcher) and
 /// `opts` for the rest.
-pub fn start_with_file(
+pub(crate) fn start_with_file(
     path: &std::path::Path,
     text: &str,
     opts: tickcap::engine::Options,
@@ -397,7 +397,11 @@ pub fn start_with_file(
 }
 
 /// POSTs a JSON body to the status port: (status, JSON reply or null).
-pub fn post_json(url: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub(crate) fn post_json(
+    url: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let r = tickcap::status::client::request(
         url,
         "POST",

@@ -23,10 +23,10 @@ use crate::status::{Rates, Request, Response};
 use crate::time::{Clock, ZoneFormatter};
 
 /// A tick within this long counts as fresh data.
-pub const FRESH_MICROS: i64 = 5_000_000;
+pub(super) const FRESH_MICROS: i64 = 5_000_000;
 
 /// What the endpoints read and change.
-pub struct View<'a> {
+pub(super) struct View<'a> {
     /// The three connections.
     pub conns: &'a mut [Connection],
     /// Counters.
@@ -147,7 +147,7 @@ fn same_site(v: &View<'_>, req: &Request, is_control: bool) -> Option<Response> 
 }
 
 /// Answers one request.
-pub fn route(v: &mut View<'_>, req: &Request) -> Response {
+pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
     let get = req.method == "GET" || req.method == "HEAD";
     let post = req.method == "POST";
     let is_control = matches!(

@@ -18,7 +18,7 @@ fn configured(c: &Connection) -> bool {
 }
 
 /// `GET /health`.
-pub fn health(v: &mut View<'_>) -> Value {
+pub(super) fn health(v: &mut View<'_>) -> Value {
     let now = v.clock.now_micros();
     let open: Vec<bool> = v.conns.iter().map(|c| c.is_open()).collect();
     let wanted: Vec<bool> = v.conns.iter().map(configured).collect();

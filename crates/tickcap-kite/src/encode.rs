@@ -152,7 +152,7 @@ pub fn encode_message(ticks: &[Tick], out: &mut Vec<u8>) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kite::decode_message;
+    use crate::decode_message;
 
     #[test]
     fn every_kind_encodes_to_its_length() {

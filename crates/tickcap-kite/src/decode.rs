@@ -86,7 +86,7 @@ fn be16(p: &[u8], at: usize) -> u16 {
 /// ```
 /// // 408065 (NSE) in LTP mode at 1573.15
 /// let packet = [0x00, 0x06, 0x3a, 0x01, 0x00, 0x02, 0x66, 0x83];
-/// let tick = tickcap::kite::decode_packet(&packet, 0).unwrap();
+/// let tick = tickcap_kite::decode_packet(&packet, 0).unwrap();
 /// assert_eq!(tick.instrument_token, 408_065);
 /// assert_eq!(tick.price(tick.last_price), 1573.15);
 /// ```
@@ -158,7 +158,7 @@ pub struct Packets<'a> {
 ///
 /// ```
 /// let heartbeat = [0u8];
-/// assert_eq!(tickcap::kite::decode_message(&heartbeat).count(), 0);
+/// assert_eq!(tickcap_kite::decode_message(&heartbeat).count(), 0);
 /// ```
 pub fn decode_message(msg: &[u8]) -> Packets<'_> {
     let ignored = msg.len() <= 4;
