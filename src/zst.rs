@@ -291,7 +291,10 @@ pub fn compress_file(
     let mut w = std::io::BufWriter::new(created);
     let mut fw = FrameWriter::new(level)?;
     if len > 0 {
-        // SAFETY: read-only map of a closed day's file that nothing appends to.
+        // SAFETY: read-only map of a sealed segment we hold the exclusive
+        // flock of: the writer never appends to or truncates a sealed
+        // segment, and no other compression can start on it. Another
+        // process truncating it meanwhile is the unsafe case.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         let mut rest: &[u8] = &map;
         while !rest.is_empty() {

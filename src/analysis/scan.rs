@@ -358,9 +358,13 @@ pub fn scan<F: Fold>(
     if file.metadata()?.len() == 0 {
         return Ok((make(), 0));
     }
-    // SAFETY: read-only map of a file we only read; a capture that is being
-    // appended to only grows past the mapped length. Truncation by another
-    // process while we read is the one unsafe case (documented in the README).
+    // SAFETY: read-only map of a file we only read. A capture tickcap is
+    // writing only grows past the mapped length: the writer appends (a zstd
+    // frame the disk took part of is finished by the retry, never cut off)
+    // and cuts a torn tail only when the service starts, before its first
+    // write, or a line cut short by a full disk at shutdown. Truncation while
+    // we read — those two moments, or another process — is the unsafe case
+    // (a SIGBUS; documented in the README).
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let bytes: &[u8] = &map;
     let results: Vec<(F, usize)> = if crate::zst::is_zst(path) {

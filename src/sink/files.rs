@@ -133,6 +133,9 @@ pub struct DailyFiles {
     compressing: Arc<std::sync::atomic::AtomicBool>,
     /// A segment found replaced: never appended to again.
     abandoned: Option<SegmentId>,
+    /// zstd: a frame the disk took only part of, with how much of it is in
+    /// the file; the retry of the same write finishes it.
+    pending: Option<(usize, Vec<u8>, usize)>,
 }
 
 impl DailyFiles {
@@ -150,6 +153,7 @@ impl DailyFiles {
             compress_closed: None,
             compressing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             abandoned: None,
+            pending: None,
         })
     }
 
@@ -309,20 +313,40 @@ impl DaySink for DailyFiles {
         if self.zstd.is_none() {
             return self.open(date)?.write(data);
         }
-        // All or nothing: the whole write becomes one frame; a frame cut
-        // short (a full disk) is cut off again, so the file stays a
-        // sequence of complete frames and the writer retries all of it.
+        // All or nothing: the whole write becomes one frame, accepted only
+        // when all of it is in the file. A frame the disk took part of (a
+        // full disk) stays, and the writer's retry of the same bytes
+        // finishes that very frame: the file only ever grows, so a reader
+        // that mapped it never loses pages under it (no SIGBUS).
+        let current = self.current.as_ref().map(|c| c.day);
         self.open(date)?;
+        if current != Some(date) {
+            // A new file: a frame left unfinished in the old one stays torn
+            // there (its lines are retried here, or saved at shutdown).
+            self.pending = None;
+        }
         let (Some(z), Some(Current { file, .. })) = (&mut self.zstd, &mut self.current) else {
             return Err(io::Error::other("no current file"));
         };
-        let frame = z.frame(data)?;
-        let at = file.metadata()?.len();
-        if let Err(e) = file.write_all(frame) {
-            if let Err(cut) = file.set_len(at) {
-                tracing::error!("cannot cut back a partial zstd frame: {cut}");
+        let (frame, mut done): (std::borrow::Cow<'_, [u8]>, usize) = match self.pending.take() {
+            Some((len, frame, done)) if len == data.len() => (frame.into(), done),
+            _ => (z.frame(data)?.into(), 0),
+        };
+        while done < frame.len() {
+            match file.write(&frame[done..]) {
+                Ok(0) => {
+                    self.pending = Some((data.len(), frame.into_owned(), done));
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if done > 0 {
+                        self.pending = Some((data.len(), frame.into_owned(), done));
+                    }
+                    return Err(e);
+                }
             }
-            return Err(e);
         }
         Ok(data.len())
     }

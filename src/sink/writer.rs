@@ -88,7 +88,6 @@ impl WriterConfig {
 #[derive(Debug)]
 pub struct Writer {
     stop: Arc<AtomicBool>,
-    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,7 +102,7 @@ impl Writer {
     ) -> std::io::Result<Writer> {
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::clone(&stop);
-        let wk = Arc::clone(&wake);
+        let wk = wake;
         let thread = std::thread::Builder::new()
             .name("tickcap-writer".into())
             .spawn(move || {
@@ -114,14 +113,8 @@ impl Writer {
             })?;
         Ok(Writer {
             stop,
-            wake,
             thread: Some(thread),
         })
-    }
-
-    /// The wake signal the producer notifies.
-    pub fn wake(&self) -> &Arc<Wake> {
-        &self.wake
     }
 
     /// Asks the writer to drain everything, write, sync and exit; waits.

@@ -171,13 +171,6 @@ pub fn decode_message(msg: &[u8]) -> Packets<'_> {
     }
 }
 
-impl Packets<'_> {
-    /// The number of packets the message header announced (0 for a heartbeat).
-    pub fn announced(&self) -> u16 {
-        self.count
-    }
-}
-
 impl Iterator for Packets<'_> {
     type Item = Result<Tick, DecodeError>;
 
