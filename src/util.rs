@@ -143,6 +143,14 @@ pub fn read_regular_text(path: &std::path::Path, limit: u64) -> std::io::Result<
     })
 }
 
+/// The value of `key` in a URL query string (`a=1&b=x%20y`), percent- and
+/// `+`-decoded as browsers and Kite clients encode it; the first one wins.
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
 /// Captures and recordings are regular files: opening a FIFO (or a device) would block or
 /// never end, and a directory cannot be read. Checked before `open`.
 pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
@@ -164,6 +172,15 @@ pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_values_are_percent_decoded_as_clients_encode_them() {
+        let q = "api_key=k%2B1&access_token=a+b%3D&x";
+        assert_eq!(super::query_param(q, "api_key").as_deref(), Some("k+1"));
+        assert_eq!(super::query_param(q, "access_token").as_deref(), Some("a b="));
+        assert_eq!(super::query_param(q, "x").as_deref(), Some(""));
+        assert_eq!(super::query_param(q, "y"), None);
+    }
+
     use super::*;
     use std::time::{Duration, Instant};
 

@@ -56,10 +56,9 @@ pub(super) fn request_token_of(paste: &str) -> Option<String> {
         return None;
     }
     if let Some(q) = p.split_once('?').map(|(_, q)| q) {
-        return q
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("request_token="))
-            .map(|v| v.split('#').next().unwrap_or(v).to_owned())
+        let q = q.split('#').next().unwrap_or(q);
+        return crate::util::query_param(q, "request_token")
+            .map(|v| v.into_owned())
             .filter(|v| !v.is_empty());
     }
     (!p.contains(char::is_whitespace)).then(|| p.to_owned())

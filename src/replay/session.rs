@@ -35,14 +35,6 @@ fn mode_index(m: Mode) -> usize {
     }
 }
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    })
-}
-
 fn refuse(status: StatusCode, msg: &str) -> ErrorResponse {
     let body =
         serde_json::json!({"status": "error", "message": msg, "error_type": "TokenException"})
@@ -87,8 +79,8 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let n = shared.handshakes.fetch_add(1, Ordering::Relaxed);
         let q = req.uri().query().unwrap_or("");
-        let key = query_param(q, "api_key").unwrap_or("");
-        let token = query_param(q, "access_token").unwrap_or("");
+        let key = crate::util::query_param(q, "api_key").unwrap_or_default().into_owned();
+        let token = crate::util::query_param(q, "access_token").unwrap_or_default().into_owned();
         if n < cfg.faults.reject_auth {
             shared
                 .counters
@@ -101,7 +93,7 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
             ));
         }
         let bad = |want: &Option<String>, got: &str| want.as_deref().is_some_and(|w| w != got);
-        if bad(&cfg.api_key, key) || bad(&cfg.access_token, token) {
+        if bad(&cfg.api_key, &key) || bad(&cfg.access_token, &token) {
             shared.counters.refused_auth.fetch_add(1, Ordering::Relaxed);
             return Err(refuse(
                 StatusCode::FORBIDDEN,

@@ -33,14 +33,6 @@ pub const TOO_MANY: &str = "Can't subscribe to more than 3000 instruments.";
 /// Most packets in one message to a client.
 pub const MAX_BATCH: u16 = 1000;
 
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    })
-}
-
 /// The upgrade check, run by tungstenite on the request: Kite's query
 /// parameters, the `[serve] token`, and the client limit.
 pub struct Gate {
@@ -65,9 +57,9 @@ fn refuse(status: StatusCode, msg: &str, error_type: &str) -> ErrorResponse {
 impl Callback for Gate {
     fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
         let q = req.uri().query().unwrap_or("");
-        let key = query_param(q, "api_key").unwrap_or("");
-        let token = query_param(q, "access_token").unwrap_or("");
-        *self.api_key.borrow_mut() = crate::util::log_text(key, 64);
+        let key = crate::util::query_param(q, "api_key").unwrap_or_default().into_owned();
+        let token = crate::util::query_param(q, "access_token").unwrap_or_default().into_owned();
+        *self.api_key.borrow_mut() = crate::util::log_text(&key, 64);
         let s = &self.stats.serve;
         if key.is_empty() || self.token.as_deref().is_some_and(|t| t != token) {
             s.refused_auth.fetch_add(1, Ordering::Relaxed);

@@ -75,12 +75,8 @@ pub struct Request {
 
 impl Request {
     /// A query parameter's value.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.query.as_deref()?.split('&').find_map(|kv| {
-            kv.split_once('=')
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v)
-        })
+    pub fn param(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
+        crate::util::query_param(self.query.as_deref()?, key)
     }
 }
 
@@ -561,7 +557,7 @@ mod tests {
     fn requests_parse_with_query_body_and_auth() {
         match p("POST /subscribe?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\n{}GET") {
             Parsed::Request(r, used) => {
-                assert_eq!((r.method.as_str(), r.path.as_str(), r.param("x")), ("POST", "/subscribe", Some("1")));
+                assert_eq!((r.method.as_str(), r.path.as_str(), r.param("x").as_deref()), ("POST", "/subscribe", Some("1")));
                 assert_eq!(r.body, b"{}");
                 assert_eq!(r.authorization.as_deref(), Some("Bearer s3cret"));
                 assert_eq!(used, "POST /subscribe?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\n{}".len());

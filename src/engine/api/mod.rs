@@ -189,7 +189,7 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
         "/storage" => Response::json(200, &views::storage(v)),
         "/clients" => Response::json(200, &views::clients(v)),
         "/kafka" => Response::json(200, &views::kafka(v)),
-        "/metrics" => match req.param("format") {
+        "/metrics" => match req.param("format").as_deref() {
             Some("prometheus") => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
