@@ -217,12 +217,57 @@ pub struct Disconnect {
     pub ticks_sent: u64,
 }
 
+/// The Kafka publisher's state, as `/kafka` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KafkaState {
+    /// No `[kafka]`.
+    Off = 0,
+    /// Connecting and recovering the topic's last positions.
+    Starting = 1,
+    /// Publishing.
+    Publishing = 2,
+    /// No broker answers (the backlog waits on disk).
+    Unreachable = 3,
+    /// Stopped (shutdown).
+    Stopped = 4,
+    /// Refused to publish (the partition count changed; see `last_error`).
+    Refused = 5,
+}
+
+impl KafkaState {
+    const ALL: [KafkaState; 6] = [
+        KafkaState::Off,
+        KafkaState::Starting,
+        KafkaState::Publishing,
+        KafkaState::Unreachable,
+        KafkaState::Stopped,
+        KafkaState::Refused,
+    ];
+
+    /// The name `/kafka` and `tickcap status` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaState::Off => "off",
+            KafkaState::Starting => "starting",
+            KafkaState::Publishing => "publishing",
+            KafkaState::Unreachable => "broker unreachable",
+            KafkaState::Stopped => "stopped",
+            KafkaState::Refused => "refused",
+        }
+    }
+
+    /// Whether `/health` is degraded by it.
+    pub fn is_down(self) -> bool {
+        matches!(self, KafkaState::Unreachable | KafkaState::Refused)
+    }
+}
+
 /// Counters of the Kafka publisher.
 #[derive(Debug, Default)]
 pub struct KafkaStats {
-    /// 0 off, 1 connecting/recovering, 2 publishing, 3 broker unreachable,
-    /// 4 stopped on an error it cannot fix itself (see `last_error`).
-    pub state: AtomicU8,
+    /// The state ([`KafkaState`]; read with [`KafkaStats::state`]).
+    state: AtomicU8,
     /// Records handed to librdkafka.
     pub sent: AtomicU64,
     /// Records acknowledged by the broker (acks=all).
@@ -248,6 +293,22 @@ pub struct KafkaStats {
     pub partitions: AtomicU64,
     /// The last error, for `/kafka` and `/health`.
     pub last_error: Mutex<Option<String>>,
+}
+
+impl KafkaStats {
+    /// The publisher's state.
+    pub fn state(&self) -> KafkaState {
+        let n = self.state.load(Ordering::Relaxed);
+        KafkaState::ALL
+            .into_iter()
+            .find(|s| *s as u8 == n)
+            .unwrap_or(KafkaState::Off)
+    }
+
+    /// Sets the publisher's state.
+    pub fn set_state(&self, s: KafkaState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
 }
 
 /// One client of the hub, as `/clients` shows it.

@@ -176,7 +176,10 @@ mod tests {
     fn query_values_are_percent_decoded_as_clients_encode_them() {
         let q = "api_key=k%2B1&access_token=a+b%3D&x";
         assert_eq!(super::query_param(q, "api_key").as_deref(), Some("k+1"));
-        assert_eq!(super::query_param(q, "access_token").as_deref(), Some("a b="));
+        assert_eq!(
+            super::query_param(q, "access_token").as_deref(),
+            Some("a b=")
+        );
         assert_eq!(super::query_param(q, "x").as_deref(), Some(""));
         assert_eq!(super::query_param(q, "y"), None);
     }

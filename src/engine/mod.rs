@@ -43,16 +43,6 @@ use failover::Failover;
 use history::{Action, History};
 use ledger::Ledger;
 
-/// The Kafka publisher's states (`stats::KafkaStats::state`), as `/kafka` names them.
-pub const KAFKA_STATES: [&str; 6] = [
-    "off",
-    "starting",
-    "publishing",
-    "broker unreachable",
-    "stopped",
-    "refused",
-];
-
 /// Tokens 0..3 are the Kite connections.
 const WAKER: Token = Token(10);
 const SIGNALS: Token = Token(11);

@@ -42,6 +42,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::stats::KafkaState;
 use crate::stats::Stats;
 use crate::time::Clock;
 use journal::{Journal, Pos};
@@ -340,8 +341,8 @@ impl Run {
         ))
     }
 
-    fn set_state(&self, s: usize) {
-        self.stats.kafka.state.store(s as u8, Ordering::Relaxed);
+    fn set_state(&self, s: KafkaState) {
+        self.stats.kafka.set_state(s);
     }
 
     fn error(&self, e: String) {
@@ -490,7 +491,7 @@ impl Run {
     }
 
     fn run(&mut self) {
-        self.set_state(1);
+        self.set_state(KafkaState::Starting);
         // The first start: publishing begins with the day the service
         // started on (its file is open already), wherever the broker is.
         // Written now, so a broker that first answers after midnight does
@@ -522,7 +523,11 @@ impl Run {
                     // The backlog is known before the state says "down".
                     let n = b.update(5_000_000);
                     self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
-                    self.set_state(if refused { 5 } else { 3 });
+                    self.set_state(if refused {
+                        KafkaState::Refused
+                    } else {
+                        KafkaState::Unreachable
+                    });
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
                         let n = b.update(200_000);
@@ -533,7 +538,7 @@ impl Run {
                 }
             }
         }
-        self.set_state(4);
+        self.set_state(KafkaState::Stopped);
     }
 
     /// One producer's life: recover, then publish until stopped (`Ok`) or
@@ -571,7 +576,7 @@ impl Run {
         let mut acked_to = rec.from;
         let mut last_checkpoint = Instant::now();
         let mut last_ack = Instant::now();
-        self.set_state(2);
+        self.set_state(KafkaState::Publishing);
         let mut hist = crate::stats::new_histogram();
         let mut last_publish = Instant::now();
         let mut last_partition_check = Instant::now();
@@ -679,7 +684,11 @@ impl Run {
                 Ordering::Relaxed,
             );
             let unreachable = !in_flight.is_empty() && last_ack.elapsed() > Duration::from_secs(10);
-            self.set_state(if unreachable { 3 } else { 2 });
+            self.set_state(if unreachable {
+                KafkaState::Unreachable
+            } else {
+                KafkaState::Publishing
+            });
             if stopping {
                 // What is in flight gets up to 2 s to be acknowledged, and
                 // only while acknowledgements come (a dead broker costs

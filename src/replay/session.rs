@@ -79,8 +79,12 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let n = shared.handshakes.fetch_add(1, Ordering::Relaxed);
         let q = req.uri().query().unwrap_or("");
-        let key = crate::util::query_param(q, "api_key").unwrap_or_default().into_owned();
-        let token = crate::util::query_param(q, "access_token").unwrap_or_default().into_owned();
+        let key = crate::util::query_param(q, "api_key")
+            .unwrap_or_default()
+            .into_owned();
+        let token = crate::util::query_param(q, "access_token")
+            .unwrap_or_default()
+            .into_owned();
         if n < cfg.faults.reject_auth {
             shared
                 .counters

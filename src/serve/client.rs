@@ -57,8 +57,12 @@ fn refuse(status: StatusCode, msg: &str, error_type: &str) -> ErrorResponse {
 impl Callback for Gate {
     fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
         let q = req.uri().query().unwrap_or("");
-        let key = crate::util::query_param(q, "api_key").unwrap_or_default().into_owned();
-        let token = crate::util::query_param(q, "access_token").unwrap_or_default().into_owned();
+        let key = crate::util::query_param(q, "api_key")
+            .unwrap_or_default()
+            .into_owned();
+        let token = crate::util::query_param(q, "access_token")
+            .unwrap_or_default()
+            .into_owned();
         *self.api_key.borrow_mut() = crate::util::log_text(&key, 64);
         let s = &self.stats.serve;
         if key.is_empty() || self.token.as_deref().is_some_and(|t| t != token) {

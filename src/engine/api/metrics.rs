@@ -506,7 +506,7 @@ pub(super) fn prometheus(v: &mut View<'_>) -> String {
         let _ = writeln!(
             o,
             "tickcap_kafka_up {}",
-            u8::from(s.kafka.state.load(Ordering::Relaxed) == 2)
+            u8::from(s.kafka.state() == crate::stats::KafkaState::Publishing)
         );
         let oldest = s.kafka.oldest_unacked_micros.load(Ordering::Relaxed);
         family(

@@ -103,15 +103,15 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
     }
     // Kafka: a broker that does not acknowledge is a degraded service (the
     // backlog waits on disk; capture goes on).
-    let kafka_state = v.stats.kafka.state.load(Ordering::Relaxed);
-    let kafka_down = v.config.kafka.is_some() && (kafka_state == 3 || kafka_state == 5);
+    let kafka_state = v.stats.kafka.state();
+    let kafka_down = v.config.kafka.is_some() && kafka_state.is_down();
     if kafka_down {
         let k = &v.stats.kafka;
         let oldest = k.oldest_unacked_micros.load(Ordering::Relaxed);
         let err = last_error(&k.last_error).unwrap_or_default();
         reasons.push(format!(
             "kafka: {} ({} ticks waiting on disk{}){}",
-            if kafka_state == 5 {
+            if kafka_state == crate::stats::KafkaState::Refused {
                 "publishing refused"
             } else {
                 "broker unreachable"
@@ -506,13 +506,13 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
     let k = &v.stats.kafka;
     let now = v.clock.now_micros();
     let oldest = k.oldest_unacked_micros.load(Relaxed);
-    let state = usize::from(k.state.load(Relaxed));
+
     json!({
         "enabled": true,
         "brokers": kc.brokers,
         "topic": kc.topic,
         "partitions": k.partitions.load(Relaxed),
-        "state": crate::engine::KAFKA_STATES.get(state).copied().unwrap_or("?"),
+        "state": k.state().as_str(),
         "position": k.position.lock().map(|p| p.clone()).unwrap_or_default(),
         "sent": k.sent.load(Relaxed),
         "acknowledged": k.acked.load(Relaxed),
