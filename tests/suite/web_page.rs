@@ -106,7 +106,10 @@ fn the_page_shows_live_numbers_that_change() {
         dom1.contains("NSE:NIFTY 50") && dom1.contains("<td>2562</td>"),
         "instruments panel not filled:\n{dom1}"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // The fact the second page must show: more ticks than the first did.
+    assert!(common::wait_until(Duration::from_secs(10), || stats
+        .ticks_received()
+        > n1 + 500));
     let second = browse(&bin, &dir.path().join("p2"), &["--dump-dom"], &url);
     let n2 = shown(&String::from_utf8_lossy(&second.stdout), "total-ticks").unwrap();
     assert!(n2 > n1, "the numbers do not change: {n1} then {n2}");
