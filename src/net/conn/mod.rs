@@ -40,6 +40,14 @@ use crate::stats::{new_histogram, publish, ConnStats, StateName, Stats};
 use crate::time::{Clock, Mono};
 use crate::util::{log_text, LogLimit};
 
+mod read;
+mod resolve;
+mod subscribe;
+
+use resolve::Lookup;
+pub use resolve::{system_resolver, Resolver};
+pub use subscribe::subscription_requests;
+
 /// Longest remote text in one log line, characters.
 const LOG_TEXT_MAX: usize = 300;
 
@@ -58,8 +66,6 @@ pub const FRAME_BUDGET: u32 = 64;
 pub const BYTE_BUDGET: usize = 1 << 20;
 /// How often the receive→ring histogram is copied for readers.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// Tokens per subscribe/mode message.
-const BATCH: usize = 500;
 
 type Mid = MidHandshake<ClientHandshake<WireStream>>;
 
@@ -175,23 +181,6 @@ pub enum ConnError {
     /// No frame, not even a heartbeat, for this many ms.
     #[error("stale: no frame (not even a heartbeat) for {0} ms")]
     Stale(u64),
-}
-
-/// Resolves a host name to addresses. Blocking: it runs on a resolver
-/// thread, never on the event loop (a slow or dead resolver would freeze
-/// every socket and the status port). Tests inject one that hangs.
-pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
-
-/// The system's resolver (`getaddrinfo`).
-pub fn system_resolver() -> Resolver {
-    Arc::new(|host, port| (host, port).to_socket_addrs().map(Iterator::collect))
-}
-
-/// A lookup running on its thread.
-struct Lookup {
-    host: String,
-    port: u16,
-    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<SocketAddr>>>,
 }
 
 /// What every connection of one engine shares.
@@ -456,134 +445,6 @@ impl Connection {
         }
     }
 
-    fn connect(&mut self, registry: &Registry) {
-        match self.begin_connect(registry) {
-            Ok(state) => self.set_state(state),
-            Err(e) => self.retry_later(registry, e),
-        }
-    }
-
-    fn begin_connect(&mut self, registry: &Registry) -> Result<ConnState, ConnError> {
-        let uri: tungstenite::http::Uri = self
-            .cfg
-            .url
-            .parse()
-            .map_err(|e| ConnError::BadUrl(format!("{:?}: {e}", self.cfg.url)))?;
-        let tls = uri.scheme_str() == Some("wss");
-        let host = uri
-            .host()
-            .ok_or_else(|| ConnError::BadUrl(format!("no host in {:?}", self.cfg.url)))?
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
-            return self.connect_to(
-                registry,
-                SocketAddr::new(ip, port),
-                host,
-                tls,
-                self.mono.now(),
-            );
-        }
-        // A name: look it up on a thread (reusing one still in flight).
-        if !self
-            .lookup
-            .as_ref()
-            .is_some_and(|l| l.host == host && l.port == port)
-        {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (resolver, h) = (Arc::clone(&self.resolver), host.clone());
-            std::thread::Builder::new()
-                .name("tickcap-dns".into())
-                .spawn(move || {
-                    let _ = tx.send(resolver(&h, port));
-                })
-                .map_err(|e| ConnError::Resolve {
-                    host: host.clone(),
-                    message: format!("cannot start a resolver thread: {e}"),
-                })?;
-            self.lookup = Some(Lookup {
-                host: host.clone(),
-                port,
-                rx,
-            });
-        }
-        Ok(ConnState::Resolving {
-            host,
-            tls,
-            since: self.mono.now(),
-        })
-    }
-
-    /// Starts the TCP connect (non-blocking).
-    fn connect_to(
-        &mut self,
-        registry: &Registry,
-        addr: SocketAddr,
-        host: String,
-        tls: bool,
-        since: Instant,
-    ) -> Result<ConnState, ConnError> {
-        let mut tcp =
-            TcpStream::connect(addr).map_err(|e| ConnError::Connect(format!("{addr}: {e}")))?;
-        registry
-            .register(
-                &mut tcp,
-                self.token,
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| ConnError::Connect(format!("register: {e}")))?;
-        tracing::debug!("connection {} connecting to {addr} ({host})", self.id);
-        Ok(ConnState::Connecting {
-            tcp,
-            host,
-            tls,
-            since,
-        })
-    }
-
-    /// A finished lookup moves on to the connect.
-    fn poll_lookup(&mut self, registry: &Registry) {
-        let ConnState::Resolving { host, tls, since } = &self.state else {
-            return;
-        };
-        let (host, tls, since) = (host.clone(), *tls, *since);
-        let Some(l) = &self.lookup else {
-            return;
-        };
-        let got = match l.rx.try_recv() {
-            Err(std::sync::mpsc::TryRecvError::Empty) => return,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                Err("the resolver thread ended without an answer".to_owned())
-            }
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(addrs)) => addrs
-                .into_iter()
-                .next()
-                .ok_or_else(|| "no address".to_owned()),
-        };
-        self.lookup = None;
-        let next = got
-            .map_err(|message| ConnError::Resolve {
-                host: host.clone(),
-                message,
-            })
-            .and_then(|addr| self.connect_to(registry, addr, host, tls, since));
-        match next {
-            Ok(state) => self.set_state(state),
-            Err(e) => self.retry_later(registry, e),
-        }
-    }
-
-    /// The URL with credentials; never logged.
-    fn request_url(&self) -> String {
-        crate::kite::ticker_url(
-            &self.cfg.url,
-            &self.cfg.api_key,
-            self.cfg.access_token.expose(),
-        )
-    }
-
     /// Handles a readiness event for this connection's socket.
     pub fn on_event(&mut self, registry: &Registry) {
         let state = std::mem::replace(&mut self.state, ConnState::Idle);
@@ -723,175 +584,6 @@ impl Connection {
         // Frames may already sit behind the HTTP 101 in tungstenite's buffer:
         // mio will not signal them again.
         self.read_frames(registry);
-    }
-
-    /// Whether this socket used up its budget last turn and must be read again.
-    pub fn has_more_to_read(&self) -> bool {
-        self.more_to_read && self.is_open() && self.paused_since.is_none()
-    }
-
-    /// Reads on after a turn whose budget ran out.
-    pub fn read_more(&mut self, registry: &Registry) {
-        if self.has_more_to_read() {
-            self.read_frames(registry);
-        }
-    }
-
-    /// Reads and decodes frames until the socket would block, the ring is
-    /// full, the connection ends, or this turn's budget is spent.
-    fn read_frames(&mut self, registry: &Registry) {
-        self.more_to_read = false;
-        if self.paused_since.is_some() {
-            return;
-        }
-        let mut frames = 0u32;
-        let mut bytes = 0usize;
-        let ConnState::Open { ws, .. } = &mut self.state else {
-            return;
-        };
-        let id = self.id;
-        let st = &self.stats.conns[usize::from(id - 1)];
-        // The hub is woken once per read turn, after the ticks are in the
-        // rings (not per frame, and outside the receive→ring measurement).
-        let mut tee_pending = false;
-        let end = loop {
-            if frames >= FRAME_BUDGET || bytes >= BYTE_BUDGET {
-                self.more_to_read = true;
-                break None;
-            }
-            frames += 1;
-            let read = ws.read();
-            if let Ok(m) = &read {
-                bytes += m.len();
-            }
-            match read {
-                Ok(Message::Binary(payload)) => {
-                    let recv = self.clock.now_micros();
-                    // Latency is real CPU time, whatever clock drives the timers.
-                    let t0 = Instant::now();
-                    self.last_frame = self.mono.now();
-                    self.framed_since_open = true;
-                    if payload.len() <= 4 {
-                        st.heartbeats.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let tee = self.tee.as_mut().filter(|t| t.active());
-                    let teed = tee.is_some();
-                    let n = push_frame(
-                        &payload,
-                        recv,
-                        id,
-                        &mut self.producer,
-                        &mut self.overflow,
-                        tee,
-                        |e| {
-                            let k = st.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                            if k <= 10 || k.is_power_of_two() {
-                                tracing::warn!("connection {id}: decode error #{k}: {e}");
-                            }
-                        },
-                    );
-                    tee_pending |= teed;
-                    st.ticks.fetch_add(n, Ordering::Relaxed);
-                    st.frames.fetch_add(1, Ordering::Relaxed);
-                    if self.marked && n > 0 && self.first_tick_since_mark.is_none() {
-                        self.first_tick_since_mark = Some(recv);
-                    }
-                    st.last_tick_micros.store(recv, Ordering::Relaxed);
-                    let _ = self.hist.record_n(t0.elapsed().as_nanos().max(1) as u64, n);
-                    // The writer wakes on its own every flush_interval / 2;
-                    // it is woken early only when the ring fills up (a wake
-                    // per frame cost two context switches per frame).
-                    if self.producer.slots() < self.wake_below_free {
-                        self.wake.notify();
-                    }
-                    if !self.overflow.is_empty() {
-                        self.paused_since = Some(self.mono.now());
-                        st.ring_stalls.fetch_add(1, Ordering::Relaxed);
-                        break None;
-                    }
-                }
-                Ok(Message::Text(t)) => {
-                    let now = self.mono.now();
-                    self.last_frame = now;
-                    let frame = parse_text(t.as_str(), &mut self.scratch);
-                    if let (TextFrame::Order(_) | TextFrame::Message(_), Some(tee)) =
-                        (&frame, &self.tee)
-                    {
-                        tee.signal.push_text(id, t.as_str());
-                    }
-                    if let TextFrame::Error(_) = frame {
-                        st.server_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Remote text: escaped, cut, and rate-limited.
-                    if let Some(skipped) = self.text_log.allow(now) {
-                        let more = if skipped > 0 {
-                            format!(" ({skipped} similar messages suppressed)")
-                        } else {
-                            String::new()
-                        };
-                        match frame {
-                            TextFrame::Error(msg) => tracing::warn!(
-                                "connection {id}: Kite says error: {}{more}",
-                                log_text(&msg, LOG_TEXT_MAX)
-                            ),
-                            TextFrame::Message(msg) => tracing::info!(
-                                "connection {id}: Kite says: {}{more}",
-                                log_text(&msg, LOG_TEXT_MAX)
-                            ),
-                            TextFrame::Order(o) => tracing::info!(
-                                "connection {id}: order update {} {}{more}",
-                                log_text(o.order_id.as_deref().unwrap_or("?"), 64),
-                                log_text(o.status.as_deref().unwrap_or("?"), 64)
-                            ),
-                            TextFrame::Unknown { kind, raw } => tracing::info!(
-                                "connection {id}: text frame of type {}: {}{more}",
-                                log_text(kind.as_deref().unwrap_or("none"), 64),
-                                log_text(&raw, LOG_TEXT_MAX)
-                            ),
-                        }
-                    }
-                }
-                Err(tungstenite::Error::Utf8(_)) => {
-                    // A text frame that is not UTF-8: Kite never sends one.
-                    // Counted and skipped; the binary frames behind it are
-                    // ticks like any other.
-                    self.last_frame = self.mono.now();
-                    st.bad_text_frames.fetch_add(1, Ordering::Relaxed);
-                    if self.text_log.allow(self.mono.now()).is_some() {
-                        tracing::warn!("connection {id}: a text frame that is not UTF-8 (skipped)");
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    break Some(ConnError::Closed(match frame {
-                        Some(f) => format!("{} {}", u16::from(f.code), log_text(&f.reason, 200)),
-                        None => "no reason".into(),
-                    }))
-                }
-                Ok(_) => self.last_frame = self.mono.now(),
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break None,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Some(ConnError::Read(log_text(&e.to_string(), LOG_TEXT_MAX))),
-            }
-        };
-        // Push out pongs, close replies and queued subscriptions.
-        if end.is_none() {
-            if let ConnState::Open { ws, .. } = &mut self.state {
-                match ws.flush() {
-                    Ok(()) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return self.drop_open(registry, ConnError::Write(e.to_string())),
-                }
-            }
-        }
-        if tee_pending {
-            if let Some(t) = &self.tee {
-                t.signal.notify();
-            }
-        }
-        if let Some(why) = end {
-            self.drop_open(registry, why);
-        }
     }
 
     /// Timers: backoff expiry, connect timeout, stale feed, ring-full resume.
@@ -1088,35 +780,6 @@ impl Connection {
         self.overflow.len()
     }
 
-    /// Adds instruments (in `mode`); sends the requests if open.
-    pub fn subscribe(&mut self, tokens: &[u32], mode: Mode) {
-        let mut new = BTreeMap::new();
-        for &t in tokens {
-            self.desired.insert(t, mode);
-            new.insert(t, mode);
-        }
-        self.send(subscription_requests(&new));
-    }
-
-    /// Changes the mode of instruments it carries; sends the request if open.
-    pub fn set_mode(&mut self, tokens: &[u32], mode: Mode) {
-        let mut changed = Vec::new();
-        for t in tokens {
-            if let Some(m) = self.desired.get_mut(t) {
-                *m = mode;
-                changed.push(*t);
-            }
-        }
-        if !changed.is_empty() {
-            self.send(
-                changed
-                    .chunks(BATCH)
-                    .map(|c| ClientRequest::Mode(mode, c.to_vec()))
-                    .collect(),
-            );
-        }
-    }
-
     /// The configured mode of the connection.
     pub fn mode(&self) -> Mode {
         self.cfg.mode
@@ -1166,104 +829,5 @@ impl Connection {
     pub fn ring_occupancy(&self) -> (usize, usize) {
         let cap = self.producer.buffer().capacity();
         (cap, cap - self.producer.slots() + self.overflow.len())
-    }
-
-    /// Removes instruments; sends the request if open.
-    pub fn unsubscribe(&mut self, tokens: &[u32]) {
-        let gone: Vec<u32> = tokens
-            .iter()
-            .copied()
-            .filter(|t| self.desired.remove(t).is_some())
-            .collect();
-        if !gone.is_empty() {
-            self.send(
-                gone.chunks(BATCH)
-                    .map(|c| ClientRequest::Unsubscribe(c.to_vec()))
-                    .collect(),
-            );
-        }
-    }
-
-    fn send(&mut self, reqs: Vec<ClientRequest>) {
-        self.st()
-            .subscribed
-            .store(self.desired.len() as u64, Ordering::Relaxed);
-        if let ConnState::Open { ws, .. } = &mut self.state {
-            for r in reqs {
-                let _ = ws.write(Message::text(r.to_json()));
-            }
-            let _ = ws.flush();
-        }
-    }
-}
-
-/// Subscribe messages for every token, then one mode message per mode, in
-/// batches: what a connection sends on every (re)open.
-pub fn subscription_requests(desired: &BTreeMap<u32, Mode>) -> Vec<ClientRequest> {
-    let tokens: Vec<u32> = desired.keys().copied().collect();
-    let mut out: Vec<ClientRequest> = tokens
-        .chunks(BATCH)
-        .map(|c| ClientRequest::Subscribe(c.to_vec()))
-        .collect();
-    for mode in [Mode::Ltp, Mode::Quote, Mode::Full] {
-        let of_mode: Vec<u32> = desired
-            .iter()
-            .filter(|(_, m)| **m == mode)
-            .map(|(t, _)| *t)
-            .collect();
-        out.extend(
-            of_mode
-                .chunks(BATCH)
-                .map(|c| ClientRequest::Mode(mode, c.to_vec())),
-        );
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resubscription_sends_every_token_then_each_mode() {
-        let mut d = BTreeMap::new();
-        for t in 1..=1200u32 {
-            d.insert(t, if t % 3 == 0 { Mode::Full } else { Mode::Quote });
-        }
-        let reqs = subscription_requests(&d);
-        let subs: usize = reqs
-            .iter()
-            .map(|r| {
-                if let ClientRequest::Subscribe(v) = r {
-                    v.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
-        assert_eq!(subs, 1200);
-        assert!(reqs.iter().all(|r| match r {
-            ClientRequest::Subscribe(v) | ClientRequest::Mode(_, v) => v.len() <= BATCH,
-            _ => false,
-        }));
-        let full: usize = reqs
-            .iter()
-            .map(|r| {
-                if let ClientRequest::Mode(Mode::Full, v) = r {
-                    v.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
-        assert_eq!(full, 400);
-        // subscribe before mode, as Kite requires
-        let first_mode = reqs
-            .iter()
-            .position(|r| matches!(r, ClientRequest::Mode(..)))
-            .unwrap();
-        assert!(reqs[..first_mode]
-            .iter()
-            .all(|r| matches!(r, ClientRequest::Subscribe(_))));
     }
 }
