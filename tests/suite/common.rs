@@ -26,6 +26,15 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// `GET path` from a status port at `url`, as JSON (any status code).
+/// GET with a generous deadline: a view of thousands of instruments built
+/// by a debug build on a loaded machine takes seconds.
+pub(crate) fn get_json_big(url: &str, path: &str) -> serde_json::Value {
+    tickcap::status::client::request(url, "GET", path, None, None, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("GET {url}{path}: {e}"))
+        .json()
+        .unwrap_or_else(|| panic!("GET {url}{path}: not JSON"))
+}
+
 pub(crate) fn get_json(url: &str, path: &str) -> serde_json::Value {
     tickcap::status::client::get(url, path)
         .unwrap_or_else(|e| panic!("GET {url}{path}: {e}"))

@@ -236,7 +236,7 @@ fn configured_instruments_win_capacity_over_hub_clients_at_exactly_3000() {
     let mut client = Client::connect(&s.hub);
     client.subscribe(&hub);
     assert!(wait_until(Duration::from_secs(10), || {
-        common::get_json(&s.status, "/connections")["connections"][0]["subscribed_instruments"]
+        common::get_json_big(&s.status, "/connections")["connections"][0]["subscribed_instruments"]
             == 3000
     }));
     // A sixth hub instrument fits nowhere: the client hears Kite's error.
@@ -249,11 +249,11 @@ fn configured_instruments_win_capacity_over_hub_clients_at_exactly_3000() {
     let (status, v) = s.post("/reload", json!({}));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["reloaded"]["hub_released"].as_array().unwrap().len(), 5);
-    let conns = common::get_json(&s.status, "/connections")["connections"].clone();
+    let conns = common::get_json_big(&s.status, "/connections")["connections"].clone();
     assert_eq!(conns[0]["subscribed_instruments"], 3000);
     assert_eq!(conns[1]["subscribed_instruments"], 3000);
     // One read of /instruments (6,000 rows) for all five.
-    let rows = common::get_json(&s.status, "/instruments")["instruments"].clone();
+    let rows = common::get_json_big(&s.status, "/instruments")["instruments"].clone();
     for t in &added {
         let n = rows
             .as_array()
@@ -298,7 +298,7 @@ fn configured_instruments_win_capacity_over_hub_clients_at_exactly_3000() {
         "the control call's instrument stays"
     );
     assert_eq!(
-        common::get_json(&s.status, "/connections")["connections"][0]["subscribed_instruments"],
+        common::get_json_big(&s.status, "/connections")["connections"][0]["subscribed_instruments"],
         3000
     );
     let texts = client.receive(Duration::from_millis(500)).texts;
