@@ -37,6 +37,7 @@ pub mod serve;
 pub mod sink;
 pub mod stats;
 pub mod status;
+pub mod thread;
 pub mod time;
 pub mod util;
 pub mod zst;

@@ -228,7 +228,7 @@ impl EventLoop {
                                 tracing::info!(
                                     "signal {sig}: stopping; draining every received tick to disk"
                                 );
-                                self.stop.store(true, Ordering::SeqCst);
+                                self.stop.set();
                             }
                             if hup {
                                 tracing::info!("SIGHUP: reloading the configuration");
@@ -239,7 +239,7 @@ impl EventLoop {
                     _ => {}
                 }
             }
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.is_set() {
                 break;
             }
             self.serve_demand();

@@ -23,9 +23,8 @@ pub mod reload;
 pub mod symbols;
 pub mod upstream;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
@@ -187,10 +186,8 @@ impl Default for Options {
 /// A running engine.
 #[derive(Debug)]
 pub struct Engine {
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     stats: Arc<Stats>,
-    thread: Option<JoinHandle<Result<(), Shortfall>>>,
+    thread: crate::thread::StoppableThread<Result<(), Shortfall>>,
     status_addr: Option<std::net::SocketAddr>,
     serve_addr: Option<std::net::SocketAddr>,
 }
@@ -419,8 +416,6 @@ impl Engine {
                 );
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
         let stats2 = Arc::clone(&stats);
         let zone2 = ZoneFormatter::new(&config.storage.timezone)?;
         let clock = opts.clock;
@@ -443,43 +438,44 @@ impl Engine {
         )?;
         let mut no_history = History::default();
         upstream::sync(&ledger, &mut conns, &mut no_history, now, Action::Config);
-        let thread = std::thread::Builder::new()
-            .name("tickcap-loop".into())
-            .spawn(move || {
-                let mut l = EventLoop {
-                    poll,
-                    conns,
-                    signals,
-                    stop: st,
-                    writer: Some(writer),
-                    stats: stats2,
-                    status,
-                    history,
-                    config,
-                    config_path,
-                    zone: zone2,
-                    clock,
-                    mono,
-                    failover,
-                    token_files: Vec::new(),
-                    token_checked: Instant::now(),
-                    dump,
-                    hub,
-                    link,
-                    ledger,
-                    released: Vec::new(),
-                    #[cfg(feature = "kafka")]
-                    publisher,
-                };
-                l.watch_token_files();
-                l.run()
-            })
-            .map_err(|e| EngineError::Thread("event loop", e))?;
+        let wake = Arc::clone(&waker);
+        let thread = crate::thread::StoppableThread::spawn("tickcap-loop", None, move |st| {
+            let mut l = EventLoop {
+                poll,
+                conns,
+                signals,
+                stop: st,
+                writer: Some(writer),
+                stats: stats2,
+                status,
+                history,
+                config,
+                config_path,
+                zone: zone2,
+                clock,
+                mono,
+                failover,
+                token_files: Vec::new(),
+                token_checked: Instant::now(),
+                dump,
+                hub,
+                link,
+                ledger,
+                released: Vec::new(),
+                #[cfg(feature = "kafka")]
+                publisher,
+            };
+            l.watch_token_files();
+            l.run()
+        })
+        .map_err(|e| EngineError::Thread("event loop", e))?
+        // Blocked in `poll`: the stop wakes it through its mio waker.
+        .with_wake(move || {
+            let _ = wake.wake();
+        });
         Ok(Engine {
-            stop,
-            waker,
             stats,
-            thread: Some(thread),
+            thread,
             status_addr,
             serve_addr,
         })
@@ -502,7 +498,7 @@ impl Engine {
 
     /// Whether the engine has stopped (after a signal).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.thread.is_finished()
     }
 
     /// Stops capture, drains everything received to disk, and waits; how
@@ -517,26 +513,22 @@ impl Engine {
     }
 
     fn join(&mut self) -> Result<(), Shortfall> {
-        match self.thread.take().map(JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(outcome)) => outcome,
-            Some(Err(_)) => {
+        Self::outcome(self.thread.join())
+    }
+
+    fn shutdown(&mut self) -> Result<(), Shortfall> {
+        Self::outcome(self.thread.stop())
+    }
+
+    fn outcome(r: std::thread::Result<Option<Result<(), Shortfall>>>) -> Result<(), Shortfall> {
+        match r {
+            Ok(None) => Ok(()),
+            Ok(Some(outcome)) => outcome,
+            Err(_) => {
                 tracing::error!("the event loop panicked");
                 Err(Shortfall::Panicked("event loop"))
             }
         }
-    }
-
-    fn shutdown(&mut self) -> Result<(), Shortfall> {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        self.join()
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
     }
 }
 
@@ -544,7 +536,7 @@ struct EventLoop {
     poll: Poll,
     conns: Vec<Connection>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    stop: Arc<AtomicBool>,
+    stop: crate::thread::StopFlag,
     writer: Option<Writer>,
     stats: Arc<Stats>,
     status: StatusPort,

@@ -30,9 +30,8 @@ pub mod journal;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -200,9 +199,10 @@ const JOIN_WAIT: Duration = Duration::from_millis(2500);
 /// The running publisher.
 #[derive(Debug)]
 pub struct Publisher {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: crate::thread::StoppableThread<()>,
+    /// When the stop was first asked for: the join's deadline counts from
+    /// it, so the publisher's wind-down overlaps the writer's drain.
+    stop_asked: std::sync::OnceLock<Instant>,
 }
 
 impl Publisher {
@@ -214,45 +214,32 @@ impl Publisher {
         clock: Clock,
         fatal_after: Option<u64>,
     ) -> std::io::Result<Publisher> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let done = Arc::new(AtomicBool::new(false));
-        let dn = Arc::clone(&done);
-        let thread = std::thread::Builder::new()
-            .name("tickcap-kafka".into())
-            .spawn(move || {
-                struct Done(Arc<AtomicBool>);
-                impl Drop for Done {
-                    fn drop(&mut self) {
-                        self.0.store(true, Ordering::SeqCst);
-                    }
-                }
-                let _done = Done(dn);
-                let mut p = Run {
-                    cfg,
-                    checkpoint: checkpoint_path(&data_dir),
-                    data_dir,
-                    stats,
-                    clock,
-                    stop: st,
-                    fatal_after,
-                };
-                p.run();
-            })?;
+        let thread = crate::thread::StoppableThread::spawn("tickcap-kafka", None, move |stop| {
+            let mut p = Run {
+                cfg,
+                checkpoint: checkpoint_path(&data_dir),
+                data_dir,
+                stats,
+                clock,
+                stop,
+                fatal_after,
+            };
+            p.run();
+        })?;
         Ok(Publisher {
-            stop,
-            done,
-            thread: Some(thread),
+            thread,
+            stop_asked: std::sync::OnceLock::new(),
         })
     }
 
     /// Asks the thread to stop without waiting (the engine does this
     /// before draining the writer, so both wind down at once).
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop_asked.get_or_init(Instant::now);
+        self.thread.request_stop();
     }
 
-    /// Stops: what is in flight gets up to 5 s to be acknowledged; the rest
+    /// Stops: what is in flight gets up to 2 s to be acknowledged; the rest
     /// stays in the journal for the next start.
     pub fn stop(mut self) {
         self.shutdown();
@@ -263,28 +250,21 @@ impl Publisher {
     /// shutdown. A thread still busy then is left to end by itself; its
     /// acknowledged position is in the checkpoint already.
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Some(t) = self.thread.take() else {
-            return;
-        };
-        let deadline = Instant::now() + JOIN_WAIT;
-        while !self.done.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !self.done.load(Ordering::SeqCst) {
-            tracing::warn!(
+        let asked = *self.stop_asked.get_or_init(Instant::now);
+        let left = JOIN_WAIT.saturating_sub(asked.elapsed());
+        match self.thread.stop_within(left) {
+            None => tracing::warn!(
                 "the Kafka publisher did not stop within {JOIN_WAIT:?} (a broker call in progress); \
                  shutdown goes on, publishing resumes from the checkpoint at the next start"
-            );
-            return;
-        }
-        if t.join().is_err() {
-            tracing::error!("the Kafka publisher thread panicked");
+            ),
+            Some(Err(_)) => tracing::error!("the Kafka publisher thread panicked"),
+            Some(Ok(_)) => {}
         }
     }
 }
 
 impl Drop for Publisher {
+    /// Bounded, as [`Publisher::stop`].
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -296,7 +276,7 @@ struct Run {
     checkpoint: PathBuf,
     stats: Arc<Stats>,
     clock: Clock,
-    stop: Arc<AtomicBool>,
+    stop: crate::thread::StopFlag,
     /// Tests: raise a fatal producer error once this many are acknowledged.
     fatal_after: Option<u64>,
 }
@@ -507,7 +487,7 @@ impl Run {
         // counted from the resume point; recounted only when a session
         // moved the checkpoint.
         let mut waiting: Option<(Pos, Backlog)> = None;
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stop.is_set() {
             match self.session() {
                 Ok(()) => break,
                 Err(e) => {
@@ -529,7 +509,7 @@ impl Run {
                         KafkaState::Unreachable
                     });
                     let until = Instant::now() + backoff;
-                    while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                    while Instant::now() < until && !self.stop.is_set() {
                         let n = b.update(200_000);
                         self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(50));
@@ -581,7 +561,7 @@ impl Run {
         let mut last_publish = Instant::now();
         let mut last_partition_check = Instant::now();
         loop {
-            let stopping = self.stop.load(Ordering::SeqCst);
+            let stopping = self.stop.is_set();
             producer.poll(Duration::ZERO);
             let done = std::mem::take(
                 &mut *producer

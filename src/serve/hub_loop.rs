@@ -54,7 +54,7 @@ impl HubLoop {
                 }
             }
             self.link.signal.awake();
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.is_set() {
                 break;
             }
             for ev in events.iter() {

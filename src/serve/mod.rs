@@ -32,7 +32,6 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -122,9 +121,7 @@ fn yield_to_capture() {
 /// The running hub.
 #[derive(Debug)]
 pub struct Hub {
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: crate::thread::StoppableThread<()>,
     addr: SocketAddr,
 }
 
@@ -145,41 +142,37 @@ impl Hub {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         link.signal.set_waker(Arc::clone(&waker));
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("tickcap-hub".into())
-            .spawn(move || {
-                yield_to_capture();
-                let mut h = HubLoop {
-                    dedup: cfg.dedup_window_micros.map(Dedup::new),
-                    cfg,
-                    poll,
-                    listener,
-                    clients: Vec::new(),
-                    consumers,
-                    link,
-                    stats,
-                    stop: st,
-                    demand: Demand::default(),
-                    subscribers: HashMap::new(),
-                    scratch: [Vec::new(), Vec::new(), Vec::new()],
-                    hist: new_histogram(),
-                    recent_texts: VecDeque::new(),
-                    touched: Vec::new(),
-                    overflow_seen: 0,
-                    views_dirty: false,
-                    client_log: crate::util::LogLimit::new(20, Duration::from_secs(10)),
-                    last_round_packets: 0,
-                };
-                h.run();
-            })?;
-        Ok(Hub {
-            stop,
-            waker,
-            thread: Some(thread),
-            addr,
-        })
+        let wake = Arc::clone(&waker);
+        let thread = crate::thread::StoppableThread::spawn("tickcap-hub", None, move |st| {
+            yield_to_capture();
+            let mut h = HubLoop {
+                dedup: cfg.dedup_window_micros.map(Dedup::new),
+                cfg,
+                poll,
+                listener,
+                clients: Vec::new(),
+                consumers,
+                link,
+                stats,
+                stop: st,
+                demand: Demand::default(),
+                subscribers: HashMap::new(),
+                scratch: [Vec::new(), Vec::new(), Vec::new()],
+                hist: new_histogram(),
+                recent_texts: VecDeque::new(),
+                touched: Vec::new(),
+                overflow_seen: 0,
+                views_dirty: false,
+                client_log: crate::util::LogLimit::new(20, Duration::from_secs(10)),
+                last_round_packets: 0,
+            };
+            h.run();
+        })?
+        // Blocked in `poll`: the stop wakes it through its mio waker.
+        .with_wake(move || {
+            let _ = wake.wake();
+        });
+        Ok(Hub { thread, addr })
     }
 
     /// Where clients connect.
@@ -193,19 +186,9 @@ impl Hub {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("the hub thread panicked");
-            }
+        if self.thread.stop().is_err() {
+            tracing::error!("the hub thread panicked");
         }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -218,7 +201,7 @@ struct HubLoop {
     consumers: Vec<rtrb::Consumer<Stamped>>,
     link: Arc<Link>,
     stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
+    stop: crate::thread::StopFlag,
     demand: Demand,
     /// Token → (client slot, mode) of every client subscribed to it.
     subscribers: HashMap<u32, Vec<(usize, Mode)>>,

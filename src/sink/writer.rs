@@ -18,9 +18,8 @@
 //!   flush deadline (a named choice: spin-then-park; on 2 cores a pure spin
 //!   would take the event loop's core).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -87,8 +86,7 @@ impl WriterConfig {
 /// A running writer.
 #[derive(Debug)]
 pub struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: crate::thread::StoppableThread<()>,
 }
 
 impl Writer {
@@ -100,45 +98,26 @@ impl Writer {
         stats: Arc<Stats>,
         wake: Arc<Wake>,
     ) -> std::io::Result<Writer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let wk = wake;
-        let thread = std::thread::Builder::new()
-            .name("tickcap-writer".into())
-            .spawn(move || {
-                pin(cfg.core);
-                wk.register_current();
-                let mut w = WriterLoop::new(cfg, rings, sink, stats, wk, st);
-                w.run();
-            })?;
-        Ok(Writer {
-            stop,
-            thread: Some(thread),
-        })
+        // Parked in `park_timeout` when idle: the stop's `unpark` wakes it.
+        let thread = crate::thread::StoppableThread::spawn("tickcap-writer", None, move |stop| {
+            pin(cfg.core);
+            wake.register_current();
+            let mut w = WriterLoop::new(cfg, rings, sink, stats, wake, stop);
+            w.run();
+        })?;
+        Ok(Writer { thread })
     }
 
     /// Asks the writer to drain everything, write, sync and exit; waits.
     /// False when the writer thread panicked.
     pub fn finish(mut self) -> bool {
-        self.stop_and_join()
-    }
-
-    fn stop_and_join(&mut self) -> bool {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            if t.join().is_err() {
+        match self.thread.stop() {
+            Ok(_) => true,
+            Err(_) => {
                 tracing::error!("the writer thread panicked");
-                return false;
+                false
             }
         }
-        true
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let _ = self.stop_and_join();
     }
 }
 
@@ -188,7 +167,7 @@ struct WriterLoop {
     last_publish: Instant,
     seen: InstrumentMap,
     dedup: Option<crate::dedup::Dedup>,
-    stop: Arc<AtomicBool>,
+    stop: crate::thread::StopFlag,
     /// Set when the stop request is first seen: the end of trying to write.
     deadline: Option<Instant>,
     /// The per-instrument map is to be published (a reader held it).
@@ -206,7 +185,7 @@ impl WriterLoop {
         sink: Box<dyn DaySink>,
         stats: Arc<Stats>,
         wake: Arc<Wake>,
-        stop: Arc<AtomicBool>,
+        stop: crate::thread::StopFlag,
     ) -> Self {
         let cap = cfg.buffer_size + (256 << 10);
         let dedup = cfg.dedup_window_micros.map(crate::dedup::Dedup::new);
@@ -241,7 +220,7 @@ impl WriterLoop {
 
     /// Whether shutdown has asked us to stop and the time to write is over.
     fn past_deadline(&mut self) -> bool {
-        if self.deadline.is_none() && self.stop.load(Ordering::SeqCst) {
+        if self.deadline.is_none() && self.stop.is_set() {
             self.deadline = Some(Instant::now() + self.cfg.shutdown_write_limit);
         }
         self.deadline.is_some_and(|d| Instant::now() >= d)
@@ -249,7 +228,7 @@ impl WriterLoop {
 
     fn run(&mut self) {
         loop {
-            let stopping = self.stop.load(Ordering::SeqCst);
+            let stopping = self.stop.is_set();
             if self.past_deadline() {
                 if !(self.buf.is_empty() && self.rings_empty()) {
                     self.give_up();
@@ -310,7 +289,7 @@ impl WriterLoop {
             // not wake us: the retry time rules.
             self.wake.going_to_sleep();
             let can_take = self.buf.len() < self.cfg.max_buffer;
-            let stop_news = !stopping && self.stop.load(Ordering::SeqCst);
+            let stop_news = !stopping && self.stop.is_set();
             if (can_take && !self.rings_empty()) || stop_news {
                 self.wake.awake();
                 continue;
