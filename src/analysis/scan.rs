@@ -56,81 +56,9 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// The keys the official client gives each kind of tick, then tickcap's two.
-pub fn contract_keys(mode: Mode, index: bool) -> &'static [&'static str] {
-    const LTP: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "timestamp",
-        "connection_id",
-    ];
-    const IQ: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "ohlc",
-        "change",
-        "timestamp",
-        "connection_id",
-    ];
-    const IF: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "ohlc",
-        "change",
-        "exchange_timestamp",
-        "timestamp",
-        "connection_id",
-    ];
-    const Q: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "ohlc",
-        "change",
-        "timestamp",
-        "connection_id",
-    ];
-    const F: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "ohlc",
-        "change",
-        "last_trade_time",
-        "oi",
-        "oi_day_high",
-        "oi_day_low",
-        "exchange_timestamp",
-        "depth",
-        "timestamp",
-        "connection_id",
-    ];
-    match (mode, index) {
-        (Mode::Ltp, _) => LTP,
-        (Mode::Quote, true) => IQ,
-        (Mode::Full, true) => IF,
-        (Mode::Quote, false) => Q,
-        (Mode::Full, false) => F,
-    }
-}
+/// The keys of each kind of line, in order: one table, owned by the line
+/// format ([`crate::sink::line::keys`]).
+pub use crate::sink::line::keys as contract_keys;
 
 pub use crate::time::parse_timestamp;
 

@@ -10,7 +10,7 @@
 //! benchmark baseline; a test holds the two equal in value.
 
 use super::number::{write_f64, write_price, write_u64};
-use crate::kite::{is_tradable, price_divisor, PacketKind, Tick};
+use crate::kite::{is_tradable, price_divisor, Mode, PacketKind, Tick};
 use crate::time::ZoneFormatter;
 
 /// Writes lines in one zone. Owns the zone's formatting caches.
@@ -213,6 +213,84 @@ pub fn serde_line(
     Ok(())
 }
 
+/// The keys the official client gives each kind of tick, in its order,
+/// then tickcap's two: the JSONL line's contract. [`LineFormatter`] writes
+/// exactly these (a test holds them equal); `verify` checks lines against them.
+pub fn keys(mode: Mode, index: bool) -> &'static [&'static str] {
+    const LTP: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "timestamp",
+        "connection_id",
+    ];
+    const IQ: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "ohlc",
+        "change",
+        "timestamp",
+        "connection_id",
+    ];
+    const IF: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "ohlc",
+        "change",
+        "exchange_timestamp",
+        "timestamp",
+        "connection_id",
+    ];
+    const Q: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+        "ohlc",
+        "change",
+        "timestamp",
+        "connection_id",
+    ];
+    const F: &[&str] = &[
+        "tradable",
+        "mode",
+        "instrument_token",
+        "last_price",
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+        "ohlc",
+        "change",
+        "last_trade_time",
+        "oi",
+        "oi_day_high",
+        "oi_day_low",
+        "exchange_timestamp",
+        "depth",
+        "timestamp",
+        "connection_id",
+    ];
+    match (mode, index) {
+        (Mode::Ltp, _) => LTP,
+        (Mode::Quote, true) => IQ,
+        (Mode::Full, true) => IF,
+        (Mode::Quote, false) => Q,
+        (Mode::Full, false) => F,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +378,26 @@ mod tests {
                 };
                 assert_eq!(keys(&va), keys(&vb));
             }
+        }
+    }
+
+    #[test]
+    fn the_writer_writes_exactly_the_contract_keys_of_each_kind() {
+        use crate::kite::PacketKind;
+        let mut f = LineFormatter::new(crate::time::ZoneFormatter::new("Asia/Kolkata").unwrap());
+        for (kind, token) in [
+            (PacketKind::Ltp, 408_065),
+            (PacketKind::Quote, 408_065),
+            (PacketKind::Full, 408_065),
+            (PacketKind::IndexQuote, 256_265),
+            (PacketKind::IndexFull, 256_265),
+        ] {
+            let mut out = Vec::new();
+            f.write_line(&mut out, &Tick::new(kind, token), 1_764_215_100_000_000, 1);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let got: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            let index = !crate::kite::is_tradable(token);
+            assert_eq!(got, keys(kind.mode(), index), "{kind:?}");
         }
     }
 }
