@@ -25,10 +25,41 @@
 //!   offsets in the segment's *uncompressed* bytes, so a reader's position
 //!   survives the compression.
 //! - **retire**: retention removes whole days before the cutoff.
+//!
+//! Three **families** of daily files share this lifecycle, each with its
+//! own name prefix ([`Family`]): the ticks (`market_data_`), the events
+//! journal (`events_`: what the capture did, see [`crate::events`]) and
+//! Kite's order updates (`orders_`). The functions without a family argument
+//! are about the ticks.
 
 use std::path::{Path, PathBuf};
 
 use crate::time::LocalDate;
+
+/// Which daily files: they differ only in their name's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// `market_data_…`: one line per tick.
+    Ticks,
+    /// `events_…`: one line per thing the capture did (the events journal).
+    Events,
+    /// `orders_…`: one line per order update Kite sent.
+    Orders,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 3] = [Family::Ticks, Family::Events, Family::Orders];
+
+    /// The file names' prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Ticks => "market_data_",
+            Family::Events => "events_",
+            Family::Orders => "orders_",
+        }
+    }
+}
 
 /// Where a segment sits: its day and its index within the day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,22 +93,46 @@ impl SegmentId {
         })
     }
 
-    /// The file name of this segment in one encoding.
+    /// The file name of this tick segment in one encoding.
     pub fn file_name(&self, zstd: bool) -> String {
+        self.file_name_in(Family::Ticks, zstd)
+    }
+
+    /// The file name of this segment of `family` in one encoding.
+    pub fn file_name_in(&self, family: Family, zstd: bool) -> String {
         let ext = if zstd { ".jsonl.zst" } else { ".jsonl" };
-        format!("market_data_{self}{ext}")
+        format!("{}{self}{ext}", family.prefix())
     }
 }
 
-/// A daily file's segment and encoding, from its name (`None` for any
+/// A tick file's segment and encoding, from its name (`None` for any
 /// other name: `.part`, `.torn-…`, `.unwritten-…`, the dump, …).
 pub fn parse_name(name: &str) -> Option<(SegmentId, bool)> {
-    let rest = name.strip_prefix("market_data_")?;
+    match parse_any_name(name)? {
+        (Family::Ticks, id, z) => Some((id, z)),
+        _ => None,
+    }
+}
+
+/// Any daily file's family, segment and encoding, from its name.
+pub fn parse_any_name(name: &str) -> Option<(Family, SegmentId, bool)> {
+    let (family, rest) = Family::ALL
+        .iter()
+        .find_map(|f| Some((*f, name.strip_prefix(f.prefix())?)))?;
     let (stem, zstd) = match rest.strip_suffix(".jsonl.zst") {
         Some(s) => (s, true),
         None => (rest.strip_suffix(".jsonl")?, false),
     };
-    Some((SegmentId::parse(stem)?, zstd))
+    Some((family, SegmentId::parse(stem)?, zstd))
+}
+
+/// The file of `family` that belongs with a daily file of another family
+/// (same day and segment, same directory and encoding): e.g. the events
+/// journal beside `market_data_2026-11-27.jsonl`.
+pub fn sibling(path: &Path, family: Family) -> Option<PathBuf> {
+    let (_, id, zstd) = parse_any_name(&path.file_name()?.to_string_lossy())?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Some(dir.join(id.file_name_in(family, zstd)))
 }
 
 /// One segment on disk.
@@ -95,15 +150,21 @@ pub struct Segment {
     pub also_zstd: bool,
 }
 
-/// Every segment in `dir`, in order (day, then index). Only regular files.
+/// Every tick segment in `dir`, in order (day, then index). Only regular files.
 pub fn segments(dir: &Path) -> Vec<Segment> {
+    segments_in(dir, Family::Ticks)
+}
+
+/// Every segment of `family` in `dir`, in order (day, then index). Only
+/// regular files.
+pub fn segments_in(dir: &Path, family: Family) -> Vec<Segment> {
     let mut found: Vec<(SegmentId, bool, PathBuf)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .filter_map(|e| {
-                    let (id, z) = parse_name(&e.file_name().to_string_lossy())?;
-                    Some((id, z, e.path()))
+                    let (f, id, z) = parse_any_name(&e.file_name().to_string_lossy())?;
+                    (f == family).then(|| (id, z, e.path()))
                 })
                 .collect()
         })
@@ -125,9 +186,14 @@ pub fn segments(dir: &Path) -> Vec<Segment> {
     out
 }
 
-/// The segments of one day, in order.
+/// The tick segments of one day, in order.
 pub fn segments_of(dir: &Path, day: LocalDate) -> Vec<Segment> {
-    segments(dir)
+    segments_of_in(dir, Family::Ticks, day)
+}
+
+/// The segments of `family` of one day, in order.
+pub fn segments_of_in(dir: &Path, family: Family, day: LocalDate) -> Vec<Segment> {
+    segments_in(dir, family)
         .into_iter()
         .filter(|s| s.id.day == day)
         .collect()
@@ -139,8 +205,8 @@ pub fn segments_of(dir: &Path, day: LocalDate) -> Vec<Segment> {
 pub fn sort_paths(paths: &mut [PathBuf]) {
     paths.sort_by_key(|p| {
         p.file_name()
-            .and_then(|n| parse_name(&n.to_string_lossy()))
-            .map_or((1, None), |(id, z)| (0, Some((id, z))))
+            .and_then(|n| parse_any_name(&n.to_string_lossy()))
+            .map_or((1, None), |(f, id, z)| (0, Some((id, f, z))))
     });
 }
 
@@ -181,9 +247,25 @@ mod tests {
             ("market_data_2026-11-27.jsonl.zst.part", None),
             ("market_data_2026-11-27.jsonl.torn-5", None),
             ("instruments_2026-11-27.csv", None),
+            ("events_2026-11-27.jsonl", None),
         ] {
             assert_eq!(parse_name(name), want, "{name}");
         }
+        assert_eq!(
+            parse_any_name("events_2026-11-27.2.jsonl.zst"),
+            Some((Family::Events, s2, true))
+        );
+        assert_eq!(
+            parse_any_name(&s0.file_name_in(Family::Orders, false)),
+            Some((Family::Orders, s0, false))
+        );
+        assert_eq!(
+            sibling(
+                Path::new("/d/market_data_2026-11-27.2.jsonl.zst"),
+                Family::Events
+            ),
+            Some(PathBuf::from("/d/events_2026-11-27.2.jsonl.zst"))
+        );
         assert_eq!(SegmentId::parse(&s2.to_string()), Some(s2));
         let dir = tempfile::tempdir().unwrap();
         for n in [

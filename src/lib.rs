@@ -25,6 +25,7 @@ pub mod config;
 pub mod days;
 pub mod dedup;
 pub mod engine;
+pub mod events;
 /// The Kite wire format, from the `tickcap-kite` crate (no I/O; usable by
 /// any Rust Kite program).
 pub use tickcap_kite as kite;

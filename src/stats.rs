@@ -395,6 +395,52 @@ impl std::hash::Hasher for TokenHasher {
     }
 }
 
+/// The events journal and the order updates (`crate::events`).
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Records handed to the journal thread.
+    pub emitted: AtomicU64,
+    /// Records lost: the channel was full or the thread gone.
+    pub lost: AtomicU64,
+    /// Event lines written.
+    pub events_written: AtomicU64,
+    /// Order update lines written.
+    pub orders_written: AtomicU64,
+    /// Order updates received again on another socket (one kept).
+    pub orders_duplicate: AtomicU64,
+    /// Text frames recorded as `bad_text_frame` (never written as orders).
+    pub bad_text_frames: AtomicU64,
+    /// Failed writes of the journal files.
+    pub write_errors: AtomicU64,
+    /// Bytes waiting to be written (writes failing).
+    pub pending_bytes: AtomicU64,
+    /// Today's order updates as written (the last 10,000) and how many.
+    pub orders_today: Mutex<OrdersToday>,
+    /// Per instrument: covered and watched µs today, and when that was
+    /// computed (epoch µs); published by the journal thread once a second.
+    pub coverage: Mutex<CoverageToday>,
+}
+
+/// Today's order update lines.
+#[derive(Debug, Default, Clone)]
+pub struct OrdersToday {
+    /// The day (storage zone), `YYYY-MM-DD`.
+    pub day: String,
+    /// Order updates written today.
+    pub total: u64,
+    /// The last 10,000 lines (JSON objects), oldest first.
+    pub lines: std::collections::VecDeque<String>,
+}
+
+/// Today's coverage per instrument.
+#[derive(Debug, Default, Clone)]
+pub struct CoverageToday {
+    /// When computed, epoch µs.
+    pub at_micros: i64,
+    /// token → (covered µs, watched µs) since midnight (or since start).
+    pub totals: std::collections::BTreeMap<u32, (i64, i64)>,
+}
+
 /// Everything the engine counts.
 #[derive(Debug)]
 pub struct Stats {
@@ -408,6 +454,8 @@ pub struct Stats {
     pub serve: ServeStats,
     /// The Kafka publisher.
     pub kafka: KafkaStats,
+    /// The events journal and the order updates.
+    pub journal: JournalStats,
     /// Latencies.
     pub latency: Latency,
     /// When the engine started, epoch µs.
@@ -425,6 +473,7 @@ impl Default for Stats {
             writer: WriterStats::default(),
             serve: ServeStats::default(),
             kafka: KafkaStats::default(),
+            journal: JournalStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),

@@ -11,7 +11,8 @@ use super::Failure;
 /// Arguments of `tickcap compress`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// Plain captures (`market_data_YYYY-MM-DD.jsonl`).
+    /// Plain captures (`market_data_YYYY-MM-DD.jsonl`; the events journal
+    /// and order updates, `events_…` and `orders_…`, likewise).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// zstd level (1..=19).
@@ -30,7 +31,7 @@ pub(super) struct Args {
 /// the one a running writer appends to.
 fn still_open(path: &std::path::Path, today: crate::time::LocalDate) -> Option<String> {
     let name = path.file_name()?.to_string_lossy().into_owned();
-    let (id, _) = crate::days::parse_name(&name)?;
+    let (family, id, _) = crate::days::parse_any_name(&name)?;
     if id.day != today {
         return None;
     }
@@ -38,7 +39,9 @@ fn still_open(path: &std::path::Path, today: crate::time::LocalDate) -> Option<S
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let last = crate::days::segments_of(dir, today).last().map(|s| s.id);
+    let last = crate::days::segments_of_in(dir, family, today)
+        .last()
+        .map(|s| s.id);
     (last == Some(id)).then(|| {
         format!(
             "{}: today's open file (tickcap appends to it until midnight); compress it after the day is closed (`compress_closed_days = true` does it by itself)",

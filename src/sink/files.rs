@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::days::SegmentId;
+use crate::days::{Family, SegmentId};
 use crate::time::{days_from_civil, LocalDate};
 
 /// Where the writer's bytes go, by day.
@@ -74,6 +74,16 @@ pub fn date_of_name(name: &str) -> Option<LocalDate> {
 /// names matching the daily pattern; never `today`'s). `keep_days = 0`
 /// keeps everything. Returns the files removed.
 pub fn apply_retention(dir: &Path, today: LocalDate, keep_days: u32) -> io::Result<Vec<PathBuf>> {
+    apply_retention_in(dir, Family::Ticks, today, keep_days)
+}
+
+/// [`apply_retention`] for the daily files of `family`.
+pub fn apply_retention_in(
+    dir: &Path,
+    family: Family,
+    today: LocalDate,
+    keep_days: u32,
+) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     if keep_days == 0 {
         return Ok(removed);
@@ -82,7 +92,12 @@ pub fn apply_retention(dir: &Path, today: LocalDate, keep_days: u32) -> io::Resu
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(date) = name.to_str().and_then(date_of_name) else {
+        let Some(date) = name
+            .to_str()
+            .and_then(crate::days::parse_any_name)
+            .filter(|(f, _, _)| *f == family)
+            .map(|(_, id, _)| id.day)
+        else {
             continue;
         };
         // Only regular files: a directory or FIFO named like a day is not ours.
@@ -121,6 +136,8 @@ fn identity(m: &std::fs::Metadata) -> (u64, u64) {
 #[derive(Debug)]
 pub struct DailyFiles {
     dir: PathBuf,
+    /// Which daily files (ticks unless [`DailyFiles::for_family`]).
+    family: Family,
     current: Option<Current>,
     opened: Arc<AtomicU64>,
     repaired: Arc<AtomicU64>,
@@ -145,6 +162,7 @@ impl DailyFiles {
         std::fs::create_dir_all(dir)?;
         Ok(DailyFiles {
             dir: dir.to_owned(),
+            family: Family::Ticks,
             current: None,
             opened,
             repaired,
@@ -155,6 +173,13 @@ impl DailyFiles {
             abandoned: None,
             pending: None,
         })
+    }
+
+    /// Writes the daily files of `family` (the events journal, the order
+    /// updates) under the same lifecycle as the ticks'.
+    pub fn for_family(mut self, family: Family) -> Self {
+        self.family = family;
+        self
     }
 
     /// Compresses each plain day once it is closed (at rotation, and closed
@@ -171,7 +196,7 @@ impl DailyFiles {
         let Some(level) = self.compress_closed else {
             return;
         };
-        let closed: Vec<PathBuf> = crate::days::segments(&self.dir)
+        let closed: Vec<PathBuf> = crate::days::segments_in(&self.dir, self.family)
             .into_iter()
             .filter(|s| !s.zstd && !s.also_zstd && s.id.day < today)
             .map(|s| s.path)
@@ -227,7 +252,7 @@ impl DailyFiles {
     /// else the next one.
     fn segment_for(&self, date: LocalDate) -> SegmentId {
         let want_zstd = self.zstd.is_some();
-        match crate::days::segments_of(&self.dir, date).last() {
+        match crate::days::segments_of_in(&self.dir, self.family, date).last() {
             Some(last)
                 if last.zstd == want_zstd && !last.also_zstd && Some(last.id) != self.abandoned =>
             {
@@ -254,7 +279,9 @@ impl DailyFiles {
                 }
             }
             let seg = self.segment_for(date);
-            let path = self.dir.join(seg.file_name(self.zstd.is_some()));
+            let path = self
+                .dir
+                .join(seg.file_name_in(self.family, self.zstd.is_some()));
             let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -279,7 +306,7 @@ impl DailyFiles {
             }
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::info!("writing {}", path.display());
-            if let Err(e) = apply_retention(&self.dir, date, self.retention_days) {
+            if let Err(e) = apply_retention_in(&self.dir, self.family, date, self.retention_days) {
                 tracing::warn!("retention in {} failed: {e}", self.dir.display());
             }
             self.compress_closed_days(date);
