@@ -1,7 +1,9 @@
 //! Tools over captured JSONL: `storage` (what is on disk), `analyze`
-//! (statistics and plots) and `verify` (is the capture whole?).
+//! (statistics and plots), `verify` (is the capture whole?) and `coverage`
+//! (when was each instrument captured, from the events journal).
 
 pub mod analyze;
+pub mod coverage;
 #[cfg(feature = "parquet")]
 pub mod export;
 #[cfg(feature = "plot")]

@@ -53,6 +53,8 @@ enum Command {
     Analyze(tools::AnalyzeArgs),
     /// Check captured files: well-formed, ordered, and (with --replay-report) complete.
     Verify(tools::VerifyArgs),
+    /// When each instrument was captured, and the gaps with their causes (from the events journal).
+    Coverage(tools::CoverageArgs),
     /// Compress closed days' plain captures to .jsonl.zst (atomically; the plain file is removed after).
     Compress(compress::Args),
     /// Captured days (plain or .jsonl.zst) as Parquet, one file a day, typed columns.
@@ -108,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Storage(args) => tools::storage(args),
         Command::Analyze(args) => tools::analyze(args),
         Command::Verify(args) => tools::verify(args),
+        Command::Coverage(args) => tools::coverage(args),
         Command::Status(args) => status::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Replay(args) => replay::run(*args),

@@ -342,6 +342,89 @@ pub(super) struct VerifyArgs {
     /// its connection kept ticking, and a whole connection's.
     #[arg(long, value_name = "S", default_value_t = 30.0)]
     gap: f64,
+    /// With an events journal: a first connect after a start that took at
+    /// most this long (seconds) does not make the capture incomplete.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    startup_grace: f64,
+}
+
+/// Arguments of `tickcap coverage`.
+#[derive(Debug, clap::Args)]
+pub(super) struct CoverageArgs {
+    /// Daily files (`events_…`, or the `market_data_…` / `orders_…` files
+    /// whose day's journal to read).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Only this instrument.
+    #[arg(long, value_name = "TOKEN")]
+    instrument: Option<u32>,
+    /// Print JSON: `runs`, `instruments` (covered share and intervals) and
+    /// `gaps` (each with `instrument_token`, `start`, `end`, `cause`).
+    #[arg(long)]
+    json: bool,
+    /// The zone of the times printed.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+}
+
+/// `tickcap coverage`.
+pub(super) fn coverage(args: CoverageArgs) -> Result<(), Failure> {
+    use crate::analysis::coverage as cov;
+    let journals = cov::journals_for(&args.files);
+    if journals.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no events journal (events_YYYY-MM-DD.jsonl) beside {}: it is written by tickcap 0.1 captures from this version on",
+            args.files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let (r, bad) = cov::read(&journals).context("reading the events journal")?;
+    if bad > 0 {
+        eprintln!("tickcap coverage: {bad} journal line(s) skipped (torn, or written by a newer tickcap)");
+    }
+    let mut z = zone(&args.timezone)?;
+    if args.json {
+        println!("{}", cov::report_json(&mut z, &r, args.instrument));
+        return Ok(());
+    }
+    for run in &r.runs {
+        println!(
+            "run {} → {}{}",
+            cov::iso(&mut z, run.start),
+            cov::iso(&mut z, run.end),
+            if run.clean { "" } else { " (no stop record: killed, crashed or still running)" }
+        );
+    }
+    let pick = |t: &u32| args.instrument.is_none_or(|o| o == *t);
+    let mut shown = 0;
+    for (t, i) in r.instruments.iter().filter(|(t, _)| pick(t)) {
+        shown += 1;
+        println!(
+            "instrument {t}: covered {:.3}% of {:.1} s watched, {} gap(s)",
+            i.share() * 100.0,
+            i.watched_micros as f64 / 1e6,
+            i.gaps.len()
+        );
+    }
+    if shown == 0 {
+        println!("no instrument was watched in this journal");
+    }
+    let gaps = r.gaps();
+    for (start, end, cause, tokens) in
+        cov::group_gaps(gaps.into_iter().filter(|g| pick(&g.instrument_token)))
+    {
+        println!(
+            "gap: {} → {} ({:.3} s), {}: {cause}",
+            cov::iso(&mut z, start),
+            cov::iso(&mut z, end),
+            (end - start) as f64 / 1e6,
+            cov::tokens_text(&tokens)
+        );
+    }
+    Ok(())
 }
 
 /// `tickcap verify`: exit 0 only when every check passes.
@@ -400,16 +483,45 @@ pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
     let against = report
         .as_ref()
         .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
-    let complete =
-        problems + all.backwards.len() == 0 && against.as_ref().is_none_or(|a| a.complete());
+    // Coverage from the events journal: every watched instrument covered
+    // for the whole capture, or each gap with its cause.
+    let journals = crate::analysis::coverage::journals_for(&args.files);
+    let coverage = if journals.is_empty() {
+        None
+    } else {
+        Some(crate::analysis::coverage::read(&journals).context("reading the events journal")?)
+    };
+    let grace = (args.startup_grace.max(0.0) * 1e6) as i64;
+    let failing: Vec<crate::events::coverage::Gap> = coverage
+        .as_ref()
+        .map(|(r, _)| {
+            crate::analysis::coverage::failing_gaps(r, grace)
+                .into_iter()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let complete = problems + all.backwards.len() == 0
+        && against.as_ref().is_none_or(|a| a.complete())
+        && failing.is_empty();
     let inst_gaps = all.gaps.instrument_gaps();
     let conn_gaps = &all.gaps.connections;
-    let mut zone = zone("Asia/Kolkata")?;
+    let mut zone2 = self::zone("Asia/Kolkata")?;
+    let mut zone = self::zone("Asia/Kolkata")?;
     let mut iso = |micros: i64| {
         let mut b = Vec::new();
         zone.write_micros(&mut b, micros);
         String::from_utf8_lossy(&b).into_owned()
     };
+    let coverage_json = coverage.as_ref().map(|(r, bad)| {
+        json!({
+            "journals": journals.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "complete": failing.is_empty(),
+            "instruments": r.instruments.len(),
+            "unreadable_lines": bad,
+            "gaps": failing.iter().map(|g| crate::analysis::coverage::gap_json(&mut zone2, g)).collect::<Vec<_>>(),
+        })
+    });
     if args.json {
         let ig: Vec<Value> = inst_gaps
             .iter()
@@ -424,6 +536,7 @@ pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
             json!({"files": files, "ticks": all.lines, "bad_lines": bad_total, "timestamps_backwards": back_total + all.backwards.len(),
             "replay": against.as_ref().map(verify::against_json), "ok": complete,
             "complete": against.as_ref().map(|a| a.complete()),
+            "coverage": coverage_json,
             "gaps": {"threshold_seconds": args.gap, "instruments": ig, "connections": cg}})
         );
     } else {
@@ -441,6 +554,35 @@ pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
             );
             for (t, m, d, o) in &a.worst {
                 println!("  instrument {t}: missing {m}, duplicated {d}, out of order {o}");
+            }
+        }
+        match &coverage {
+            None => println!("no events journal beside these files: coverage unknown (silences below are a guess)"),
+            Some((r, _)) if failing.is_empty() => println!(
+                "coverage: all {} watched instrument(s) covered for the whole capture ({} run(s), journal {})",
+                r.instruments.len(),
+                r.runs.len(),
+                journals.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            Some((r, _)) => {
+                println!(
+                    "coverage: INCOMPLETE — {} gap(s) over {} watched instrument(s):",
+                    failing.len(),
+                    r.instruments.len()
+                );
+                let groups = crate::analysis::coverage::group_gaps(&failing);
+                for (start, end, cause, tokens) in groups.iter().take(200) {
+                    println!(
+                        "  {} → {} ({:.3} s), {}: {cause}",
+                        crate::analysis::coverage::iso(&mut zone2, *start),
+                        crate::analysis::coverage::iso(&mut zone2, *end),
+                        (end - start) as f64 / 1e6,
+                        crate::analysis::coverage::tokens_text(tokens)
+                    );
+                }
+                if groups.len() > 200 {
+                    println!("  … and {} more (--json lists all)", groups.len() - 200);
+                }
             }
         }
         for (c, f, to) in conn_gaps.iter().take(50) {
@@ -465,6 +607,7 @@ pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
             match (complete, &against) {
                 (false, _) => "FAILED: see above".to_owned(),
                 (true, Some(_)) => "OK: every tick the feed sent was captured exactly once".to_owned(),
+                (true, None) if coverage.is_some() => "OK: every line is well formed and every watched instrument was covered for the whole capture (events journal)".to_owned(),
                 (true, None) if gaps == 0 => format!(
                     "OK: every line is well formed; no silence of {} s or more. Completeness cannot be proven without the feed's report (--replay-report)",
                     args.gap

@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// How often the journal gets a heartbeat (its counts; after a kill -9
+/// the last one bounds when the capture ended).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
 impl EventLoop {
     /// The token files the running config reads, with their current mtimes.
     pub(super) fn watch_token_files(&mut self) {
@@ -61,6 +65,7 @@ impl EventLoop {
             ledger: &mut self.ledger,
             history: &mut self.history,
             failover: &mut self.failover,
+            events: &self.events,
         };
         match reload::reload(&path, &*symbols, run, now) {
             Ok(r) => {
@@ -97,6 +102,7 @@ impl EventLoop {
         let dump = &self.dump;
         let ledger = &mut self.ledger;
         let released = &mut self.released;
+        let events = &self.events;
         let mut reloaded = false;
         let (conns, stats, config, history, zone, clock, path, failover) = (
             &mut self.conns,
@@ -126,6 +132,7 @@ impl EventLoop {
                     ledger: &mut *ledger,
                     released: &mut *released,
                     reloaded: &mut reloaded,
+                    events,
                 };
                 // The status port shares the capture thread: a bug in an
                 // endpoint must cost a 500, never the capture.
@@ -255,11 +262,15 @@ impl EventLoop {
                 c.on_timer(self.poll.registry(), now);
             }
             self.check_token_files(Instant::now());
-            if self
+            let new_dump = self
                 .dump
-                .poll(&self.config, self.clock.now_micros(), Instant::now())
-                && self.config.dump.symbols_used
-            {
+                .poll(&self.config, self.clock.now_micros(), Instant::now());
+            if new_dump {
+                if let Some(e) = self.dump.event(&self.config) {
+                    self.events.emit(e);
+                }
+            }
+            if new_dump && self.config.dump.symbols_used {
                 tracing::info!(
                     "a new instruments dump: reloading to re-resolve the configured symbols"
                 );
@@ -273,11 +284,24 @@ impl EventLoop {
                 &mut self.ledger,
                 &self.stats,
             );
+            for (i, was) in before.iter().enumerate() {
+                let now_taken = self.ledger.is_taken_over(i);
+                if *was != now_taken {
+                    let n = self.ledger.takeover_split(i).0.len();
+                    let (from, to) = if now_taken { (i as u8 + 1, 3) } else { (3, i as u8 + 1) };
+                    self.events.emit(if now_taken {
+                        crate::events::Event::Takeover { from, to, instruments: n }
+                    } else {
+                        crate::events::Event::Handback { from, to, instruments: n }
+                    });
+                }
+            }
             if before != [self.ledger.is_taken_over(0), self.ledger.is_taken_over(1)] {
                 upstream::sync(
                     &self.ledger,
                     &mut self.conns,
                     &mut self.history,
+                    &self.events,
                     self.clock.now_micros(),
                     Action::Failover,
                 );
@@ -285,6 +309,13 @@ impl EventLoop {
             let secs = self.clock.now_micros() / 1_000_000;
             self.status
                 .on_timer(self.poll.registry(), now, secs, &self.stats);
+            if now.duration_since(self.last_heartbeat) >= HEARTBEAT_EVERY {
+                self.last_heartbeat = now;
+                self.events.emit(crate::events::Event::Heartbeat {
+                    received: self.stats.ticks_received(),
+                    written: self.stats.lines_written(),
+                });
+            }
             if now.duration_since(last_log) >= Duration::from_secs(60) {
                 let total = self.stats.ticks_received();
                 tracing::info!(
@@ -317,6 +348,7 @@ impl EventLoop {
             &self.ledger,
             &mut self.conns,
             &mut self.history,
+            &self.events,
             self.clock.now_micros(),
             Action::Serve,
         );
@@ -337,7 +369,28 @@ impl EventLoop {
     }
 
     pub(super) fn shutdown(&mut self) -> Result<(), Shortfall> {
+        let out = self.shut_down_parts();
+        let (received, written) = (self.stats.ticks_received(), self.stats.lines_written());
+        self.events.emit(crate::events::Event::ServiceStop {
+            received,
+            written,
+            shortfall: out.as_ref().err().map(ToString::to_string),
+        });
+        // Last: the journal writes what every other part recorded.
+        if let Some(j) = self.journal.take() {
+            if !j.finish() {
+                tracing::error!("the journal thread panicked");
+            }
+        }
+        out
+    }
+
+    fn shut_down_parts(&mut self) -> Result<(), Shortfall> {
         let started = Instant::now();
+        // Coverage ends here: what follows is the drain.
+        self.events.emit(crate::events::Event::Stopping {
+            reason: "stop requested (signal or control)".into(),
+        });
         // Clients first: they get a close frame; capture then drains.
         if let Some(h) = self.hub.take() {
             h.stop();

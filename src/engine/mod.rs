@@ -214,34 +214,13 @@ impl Engine {
         let sink = match opts.sink.take() {
             Some(s) => s,
             None => {
-                let dir = &config.storage.data_dir;
                 let w = &stats.writer;
-                let files = DailyFiles::new(
-                    dir,
+                Box::new(daily_files(
+                    &config,
+                    crate::days::Family::Ticks,
                     Arc::clone(&w.files_opened),
                     Arc::clone(&w.torn_repaired),
-                )
-                .map_err(|error| EngineError::DataDir {
-                    dir: dir.display().to_string(),
-                    error,
-                })?
-                .with_retention(config.storage.retention_days);
-                let files = match config.storage.compress_closed_days {
-                    Some(level) => files.with_closed_day_compression(level),
-                    None => files,
-                };
-                let files = match config.storage.zstd_level {
-                    None => files,
-                    Some(level) => {
-                        files
-                            .with_zstd(level)
-                            .map_err(|error| EngineError::DataDir {
-                                dir: dir.display().to_string(),
-                                error,
-                            })?
-                    }
-                };
-                Box::new(files) as Box<dyn DaySink>
+                )?) as Box<dyn DaySink>
             }
         };
         // Today's segment is opened (its torn tail repaired) before the
@@ -259,6 +238,50 @@ impl Engine {
             // A full or failing disk: the writer retries and reports it.
             tracing::error!("cannot open today's file yet: {error}; the writer keeps trying");
         }
+        // The events journal and the order updates: the same lifecycle,
+        // today's files opened (repaired) before anything reads them.
+        let (events_tx, events_rx) = std::sync::mpsc::sync_channel(crate::events::CHANNEL_CAPACITY);
+        let events = crate::events::Emitter::new(events_tx, opts.clock, Arc::clone(&stats));
+        let journal = {
+            let mut files = Vec::new();
+            for family in [crate::days::Family::Events, crate::days::Family::Orders] {
+                let mut f = daily_files(&config, family, Default::default(), Default::default())?;
+                if let Err(error) = f.prepare(today) {
+                    if error.kind() == std::io::ErrorKind::ResourceBusy {
+                        return Err(EngineError::DataDir {
+                            dir: config.storage.data_dir.display().to_string(),
+                            error,
+                        });
+                    }
+                    tracing::error!("cannot open today's {} file yet: {error}; the journal keeps trying", family.prefix());
+                }
+                files.push(f);
+            }
+            let orders = files.pop().ok_or(EngineError::Thread("journal", std::io::Error::other("no files")))?;
+            let evs = files.pop().ok_or(EngineError::Thread("journal", std::io::Error::other("no files")))?;
+            let digest = match opts.config_path.as_deref() {
+                Some(p) => crate::util::read_regular(p, 16 << 20)
+                    .map(|b| crate::events::digest(&b))
+                    .unwrap_or_else(|_| "unreadable".into()),
+                None => crate::events::digest(format!("{config:?}").as_bytes()),
+            };
+            events.emit(crate::events::Event::ServiceStart {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                config_digest: digest,
+                pid: std::process::id(),
+            });
+            let scfg = crate::sink::side::SideConfig {
+                zone: ZoneFormatter::new(&config.storage.timezone)?,
+                fsync: config.storage.fsync,
+                fsync_interval: Duration::from_millis(config.storage.fsync_interval_ms),
+                flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
+                clock: opts.clock,
+                start_day: today,
+                shutdown_limit: Duration::from_millis(config.storage.shutdown_write_limit_ms),
+            };
+            crate::sink::side::Journal::spawn(scfg, events_rx, evs, orders, Arc::clone(&stats))
+                .map_err(|e| EngineError::Thread("journal", e))?
+        };
         let wake = Arc::new(Wake::default());
         let mut producers = Vec::new();
         let mut consumers = Vec::new();
@@ -278,6 +301,7 @@ impl Engine {
         wcfg.shutdown_write_limit = Duration::from_millis(config.storage.shutdown_write_limit_ms);
         wcfg.recovery_dirs = vec![config.storage.data_dir.clone(), std::env::temp_dir()];
         wcfg.start_day = Some(today);
+        wcfg.events = events.clone();
         wcfg.dedup_window_micros = config
             .tertiary_mirror
             .then(|| config.dedup_window_ms as i64 * 1000);
@@ -296,6 +320,7 @@ impl Engine {
                 .resolver
                 .clone()
                 .unwrap_or_else(crate::net::conn::system_resolver),
+            events: events.clone(),
         };
         let mut conns: Vec<Connection> = config
             .connections
@@ -436,8 +461,31 @@ impl Engine {
             std::array::from_fn(|i| config.connections[i].instruments.as_slice()),
             std::array::from_fn(|i| config.connections[i].mode),
         )?;
+        // The connections start with the configured instruments: recorded
+        // in the journal as the config's subscriptions.
+        for c in &conns {
+            let mut by_mode: std::collections::BTreeMap<crate::kite::Mode, Vec<u32>> =
+                Default::default();
+            for (t, m) in c.desired() {
+                by_mode.entry(*m).or_default().push(*t);
+            }
+            for (mode, tokens) in by_mode {
+                events.emit_at(
+                    now,
+                    crate::events::Event::Subscribe {
+                        connection_id: c.id(),
+                        why: crate::events::Why::Config,
+                        mode: mode.as_str().to_owned(),
+                        tokens,
+                    },
+                );
+            }
+        }
+        if let Some(e) = dump.event(&config) {
+            events.emit(e);
+        }
         let mut no_history = History::default();
-        upstream::sync(&ledger, &mut conns, &mut no_history, now, Action::Config);
+        upstream::sync(&ledger, &mut conns, &mut no_history, &events, now, Action::Config);
         let wake = Arc::clone(&waker);
         let thread = crate::thread::StoppableThread::spawn("tickcap-loop", None, move |st| {
             let mut l = EventLoop {
@@ -464,6 +512,9 @@ impl Engine {
                 released: Vec::new(),
                 #[cfg(feature = "kafka")]
                 publisher,
+                events,
+                journal: Some(journal),
+                last_heartbeat: Instant::now(),
             };
             l.watch_token_files();
             l.run()
@@ -563,4 +614,37 @@ struct EventLoop {
     /// The Kafka publisher, with `[kafka]`.
     #[cfg(feature = "kafka")]
     publisher: Option<crate::publish::Publisher>,
+    /// The events journal.
+    events: crate::events::Emitter,
+    /// The journal thread (stopped last).
+    journal: Option<crate::sink::side::Journal>,
+    /// When the last heartbeat event was written.
+    last_heartbeat: Instant,
+}
+
+/// The daily files of `family` as the config says (directory, retention,
+/// closed-day compression, zstd).
+fn daily_files(
+    config: &Config,
+    family: crate::days::Family,
+    opened: Arc<std::sync::atomic::AtomicU64>,
+    repaired: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<DailyFiles, EngineError> {
+    let dir = &config.storage.data_dir;
+    let bad = |error| EngineError::DataDir {
+        dir: dir.display().to_string(),
+        error,
+    };
+    let files = DailyFiles::new(dir, opened, repaired)
+        .map_err(bad)?
+        .for_family(family)
+        .with_retention(config.storage.retention_days);
+    let files = match config.storage.compress_closed_days {
+        Some(level) => files.with_closed_day_compression(level),
+        None => files,
+    };
+    match config.storage.zstd_level {
+        None => Ok(files),
+        Some(level) => files.with_zstd(level).map_err(bad),
+    }
 }

@@ -84,6 +84,8 @@ pub struct Running<'a> {
     pub history: &'a mut History,
     /// The failover state.
     pub failover: &'a mut Failover,
+    /// The events journal.
+    pub events: &'a crate::events::Emitter,
 }
 
 /// Rereads `path` (symbols resolved through `symbols`) and applies it. On
@@ -94,8 +96,19 @@ pub fn reload(
     run: Running<'_>,
     now_micros: i64,
 ) -> Result<Reloaded, ReloadError> {
-    let new = Config::load_with(path, &Env::from_process(), symbols)?;
-    apply(new, run, now_micros, &path.display().to_string())
+    let events = run.events;
+    let out = Config::load_with(path, &Env::from_process(), symbols)
+        .map_err(ReloadError::from)
+        .and_then(|new| apply(new, run, now_micros, &path.display().to_string()));
+    match &out {
+        Ok(r) => events.emit(crate::events::Event::Reload {
+            summary: r.summary(),
+        }),
+        Err(e) => events.emit(crate::events::Event::ReloadRefused {
+            error: e.to_string(),
+        }),
+    }
+    out
 }
 
 /// Applies a validated config to the running parts.
@@ -111,6 +124,7 @@ pub fn apply(
         ledger,
         history,
         failover,
+        events,
     } = run;
     let mut r = Reloaded::default();
     // The instruments first: all or nothing.
@@ -206,7 +220,7 @@ pub fn apply(
     }
     r.applied = applied.into_iter().map(str::to_owned).collect();
 
-    let diffs = upstream::sync(ledger, conns, history, now_micros, Action::Reload);
+    let diffs = upstream::sync(ledger, conns, history, events, now_micros, Action::Reload);
     for (i, d) in diffs.iter().enumerate() {
         (r.subscribed[i], r.unsubscribed[i], r.mode_changed[i]) =
             (d.subscribed(), d.unsubscribe.len(), d.remoded());

@@ -87,6 +87,16 @@ impl DumpState {
         out
     }
 
+    /// The journal's record of the dump in use (None without one).
+    pub fn event(&self, config: &Config) -> Option<crate::events::Event> {
+        let l = self.loaded.as_ref()?;
+        Some(crate::events::Event::InstrumentsDump {
+            date: l.day.to_string(),
+            count: l.directory.len(),
+            expired: self.absent(config),
+        })
+    }
+
     /// Logs the configured tokens the dump does not list (at start and
     /// after every refresh).
     pub fn report_absent(&self, config: &Config) {

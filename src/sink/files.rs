@@ -175,6 +175,11 @@ impl DailyFiles {
         })
     }
 
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Writes the daily files of `family` (the events journal, the order
     /// updates) under the same lifecycle as the ticks'.
     pub fn for_family(mut self, family: Family) -> Self {

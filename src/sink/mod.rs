@@ -5,7 +5,9 @@
 //! - [`number`]: Python-compatible number text;
 //! - [`writer`]: the writer thread (ring merge, flush rule, fsync policy,
 //!   rotation, retry);
-//! - [`files`]: the daily files (names, torn-tail repair, retention).
+//! - [`files`]: the daily files (names, torn-tail repair, retention);
+//! - [`side`]: the journal thread (the events journal and the order
+//!   updates, `crate::events`).
 //!
 //! Hot-standby dedup lives in the base (`crate::dedup`): the hub applies
 //! the same rule to what it serves.
@@ -16,6 +18,7 @@
 pub mod files;
 pub mod line;
 pub mod number;
+pub mod side;
 pub mod writer;
 
 pub use line::LineFormatter;

@@ -61,6 +61,8 @@ pub struct WriterConfig {
     /// The day whose file the engine opened at start: no earlier day is
     /// ever written (a closed day is never reopened).
     pub start_day: Option<LocalDate>,
+    /// The events journal (write failures and recoveries, files replaced).
+    pub events: crate::events::Emitter,
 }
 
 impl WriterConfig {
@@ -79,6 +81,7 @@ impl WriterConfig {
             shutdown_write_limit: Duration::from_secs(5),
             recovery_dirs: vec![std::env::temp_dir()],
             start_day: None,
+            events: crate::events::Emitter::none(Clock::system()),
         }
     }
 }
@@ -484,7 +487,14 @@ impl WriterLoop {
             .fetch_add(self.recv.len() as u64, Ordering::Relaxed);
         w.last_flush_micros.store(now_micros, Ordering::Relaxed);
         w.buffered_bytes.store(0, Ordering::Relaxed);
-        w.failing_since_micros.store(0, Ordering::Relaxed);
+        let failing_since = w.failing_since_micros.swap(0, Ordering::Relaxed);
+        if failing_since > 0 {
+            self.cfg
+                .events
+                .emit(crate::events::Event::WriterRecovered {
+                    failed_ms: ((now_micros - failing_since).max(0) / 1000) as u64,
+                });
+        }
         w.oldest_unwritten_micros.store(0, Ordering::Relaxed);
         if self.retry_at.take().is_some() {
             tracing::info!("writes succeed again; nothing was lost");
@@ -615,6 +625,9 @@ impl WriterLoop {
         tracing::error!(
             "{why} while tickcap was writing it: the lines written to it since the last check (up to a second) are in the removed file; writing goes on in a new file"
         );
+        self.cfg.events.emit(crate::events::Event::FileReplaced {
+            reason: why.clone(),
+        });
         if let Ok(mut g) = w.replaced_why.lock() {
             *g = Some(why);
         }
@@ -623,12 +636,21 @@ impl WriterLoop {
     fn fail(&mut self, e: std::io::Error) {
         self.verify_file();
         let w = &self.stats.writer;
-        let _ = w.failing_since_micros.compare_exchange(
-            0,
-            self.cfg.clock.now_micros(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        if w
+            .failing_since_micros
+            .compare_exchange(
+                0,
+                self.cfg.clock.now_micros(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.cfg.events.emit(crate::events::Event::WriterFailed {
+                error: e.to_string(),
+                path: self.sink.current_path().map(|p| p.display().to_string()),
+            });
+        }
         let n = w.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= 10 || n.is_power_of_two() {
             tracing::error!(

@@ -88,6 +88,7 @@ fn rig(url: &str) -> Rig {
         reconnect_max: Duration::from_secs(30),
         tls: None,
         resolver: tickcap::net::conn::system_resolver(),
+        events: tickcap::events::Emitter::none(Clock::system()),
     };
     let cfg = ConnectionConfig {
         role: Role::Primary,

@@ -156,7 +156,14 @@ fn refused(e: &LedgerError) -> Response {
 
 /// Sends the ledger's difference upstream.
 fn sync(v: &mut View<'_>, why: Action) {
-    upstream::sync(v.ledger, v.conns, v.history, v.clock.now_micros(), why);
+    upstream::sync(
+        v.ledger,
+        v.conns,
+        v.history,
+        v.events,
+        v.clock.now_micros(),
+        why,
+    );
     v.failover.refresh(v.ledger);
 }
 

@@ -59,6 +59,8 @@ pub(super) struct View<'a> {
     /// Set when `/reload` applied a config (the loop then re-reads the
     /// token files' times, so the file a login wrote is not reloaded twice).
     pub reloaded: &'a mut bool,
+    /// The events journal.
+    pub events: &'a crate::events::Emitter,
 }
 
 impl View<'_> {
@@ -218,6 +220,7 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
                     ledger: &mut *v.ledger,
                     history: &mut *v.history,
                     failover: &mut *v.failover,
+                    events: v.events,
                 };
                 match crate::engine::reload::reload(path, &*symbols, run, now) {
                     Ok(r) => {

@@ -183,6 +183,33 @@ pub enum ConnError {
     Stale(u64),
 }
 
+impl ConnError {
+    /// Its kind as the events journal names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnError::Auth(_) => "auth",
+            ConnError::BadUrl(_) => "bad_url",
+            ConnError::Resolve { .. } => "resolve",
+            ConnError::Connect(_) => "connect",
+            ConnError::Timeout(_) => "timeout",
+            ConnError::Tls(_) => "tls",
+            ConnError::Upgrade(_) => "upgrade",
+            ConnError::Closed(_) => "closed",
+            ConnError::Read(_) => "read",
+            ConnError::Write(_) => "write",
+            ConnError::Stale(_) => "stale",
+        }
+    }
+
+    /// The WebSocket close code the server sent, if it closed with one.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            ConnError::Closed(text) => text.split_whitespace().next()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// What every connection of one engine shares.
 #[derive(Clone)]
 pub struct Context {
@@ -202,6 +229,8 @@ pub struct Context {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Host name lookups (run on a thread of their own).
     pub resolver: Resolver,
+    /// The events journal (opens, closes, backoffs, text frames, orders).
+    pub events: crate::events::Emitter,
 }
 
 impl std::fmt::Debug for Context {
@@ -263,6 +292,12 @@ pub struct Connection {
     tee: Option<crate::ring::Tee>,
     /// New credentials arrived: abandon the attempt in flight at the next timer.
     retry_pending: bool,
+    /// The events journal.
+    events: crate::events::Emitter,
+    /// Remote text in the journal: rate-limited like the log, separately.
+    text_events: LogLimit,
+    /// When the current open began, epoch µs (for `open_ms`).
+    opened_at_micros: i64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -291,6 +326,7 @@ impl Connection {
             reconnect_max,
             tls,
             resolver,
+            events,
         } = ctx.clone();
         let desired = cfg.instruments.iter().map(|&t| (t, cfg.mode)).collect();
         let id = cfg.role.connection_id();
@@ -333,6 +369,9 @@ impl Connection {
             errors_logged: 0,
             tls,
             tee: None,
+            events,
+            text_events: LogLimit::new(20, Duration::from_secs(10)),
+            opened_at_micros: 0,
             retry_pending: false,
         }
     }
@@ -581,6 +620,18 @@ impl Connection {
             ws: Box::new(ws),
             since: self.mono.now(),
         });
+        self.opened_at_micros = self.clock.now_micros();
+        self.events.emit_at(
+            self.opened_at_micros,
+            crate::events::Event::ConnectionOpen {
+                connection_id: self.id,
+                role: self.role.as_str().to_owned(),
+                instruments: self.desired.len(),
+                down_ms: down
+                    .filter(|_| n > 0)
+                    .map(|d| d.as_millis() as u64),
+            },
+        );
         // Frames may already sit behind the HTTP 101 in tungstenite's buffer:
         // mio will not signal them again.
         self.read_frames(registry);
@@ -652,6 +703,7 @@ impl Connection {
             }
             ConnState::Open { .. } if !self.wanted() => {
                 tracing::info!("connection {}: nothing subscribed; closing", self.id);
+                self.emit_closed_as("idle", "nothing subscribed");
                 let state = std::mem::replace(&mut self.state, ConnState::Idle);
                 self.discard(registry, state);
                 self.set_state(ConnState::Idle);
@@ -687,6 +739,9 @@ impl Connection {
 
     fn drop_open(&mut self, registry: &Registry, why: ConnError) {
         let state = std::mem::replace(&mut self.state, ConnState::Idle);
+        if matches!(state, ConnState::Open { .. }) {
+            self.emit_closed(&why);
+        }
         if let ConnState::Open { since, .. } = &state {
             tracing::warn!(
                 "connection {} ({}) lost after {} s open: {}; reconnecting",
@@ -699,6 +754,28 @@ impl Connection {
         self.discard(registry, state);
         self.down_since = Some(self.mono.now());
         self.retry_later(registry, why);
+    }
+
+    fn emit_closed(&self, why: &ConnError) {
+        self.emit_closed_with(why.kind(), why.to_string(), why.close_code());
+    }
+
+    fn emit_closed_as(&self, kind: &str, reason: &str) {
+        self.emit_closed_with(kind, reason.to_owned(), None);
+    }
+
+    fn emit_closed_with(&self, kind: &str, reason: String, close_code: Option<u16>) {
+        let now = self.clock.now_micros();
+        self.events.emit_at(
+            now,
+            crate::events::Event::ConnectionClosed {
+                connection_id: self.id,
+                error: kind.to_owned(),
+                reason,
+                close_code,
+                open_ms: ((now - self.opened_at_micros).max(0) / 1000) as u64,
+            },
+        );
     }
 
     fn fail(&mut self, registry: &Registry, tcp: Option<TcpStream>, why: ConnError) {
@@ -755,6 +832,12 @@ impl Connection {
                 }
             }
         }
+        self.events.emit(crate::events::Event::BackingOff {
+            connection_id: self.id,
+            error: why.kind().to_owned(),
+            reason: why.to_string(),
+            retry_in_ms: delay.as_millis() as u64,
+        });
         self.down_since.get_or_insert_with(Instant::now);
         self.set_state(ConnState::Backoff {
             until: self.mono.now() + delay,
@@ -765,6 +848,9 @@ impl Connection {
     /// Closes the connection for good and hands every received tick to the
     /// ring (waiting for the writer to make room, at most `limit`).
     pub fn shutdown(&mut self, registry: &Registry, limit: Duration) -> usize {
+        if self.is_open() {
+            self.emit_closed_as("shutdown", "tickcap is stopping");
+        }
         let state = std::mem::replace(&mut self.state, ConnState::Idle);
         self.discard(registry, state);
         self.set_state(ConnState::Closed);

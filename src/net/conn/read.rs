@@ -94,7 +94,34 @@ impl Connection {
                 Ok(Message::Text(t)) => {
                     let now = self.mono.now();
                     self.last_frame = now;
+                    let recv = self.clock.now_micros();
+                    if t.len() > crate::events::ORDER_MAX {
+                        // Kite's text frames are small: a huge one is kept
+                        // out of the orders file and recorded (cut).
+                        st.bad_text_frames.fetch_add(1, Ordering::Relaxed);
+                        record_bad_text(
+                            &self.events,
+                            &mut self.text_events,
+                            now,
+                            id,
+                            recv,
+                            "longer than 64 KiB",
+                            t.as_str(),
+                        );
+                        continue;
+                    }
                     let frame = parse_text(t.as_str(), &mut self.scratch);
+                    record_text(
+                        &self.events,
+                        &mut self.text_events,
+                        now,
+                        st,
+                        &self.stats,
+                        id,
+                        recv,
+                        &frame,
+                        t.as_str(),
+                    );
                     if let (TextFrame::Order(_) | TextFrame::Message(_), Some(tee)) =
                         (&frame, &self.tee)
                     {
@@ -138,6 +165,16 @@ impl Connection {
                     // ticks like any other.
                     self.last_frame = self.mono.now();
                     st.bad_text_frames.fetch_add(1, Ordering::Relaxed);
+                    let recv = self.clock.now_micros();
+                    record_bad_text(
+                        &self.events,
+                        &mut self.text_events,
+                        self.mono.now(),
+                        id,
+                        recv,
+                        "not UTF-8",
+                        "",
+                    );
                     if self.text_log.allow(self.mono.now()).is_some() {
                         tracing::warn!("connection {id}: a text frame that is not UTF-8 (skipped)");
                     }
@@ -172,5 +209,78 @@ impl Connection {
         if let Some(why) = end {
             self.drop_open(registry, why);
         }
+    }
+}
+
+/// Keeps a text frame: an order update in the orders file (every one;
+/// the journal thread keeps one of the copies Kite sends per socket),
+/// Kite's messages and errors in the events journal (rate-limited).
+#[allow(clippy::too_many_arguments)]
+fn record_text(
+    events: &crate::events::Emitter,
+    limit: &mut LogLimit,
+    now: Instant,
+    _st: &ConnStats,
+    stats: &Stats,
+    id: u8,
+    recv: i64,
+    frame: &TextFrame,
+    text: &str,
+) {
+    use crate::events::{cap_text, Event};
+    match frame {
+        TextFrame::Order(_) => events.order(recv, id, text),
+        TextFrame::Error(msg) | TextFrame::Message(msg) => {
+            if let Some(suppressed) = limit.allow(now) {
+                let text = cap_text(msg);
+                events.emit_at(
+                    recv,
+                    if matches!(frame, TextFrame::Error(_)) {
+                        Event::KiteError {
+                            connection_id: id,
+                            text,
+                            suppressed,
+                        }
+                    } else {
+                        Event::KiteMessage {
+                            connection_id: id,
+                            text,
+                            suppressed,
+                        }
+                    },
+                );
+            }
+        }
+        TextFrame::Unknown { kind, raw } => {
+            stats.journal.bad_text_frames.fetch_add(1, Ordering::Relaxed);
+            let problem = match kind {
+                Some(k) => format!("a text frame of type {:?}", cap_text(k)),
+                None => "a text frame that is not a JSON object with a type".to_owned(),
+            };
+            record_bad_text(events, limit, now, id, recv, &problem, raw);
+        }
+    }
+}
+
+/// Records a text frame that is not kept otherwise (rate-limited, cut).
+fn record_bad_text(
+    events: &crate::events::Emitter,
+    limit: &mut LogLimit,
+    now: Instant,
+    id: u8,
+    recv: i64,
+    problem: &str,
+    text: &str,
+) {
+    if let Some(suppressed) = limit.allow(now) {
+        events.emit_at(
+            recv,
+            crate::events::Event::BadTextFrame {
+                connection_id: id,
+                problem: problem.to_owned(),
+                text: crate::events::cap_text(text),
+                suppressed,
+            },
+        );
     }
 }
