@@ -210,6 +210,19 @@ pub fn sort_paths(paths: &mut [PathBuf]) {
     });
 }
 
+/// Takes the events journals and order files out of `files` (a shell's
+/// `data/*.jsonl` names them too) and returns them: the tools that read
+/// ticks skip them (coverage reads the journals on its own).
+pub fn take_non_tick_files(files: &mut Vec<PathBuf>) -> Vec<PathBuf> {
+    let (other, ticks): (Vec<PathBuf>, Vec<PathBuf>) = files.drain(..).partition(|p| {
+        p.file_name()
+            .and_then(|n| parse_any_name(&n.to_string_lossy()))
+            .is_some_and(|(f, _, _)| f != Family::Ticks)
+    });
+    *files = ticks;
+    other
+}
+
 /// An exclusive advisory lock on an open file (`flock`), released when the
 /// file is closed. The writer holds one on the segment it appends to; a
 /// compression holds one on the segment it compresses. `Ok(false)`: another

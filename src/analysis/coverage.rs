@@ -44,8 +44,10 @@ fn read_text(path: &Path) -> std::io::Result<Vec<u8>> {
         return Ok(bytes);
     }
     let mut out = Vec::new();
+    let mut frame = Vec::new();
     for f in crate::zst::frames(&bytes).frames {
-        crate::zst::decompress_frame(&bytes[f], &mut out)?;
+        crate::zst::decompress_frame(&bytes[f], &mut frame)?;
+        out.extend_from_slice(&frame);
     }
     Ok(out)
 }
@@ -99,11 +101,7 @@ pub fn group_gaps<'a>(
 pub fn tokens_text(tokens: &[u32]) -> String {
     let head: Vec<String> = tokens.iter().take(8).map(u32::to_string).collect();
     let more = if tokens.len() > 8 { ", …" } else { "" };
-    format!(
-        "{} instrument(s) ({}{more})",
-        tokens.len(),
-        head.join(", ")
-    )
+    format!("{} instrument(s) ({}{more})", tokens.len(), head.join(", "))
 }
 
 /// ISO 8601 in `zone`, as in the tick lines.

@@ -40,6 +40,9 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let mut days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut files = args.files.clone();
     crate::days::sort_paths(&mut files);
+    if !crate::days::take_non_tick_files(&mut files).is_empty() {
+        eprintln!("tickcap export: events/orders files are not ticks: skipped");
+    }
     for f in &files {
         days.entry(parquet_name(f)).or_default().push(f.clone());
     }

@@ -119,6 +119,9 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
     } else {
         let mut from = args.from.clone();
         crate::days::sort_paths(&mut from);
+        if !crate::days::take_non_tick_files(&mut from).is_empty() {
+            eprintln!("tickcap replay: events/orders files are not ticks: skipped");
+        }
         let rec = read_recordings(&from).map_err(Failure::usage)?;
         for bad in rec.bad.iter().take(20) {
             eprintln!("tickcap replay: skipped {bad}");

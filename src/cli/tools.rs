@@ -151,6 +151,8 @@ pub(super) struct AnalyzeArgs {
 pub(super) fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
     // A day's segments in their order, whatever order the shell gave.
     crate::days::sort_paths(&mut args.files);
+    let journals = crate::analysis::coverage::journals_for(&args.files);
+    skip_non_tick_files("analyze", &mut args.files)?;
     let mut z = zone(&args.timezone)?;
     let n = args.threads.unwrap_or_else(threads).max(1);
     let dir = dump_beside(args.instruments_dump.as_deref(), &args.files)?;
@@ -179,7 +181,26 @@ pub(super) fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
         per_file.push(r);
         analyze::combine(&mut all, s);
     }
-    let overall = analyze::report(&all, &mut z, dir.as_ref());
+    let mut overall = analyze::report(&all, &mut z, dir.as_ref());
+    // Coverage per instrument, from the days' events journals.
+    if !journals.is_empty() {
+        let (cov, _) =
+            crate::analysis::coverage::read(&journals).context("reading the events journal")?;
+        if let Some(m) = overall["instruments"].as_object_mut() {
+            for (t, i) in &cov.instruments {
+                if let Some(v) = m.get_mut(&t.to_string()) {
+                    v["covered_share"] = json!(i.share());
+                    v["coverage_gaps"] = json!(i.gaps.len());
+                }
+            }
+        }
+        overall["coverage"] = json!({
+            "journals": journals.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "watched_instruments": cov.instruments.len(),
+            "gaps": cov.gaps().len(),
+            "runs": cov.runs.len(),
+        });
+    }
     if let Some(plot_dir) = &args.plot {
         let off = all
             .range
@@ -290,6 +311,12 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
         );
     }
     println!("modes: {}   connections: {}", r["modes"], r["connections"]);
+    if let Some(c) = r["coverage"].as_object() {
+        println!(
+            "coverage (events journal): {} watched instrument(s), {} gap(s) over {} run(s) — `tickcap coverage` lists them",
+            c["watched_instruments"], c["gaps"], c["runs"]
+        );
+    }
     let tps = &r["ticks_per_second"];
     println!(
         "ticks/s: mean {:.1}, peak {} at {}",
@@ -298,8 +325,18 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
         tps["peak_second"].as_str().unwrap_or("-")
     );
     println!(
-        "\n{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9}",
-        "instrument", "symbol", "ticks", "first", "last", "min", "max", "mean", "volume", "ticks/s"
+        "\n{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "instrument",
+        "symbol",
+        "ticks",
+        "first",
+        "last",
+        "min",
+        "max",
+        "mean",
+        "volume",
+        "ticks/s",
+        "covered"
     );
     if let Some(m) = r["instruments"].as_object() {
         let mut rows: Vec<(&String, &Value)> = m.iter().collect();
@@ -307,7 +344,7 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
         for (t, v) in rows.iter().take(50) {
             let f = |k: &str| v[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
             println!(
-                "{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.2}",
+                "{:>10} {:<24} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.2} {:>9}",
                 t,
                 v["symbol"].as_str().unwrap_or("-"),
                 v["count"],
@@ -317,7 +354,10 @@ fn print_summary(r: &Value, files: &[PathBuf], bad: usize) {
                 f("max_price"),
                 f("mean_price"),
                 v["volume"].as_u64().map_or("-".into(), |x| x.to_string()),
-                v["ticks_per_second"].as_f64().unwrap_or(0.0)
+                v["ticks_per_second"].as_f64().unwrap_or(0.0),
+                v["covered_share"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{:.2}%", x * 100.0))
             );
         }
         if rows.len() > 50 {
@@ -346,6 +386,24 @@ pub(super) struct VerifyArgs {
     /// most this long (seconds) does not make the capture incomplete.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     startup_grace: f64,
+}
+
+/// Leaves only tick files in `files`, saying what was skipped; an error
+/// when nothing is left.
+fn skip_non_tick_files(cmd: &str, files: &mut Vec<PathBuf>) -> Result<(), Failure> {
+    let other = crate::days::take_non_tick_files(files);
+    if !other.is_empty() {
+        eprintln!(
+            "tickcap {cmd}: {} events/orders file(s) are not ticks and are not read as ticks (the events journal gives coverage)",
+            other.len()
+        );
+    }
+    if files.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no tick files (market_data_…) among the files given"
+        )));
+    }
+    Ok(())
 }
 
 /// Arguments of `tickcap coverage`.
@@ -383,7 +441,9 @@ pub(super) fn coverage(args: CoverageArgs) -> Result<(), Failure> {
     }
     let (r, bad) = cov::read(&journals).context("reading the events journal")?;
     if bad > 0 {
-        eprintln!("tickcap coverage: {bad} journal line(s) skipped (torn, or written by a newer tickcap)");
+        eprintln!(
+            "tickcap coverage: {bad} journal line(s) skipped (torn, or written by a newer tickcap)"
+        );
     }
     let mut z = zone(&args.timezone)?;
     if args.json {
@@ -395,7 +455,11 @@ pub(super) fn coverage(args: CoverageArgs) -> Result<(), Failure> {
             "run {} → {}{}",
             cov::iso(&mut z, run.start),
             cov::iso(&mut z, run.end),
-            if run.clean { "" } else { " (no stop record: killed, crashed or still running)" }
+            if run.clean {
+                ""
+            } else {
+                " (no stop record: killed, crashed or still running)"
+            }
         );
     }
     let pick = |t: &u32| args.instrument.is_none_or(|o| o == *t);
@@ -430,6 +494,8 @@ pub(super) fn coverage(args: CoverageArgs) -> Result<(), Failure> {
 /// `tickcap verify`: exit 0 only when every check passes.
 pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
     crate::days::sort_paths(&mut args.files);
+    let journals = crate::analysis::coverage::journals_for(&args.files);
+    skip_non_tick_files("verify", &mut args.files)?;
     let report = match &args.replay_report {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -485,7 +551,6 @@ pub(super) fn verify(mut args: VerifyArgs) -> Result<(), Failure> {
         .map(|r| verify::against_report(&all, &r.last_volume, r.sent));
     // Coverage from the events journal: every watched instrument covered
     // for the whole capture, or each gap with its cause.
-    let journals = crate::analysis::coverage::journals_for(&args.files);
     let coverage = if journals.is_empty() {
         None
     } else {

@@ -288,11 +288,23 @@ impl EventLoop {
                 let now_taken = self.ledger.is_taken_over(i);
                 if *was != now_taken {
                     let n = self.ledger.takeover_split(i).0.len();
-                    let (from, to) = if now_taken { (i as u8 + 1, 3) } else { (3, i as u8 + 1) };
-                    self.events.emit(if now_taken {
-                        crate::events::Event::Takeover { from, to, instruments: n }
+                    let (from, to) = if now_taken {
+                        (i as u8 + 1, 3)
                     } else {
-                        crate::events::Event::Handback { from, to, instruments: n }
+                        (3, i as u8 + 1)
+                    };
+                    self.events.emit(if now_taken {
+                        crate::events::Event::Takeover {
+                            from,
+                            to,
+                            instruments: n,
+                        }
+                    } else {
+                        crate::events::Event::Handback {
+                            from,
+                            to,
+                            instruments: n,
+                        }
                     });
                 }
             }

@@ -246,19 +246,37 @@ impl Engine {
             let mut files = Vec::new();
             for family in [crate::days::Family::Events, crate::days::Family::Orders] {
                 let mut f = daily_files(&config, family, Default::default(), Default::default())?;
-                if let Err(error) = f.prepare(today) {
+                // The orders file appears with the first order update; an
+                // existing one (a restart) is repaired now.
+                let exists = !crate::days::segments_of_in(&config.storage.data_dir, family, today)
+                    .is_empty();
+                let prepared = if family == crate::days::Family::Orders && !exists {
+                    Ok(())
+                } else {
+                    f.prepare(today)
+                };
+                if let Err(error) = prepared {
                     if error.kind() == std::io::ErrorKind::ResourceBusy {
                         return Err(EngineError::DataDir {
                             dir: config.storage.data_dir.display().to_string(),
                             error,
                         });
                     }
-                    tracing::error!("cannot open today's {} file yet: {error}; the journal keeps trying", family.prefix());
+                    tracing::error!(
+                        "cannot open today's {} file yet: {error}; the journal keeps trying",
+                        family.prefix()
+                    );
                 }
                 files.push(f);
             }
-            let orders = files.pop().ok_or(EngineError::Thread("journal", std::io::Error::other("no files")))?;
-            let evs = files.pop().ok_or(EngineError::Thread("journal", std::io::Error::other("no files")))?;
+            let orders = files.pop().ok_or(EngineError::Thread(
+                "journal",
+                std::io::Error::other("no files"),
+            ))?;
+            let evs = files.pop().ok_or(EngineError::Thread(
+                "journal",
+                std::io::Error::other("no files"),
+            ))?;
             let digest = match opts.config_path.as_deref() {
                 Some(p) => crate::util::read_regular(p, 16 << 20)
                     .map(|b| crate::events::digest(&b))
@@ -485,7 +503,14 @@ impl Engine {
             events.emit(e);
         }
         let mut no_history = History::default();
-        upstream::sync(&ledger, &mut conns, &mut no_history, &events, now, Action::Config);
+        upstream::sync(
+            &ledger,
+            &mut conns,
+            &mut no_history,
+            &events,
+            now,
+            Action::Config,
+        );
         let wake = Arc::clone(&waker);
         let thread = crate::thread::StoppableThread::spawn("tickcap-loop", None, move |st| {
             let mut l = EventLoop {

@@ -4,8 +4,8 @@
 //! sent to Kite, and each change is recorded in the history with why.
 
 use crate::engine::history::{Action, History};
-use crate::events::{Emitter, Event, Why};
 use crate::engine::ledger::{diff, Diff, Ledger, CONNS};
+use crate::events::{Emitter, Event, Why};
 use crate::net::Connection;
 
 /// Why a change was made, as the events journal says it.

@@ -745,7 +745,10 @@ mod tests {
             (2 * S, stop()),
         ]);
         assert_eq!(r.instruments[&5].gaps.len(), 1);
-        assert_eq!(r.instruments[&5].gaps[0].end - r.instruments[&5].gaps[0].start, 3_000);
+        assert_eq!(
+            r.instruments[&5].gaps[0].end - r.instruments[&5].gaps[0].start,
+            3_000
+        );
     }
 
     proptest! {

@@ -417,18 +417,20 @@ pub fn write_event_line(
 }
 
 /// Appends an orders line: Kite's JSON object with `timestamp` and
-/// `connection_id` added at its end. `None` when `text` is not a JSON
-/// object on one line after trimming (newlines outside strings become
-/// spaces; JSON allows none inside them).
+/// `connection_id` added at its end. Returns how many bytes of the line are
+/// Kite's (`{` and its members: what [`order_key`] hashes). `None` when
+/// `text` is not a JSON object on one line after trimming (newlines outside
+/// strings become spaces; JSON allows none inside them).
 pub fn write_order_line(
     out: &mut Vec<u8>,
     zone: &mut crate::time::ZoneFormatter,
     at: i64,
     connection_id: u8,
     text: &str,
-) -> Option<()> {
+) -> Option<usize> {
     let t = text.trim();
     let inner = t.strip_prefix('{')?.strip_suffix('}')?;
+    let start = out.len();
     out.push(b'{');
     let from = out.len();
     out.extend_from_slice(inner.trim_end().as_bytes());
@@ -437,6 +439,7 @@ pub fn write_order_line(
             *b = b' ';
         }
     }
+    let kite = out.len() - start;
     if !inner.trim().is_empty() {
         out.push(b',');
     }
@@ -445,7 +448,19 @@ pub fn write_order_line(
     out.extend_from_slice(b"\",\"connection_id\":");
     out.extend_from_slice(connection_id.to_string().as_bytes());
     out.extend_from_slice(b"}\n");
-    Some(())
+    Some(kite)
+}
+
+/// The part of an orders line that is Kite's (what [`write_order_line`]
+/// wrote before its own `timestamp`): the same bytes for the same update,
+/// whichever socket brought it and whenever — the key of the dedupe, also
+/// after a restart (read back from the day's file).
+pub fn order_key(line: &[u8]) -> &[u8] {
+    let find = |pat: &[u8]| line.windows(pat.len()).rposition(|w| w == pat);
+    match find(b",\"timestamp\":\"").or_else(|| find(b"\"timestamp\":\"")) {
+        Some(i) => &line[..i],
+        None => line,
+    }
 }
 
 /// Why a journal line could not be read back.
@@ -548,6 +563,13 @@ mod tests {
         assert_eq!(v["timestamp"], "1970-01-01T05:30:00.000000+05:30");
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         assert!(write_order_line(&mut out, &mut z, 0, 3, "[1]").is_none());
+        // The key is Kite's part: equal for the same update on another
+        // socket at another time, and recovered from the line itself.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let ka = write_order_line(&mut a, &mut z, 5, 1, kite).unwrap();
+        let kb = write_order_line(&mut b, &mut z, 9_000_000, 2, kite).unwrap();
+        assert_eq!(&a[..ka], &b[..kb]);
+        assert_eq!(order_key(&a[..a.len() - 1]), &a[..ka]);
         let mut out = Vec::new();
         write_order_line(&mut out, &mut z, 0, 1, "{}").unwrap();
         serde_json::from_slice::<serde_json::Value>(&out).unwrap();

@@ -128,7 +128,7 @@ struct Side {
     failing_since: Option<Instant>,
 }
 
-fn text_hash(text: &str) -> u64 {
+fn text_hash(text: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
@@ -171,16 +171,32 @@ impl Side {
             };
             let text = if seg.zstd {
                 let mut out = Vec::new();
+                let mut frame = Vec::new();
                 for f in crate::zst::frames(&bytes).frames {
-                    if crate::zst::decompress_frame(&bytes[f], &mut out).is_err() {
+                    if crate::zst::decompress_frame(&bytes[f], &mut frame).is_err() {
                         break;
                     }
+                    out.extend_from_slice(&frame);
                 }
                 out
             } else {
                 bytes
             };
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                // A restart within the dedupe window keeps one copy of an
+                // update that a socket brings again.
+                let at = serde_json::from_slice::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| {
+                        v["timestamp"]
+                            .as_str()
+                            .and_then(crate::time::parse_timestamp)
+                    });
+                if let Some(at) = at {
+                    let key = text_hash(crate::events::order_key(line));
+                    self.seen_orders.insert(key, at);
+                    self.seen_order.push_back((key, at));
+                }
                 today.total += 1;
                 if today.lines.len() == ORDERS_KEPT {
                     today.lines.pop_front();
@@ -205,7 +221,8 @@ impl Side {
             let wait = if stopping {
                 Duration::ZERO
             } else {
-                (self.cfg.flush_interval / 2).clamp(Duration::from_millis(5), Duration::from_millis(100))
+                (self.cfg.flush_interval / 2)
+                    .clamp(Duration::from_millis(5), Duration::from_millis(100))
             };
             let mut got = 0;
             match rx.recv_timeout(wait) {
@@ -281,44 +298,25 @@ impl Side {
                 connection_id,
                 text,
             } => {
-                let h = text_hash(&text);
-                let window = ORDER_DEDUP.as_micros() as i64;
-                while self
-                    .seen_order
-                    .front()
-                    .is_some_and(|(_, t)| at - *t > window || self.seen_order.len() > 65_536)
-                {
-                    if let Some((k, t)) = self.seen_order.pop_front() {
-                        if self.seen_orders.get(&k) == Some(&t) {
-                            self.seen_orders.remove(&k);
-                        }
-                    }
-                }
-                if self
-                    .seen_orders
-                    .get(&h)
-                    .is_some_and(|t| at - *t <= window)
-                {
+                let mut line = Vec::with_capacity(text.len() + 80);
+                let Some(kite) =
+                    write_order_line(&mut line, &mut self.cfg.zone, at, connection_id, &text)
+                else {
+                    self.stats
+                        .journal
+                        .bad_text_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                if !self.first_sighting(text_hash(&line[..kite]), at) {
                     self.stats
                         .journal
                         .orders_duplicate
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                self.seen_orders.insert(h, at);
-                self.seen_order.push_back((h, at));
                 let day = self.day_of(at);
                 self.start_day_if_new(day, at);
-                let mut line = Vec::with_capacity(text.len() + 80);
-                if write_order_line(&mut line, &mut self.cfg.zone, at, connection_id, &text)
-                    .is_none()
-                {
-                    self.stats
-                        .journal
-                        .bad_text_frames
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
                 if let Ok(mut o) = self.stats.journal.orders_today.lock() {
                     let d = day.to_string();
                     if o.day != d {
@@ -337,6 +335,33 @@ impl Side {
                 self.queue(Family::Orders, day, line);
             }
         }
+    }
+
+    /// Whether an order update with this key was not seen within
+    /// [`ORDER_DEDUP`] before `at` (and remembers it).
+    fn first_sighting(&mut self, key: u64, at: i64) -> bool {
+        let window = ORDER_DEDUP.as_micros() as i64;
+        while self
+            .seen_order
+            .front()
+            .is_some_and(|(_, t)| at - *t > window || self.seen_order.len() > 65_536)
+        {
+            if let Some((k, t)) = self.seen_order.pop_front() {
+                if self.seen_orders.get(&k) == Some(&t) {
+                    self.seen_orders.remove(&k);
+                }
+            }
+        }
+        if self
+            .seen_orders
+            .get(&key)
+            .is_some_and(|t| at - *t <= window)
+        {
+            return false;
+        }
+        self.seen_orders.insert(key, at);
+        self.seen_order.push_back((key, at));
+        true
     }
 
     fn day_of(&mut self, at: i64) -> LocalDate {
@@ -440,7 +465,10 @@ impl Side {
                     self.retry_delay = Duration::from_millis(50);
                 }
                 Ok(_) => {
-                    self.failed(&io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+                    self.failed(&io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "write returned 0",
+                    ));
                     break;
                 }
                 Err(e) => {
@@ -456,7 +484,12 @@ impl Side {
     }
 
     fn failed(&mut self, e: &io::Error) {
-        let n = self.stats.journal.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self
+            .stats
+            .journal
+            .write_errors
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if n <= 10 || n.is_power_of_two() {
             tracing::error!("events journal: write failed (#{n}): {e}; retrying");
         }

@@ -489,11 +489,9 @@ impl WriterLoop {
         w.buffered_bytes.store(0, Ordering::Relaxed);
         let failing_since = w.failing_since_micros.swap(0, Ordering::Relaxed);
         if failing_since > 0 {
-            self.cfg
-                .events
-                .emit(crate::events::Event::WriterRecovered {
-                    failed_ms: ((now_micros - failing_since).max(0) / 1000) as u64,
-                });
+            self.cfg.events.emit(crate::events::Event::WriterRecovered {
+                failed_ms: ((now_micros - failing_since).max(0) / 1000) as u64,
+            });
         }
         w.oldest_unwritten_micros.store(0, Ordering::Relaxed);
         if self.retry_at.take().is_some() {
@@ -636,8 +634,7 @@ impl WriterLoop {
     fn fail(&mut self, e: std::io::Error) {
         self.verify_file();
         let w = &self.stats.writer;
-        if w
-            .failing_since_micros
+        if w.failing_since_micros
             .compare_exchange(
                 0,
                 self.cfg.clock.now_micros(),

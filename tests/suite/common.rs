@@ -189,6 +189,10 @@ pub(crate) fn read_capture(dir: &std::path::Path) -> Capture {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("market_data_"))
+        })
         .collect();
     names.sort();
     let mut cap = Capture::default();

@@ -170,6 +170,10 @@ fn a_real_compressed_capture_exports_row_for_row() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(".jsonl.zst"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("market_data_"))
+        })
         .collect();
     assert_eq!(zst.len(), 1);
     let out = dir.path().join("pq");

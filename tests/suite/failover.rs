@@ -170,6 +170,39 @@ fn the_tertiary_carries_a_dead_primary_and_hands_back_when_it_returns() {
     );
     let max_gap = t.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
     assert!(max_gap < 2_000_000, "largest gap {max_gap} µs");
+
+    // The events journal: the primary's instruments have one gap, from its
+    // drop to the tertiary's cover — the failover delay and a connect —
+    // and the journal names the takeover and the handback.
+    let journals: Vec<_> = tickcap::days::segments_in(dir.path(), tickcap::days::Family::Events)
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    let (r, _) = tickcap::analysis::coverage::read(&journals).unwrap();
+    for token in [256, 512] {
+        let gaps: Vec<_> = r.instruments[&token]
+            .gaps
+            .iter()
+            .filter(|g| g.kind != tickcap::events::coverage::GapKind::Startup)
+            .collect();
+        assert_eq!(gaps.len(), 1, "{token}: {gaps:?}");
+        let ms = (gaps[0].end - gaps[0].start) / 1000;
+        eprintln!("coverage: {token} uncovered for {ms} ms during the takeover (failover_after_ms = 1000)");
+        assert!((900..1500).contains(&ms), "{token}: {ms} ms");
+        assert!(
+            gaps[0].cause.starts_with("connection 1 closed"),
+            "{}",
+            gaps[0].cause
+        );
+    }
+    let journal = std::fs::read_to_string(&journals[0]).unwrap();
+    for kind in [
+        "\"kind\":\"takeover\"",
+        "\"kind\":\"handback\"",
+        "\"why\":\"failover\"",
+    ] {
+        assert!(journal.contains(kind), "{kind}");
+    }
 }
 
 #[test]

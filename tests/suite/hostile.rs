@@ -210,6 +210,30 @@ fn huge_forged_error_frames_leave_a_short_honest_log() {
     );
     let shown = text.matches("Kite says error").count();
     assert!((1..=10).contains(&shown), "{shown} error lines:\n{text}");
+    // The events journal: a few rate-limited records, each one line of
+    // escaped, cut text; nothing in the orders file.
+    let data = dir.path().join("data");
+    let journal = tickcap::days::segments_in(&data, tickcap::days::Family::Events);
+    let text = std::fs::read_to_string(&journal[0].path).unwrap();
+    let errors: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &serde_json::Value| v["kind"] == "kite_error")
+        .collect();
+    assert!(
+        (1..=60).contains(&errors.len()),
+        "{} kite_error records",
+        errors.len()
+    );
+    for e in &errors {
+        let t = e["text"].as_str().unwrap();
+        assert!(t.starts_with("boom\nFORGED"), "{t:.40}");
+        assert!(t.chars().count() <= tickcap::events::TEXT_MAX + 1);
+    }
+    let orders = tickcap::days::segments_in(&data, tickcap::days::Family::Orders);
+    assert!(orders
+        .iter()
+        .all(|s| std::fs::metadata(&s.path).unwrap().len() == 0));
 }
 
 /// An engine whose status port gives a request `deadline_ms` to arrive.

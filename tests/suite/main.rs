@@ -12,6 +12,7 @@ mod codec_props;
 #[cfg(feature = "kafka")]
 mod composition;
 mod conn_time;
+mod coverage;
 mod dead_disk;
 mod engine;
 #[cfg(feature = "parquet")]

@@ -28,7 +28,12 @@ fn zst_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    v.retain(|p| p.to_string_lossy().ends_with(".jsonl.zst"));
+    // The tick files (the events journal beside them is zstd too).
+    v.retain(|p| {
+        p.to_string_lossy().ends_with(".jsonl.zst")
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("market_data_"))
+    });
     v.sort();
     v
 }
@@ -67,7 +72,10 @@ fn tickcap(args: &[&str]) -> (bool, String, String) {
 #[test]
 fn kill_9_with_zstd_leaves_only_complete_frames_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let feed = common::synthetic_feed(50_000, |_| {});
+    // Order updates too: all three of the day's files are under load.
+    let feed = common::synthetic_feed(50_000, |c| {
+        c.faults.order_every = Some(Duration::from_millis(5));
+    });
     let cfg = write_config(dir.path(), &feed.url(), "");
     let data = dir.path().join("data");
     let run = || {
@@ -123,9 +131,51 @@ fn kill_9_with_zstd_leaves_only_complete_frames_after_the_restart() {
     // The whole file is what `zstd -d` and Python's zstandard read.
     let all = zstd::decode_all(std::fs::File::open(&file).unwrap()).unwrap();
     assert_eq!(all.iter().filter(|&&b| b == b'\n').count(), after_lines);
-    // verify agrees: every line well formed.
+    // verify agrees: every line well formed; the kill is a gap in
+    // coverage, with its cause.
     let (ok, out, err) = tickcap(&["verify", file.to_str().unwrap()]);
-    assert!(ok || out.contains("well formed"), "{out}{err}");
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains(" 0 bad line(s)"), "{out}{err}");
+    assert!(out.contains("coverage: INCOMPLETE"), "{out}");
+    assert!(out.contains("tickcap was not running"), "{out}");
+    // The journal and the orders file: whole frames, every line JSON, two
+    // runs (the first without a stop record), each order once.
+    for family in [tickcap::days::Family::Events, tickcap::days::Family::Orders] {
+        let segs = tickcap::days::segments_in(&data, family);
+        assert!(!segs.is_empty(), "{family:?}");
+        let mut ids = Vec::new();
+        let mut starts = 0;
+        for seg in segs {
+            let bytes = std::fs::read(&seg.path).unwrap();
+            assert_eq!(
+                tickcap::zst::frames(&bytes).torn_at,
+                None,
+                "{}",
+                seg.path.display()
+            );
+            let text = zstd::decode_all(&bytes[..]).unwrap();
+            for line in String::from_utf8(text).unwrap().lines() {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                starts += usize::from(v["kind"] == "service_start");
+                if let Some(id) = v["data"]["order_id"].as_str() {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        if family == tickcap::days::Family::Events {
+            assert_eq!(starts, 2);
+        } else {
+            let n = ids.len();
+            assert!(n > 10, "{n} orders");
+            ids.sort();
+            ids.dedup();
+            // A restart meets the feed's numbering again from 1 (a new
+            // session of the feed per connection): the same text within
+            // a minute is one update, so none is kept twice.
+            assert_eq!(ids.len(), n, "an order kept twice");
+        }
+    }
 }
 
 #[test]
@@ -184,10 +234,36 @@ fn the_tools_answer_the_same_on_zst_and_plain() {
         feed.stop().sent,
         "lossless"
     );
+    // The day's events journal goes along, plain too.
+    for j in tickcap::days::segments_in(&data, tickcap::days::Family::Events) {
+        let name = j
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".zst")
+            .to_owned();
+        std::fs::write(
+            plain_dir.join(name),
+            zstd::decode_all(std::fs::File::open(&j.path).unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
+    // Where the journal was read from differs; nothing else may.
+    fn unplace(v: &mut serde_json::Value) {
+        if let Some(o) = v["overall"]["coverage"].as_object_mut() {
+            o.remove("journals");
+        }
+        if let Some(o) = v["coverage"].as_object_mut() {
+            o.remove("journals");
+        }
+    }
     let json = |args: &[&str]| -> serde_json::Value {
         let (ok, out, err) = tickcap(args);
         assert!(ok, "{args:?}: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        let mut v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        unplace(&mut v);
+        v
     };
     // One thread each: a parallel mean sums in another order (last digits).
     let a = json(&["analyze", "--json", "--threads", "1", zst.to_str().unwrap()]);
@@ -208,6 +284,7 @@ fn the_tools_answer_the_same_on_zst_and_plain() {
                 f.as_object_mut().unwrap().remove("file");
             }
         }
+        unplace(&mut v);
         v
     };
     assert_eq!(strip(&v1.1), strip(&v2.1), "verify");

@@ -169,7 +169,7 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
     } else if !get {
         return match req.path.as_str() {
             "/" | "/health" | "/connections" | "/instruments" | "/storage" | "/metrics"
-            | "/failovers" | "/clients" | "/kafka" => {
+            | "/failovers" | "/clients" | "/kafka" | "/orders" => {
                 Response::error(405, format!("{} needs GET", req.path))
             }
             _ => Response::error(
@@ -191,6 +191,11 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
         "/storage" => Response::json(200, &views::storage(v)),
         "/clients" => Response::json(200, &views::clients(v)),
         "/kafka" => Response::json(200, &views::kafka(v)),
+        "/orders" => match req.param("limit").as_deref().map(str::parse::<usize>) {
+            None => Response::json(200, &views::orders(v, None)),
+            Some(Ok(n)) => Response::json(200, &views::orders(v, Some(n))),
+            Some(Err(_)) => Response::error(400, "limit must be a whole number"),
+        },
         "/metrics" => match req.param("format").as_deref() {
             Some("prometheus") => Response {
                 status: 200,

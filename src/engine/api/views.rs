@@ -129,6 +129,23 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
             }
         ));
     }
+    // The events journal: a record lost or waiting on a failing disk means
+    // the capture's account of itself is incomplete.
+    let j = &v.stats.journal;
+    let journal_lost = j.lost.load(Ordering::Relaxed);
+    let journal_pending = j.pending_bytes.load(Ordering::Relaxed);
+    let journal_bad =
+        journal_lost > 0 || journal_pending > 0 && j.write_errors.load(Ordering::Relaxed) > 0;
+    if journal_lost > 0 {
+        reasons.push(format!(
+            "events journal: {journal_lost} record(s) lost (coverage and orders files are incomplete)"
+        ));
+    }
+    if journal_pending > 0 && j.write_errors.load(Ordering::Relaxed) > 0 {
+        reasons.push(format!(
+            "events journal: writes fail; {journal_pending} bytes wait in memory"
+        ));
+    }
     let status = if active == 0 {
         "down"
     } else if wanted.iter().zip(&open).all(|(w, o)| !*w || *o)
@@ -139,6 +156,7 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         && fsync_failed == 0
         && !lagging
         && !kafka_down
+        && !journal_bad
     {
         "healthy"
     } else {
@@ -165,7 +183,36 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         "reasons": reasons,
         "credentials_loaded_at": v.iso(v.stats.credentials_loaded_micros.load(Ordering::Relaxed)),
         "serve_clients": v.config.serve.as_ref().map(|_| v.stats.serve.clients.load(Ordering::Relaxed)),
+        "journal": {
+            "events_written": j.events_written.load(Ordering::Relaxed),
+            "orders_written": j.orders_written.load(Ordering::Relaxed),
+            "orders_duplicate": j.orders_duplicate.load(Ordering::Relaxed),
+            "bad_text_frames": j.bad_text_frames.load(Ordering::Relaxed),
+            "records_lost": journal_lost,
+            "pending_bytes": journal_pending,
+            "write_errors": j.write_errors.load(Ordering::Relaxed),
+        },
     })
+}
+
+/// `GET /orders`: today's order updates as written to `orders_…`
+/// (the last 10,000; `?limit=N` for the last N), newest last.
+pub(super) fn orders(v: &mut View<'_>, limit: Option<usize>) -> Value {
+    let o = v
+        .stats
+        .journal
+        .orders_today
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let n = limit.unwrap_or(usize::MAX).min(o.lines.len());
+    let orders: Vec<Value> = o
+        .lines
+        .iter()
+        .skip(o.lines.len() - n)
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect();
+    json!({"day": o.day, "total": o.total, "returned": orders.len(), "orders": orders})
 }
 
 pub(super) fn connections(v: &mut View<'_>) -> Vec<Value> {
@@ -236,6 +283,14 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
+    // Today's covered share, as the journal thread last computed it (~1 s).
+    let coverage = v
+        .stats
+        .journal
+        .coverage
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
     let mut per_conn = Vec::new();
     let mut all = BTreeSet::new();
     let mut rows = Vec::new();
@@ -273,6 +328,11 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
             all.insert(t);
             let s = seen.get(&t).copied().unwrap_or_default();
             let since = v.history.subscribed_at(t);
+            let covered_share = coverage
+                .totals
+                .get(&t)
+                .filter(|(_, w)| *w > 0)
+                .map(|(c, w)| ((*c as f64 / *w as f64) * 1e6).round() / 1e6);
             let mut row = json!({
                 "instrument_token": t,
                 "symbol": symbol(t),
@@ -283,6 +343,7 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
                 "last_tick_time": v.iso(s.last_micros),
                 "seconds_since_last_tick": (s.ticks > 0).then(|| ((now - s.last_micros).max(0) as f64 / 1e5).round() / 10.0),
                 "subscribed_at": since.map(|x| v.iso(x)),
+                "covered_share_today": covered_share,
             });
             if let Some(d) = &dir {
                 row["listed"] = json!(d.get(t).is_some());

@@ -627,9 +627,7 @@ impl Connection {
                 connection_id: self.id,
                 role: self.role.as_str().to_owned(),
                 instruments: self.desired.len(),
-                down_ms: down
-                    .filter(|_| n > 0)
-                    .map(|d| d.as_millis() as u64),
+                down_ms: down.filter(|_| n > 0).map(|d| d.as_millis() as u64),
             },
         );
         // Frames may already sit behind the HTTP 101 in tungstenite's buffer:

@@ -95,27 +95,11 @@ impl Connection {
                     let now = self.mono.now();
                     self.last_frame = now;
                     let recv = self.clock.now_micros();
-                    if t.len() > crate::events::ORDER_MAX {
-                        // Kite's text frames are small: a huge one is kept
-                        // out of the orders file and recorded (cut).
-                        st.bad_text_frames.fetch_add(1, Ordering::Relaxed);
-                        record_bad_text(
-                            &self.events,
-                            &mut self.text_events,
-                            now,
-                            id,
-                            recv,
-                            "longer than 64 KiB",
-                            t.as_str(),
-                        );
-                        continue;
-                    }
                     let frame = parse_text(t.as_str(), &mut self.scratch);
                     record_text(
                         &self.events,
                         &mut self.text_events,
                         now,
-                        st,
                         &self.stats,
                         id,
                         recv,
@@ -220,7 +204,6 @@ fn record_text(
     events: &crate::events::Emitter,
     limit: &mut LogLimit,
     now: Instant,
-    _st: &ConnStats,
     stats: &Stats,
     id: u8,
     recv: i64,
@@ -229,6 +212,23 @@ fn record_text(
 ) {
     use crate::events::{cap_text, Event};
     match frame {
+        TextFrame::Order(_) if text.len() > crate::events::ORDER_MAX => {
+            // Kite's order updates are a few KiB: a huge one is kept out of
+            // the orders file and recorded (cut).
+            stats
+                .journal
+                .bad_text_frames
+                .fetch_add(1, Ordering::Relaxed);
+            record_bad_text(
+                events,
+                limit,
+                now,
+                id,
+                recv,
+                "an order update longer than 64 KiB",
+                text,
+            );
+        }
         TextFrame::Order(_) => events.order(recv, id, text),
         TextFrame::Error(msg) | TextFrame::Message(msg) => {
             if let Some(suppressed) = limit.allow(now) {
@@ -252,7 +252,10 @@ fn record_text(
             }
         }
         TextFrame::Unknown { kind, raw } => {
-            stats.journal.bad_text_frames.fetch_add(1, Ordering::Relaxed);
+            stats
+                .journal
+                .bad_text_frames
+                .fetch_add(1, Ordering::Relaxed);
             let problem = match kind {
                 Some(k) => format!("a text frame of type {:?}", cap_text(k)),
                 None => "a text frame that is not a JSON object with a type".to_owned(),
