@@ -454,6 +454,8 @@ pub struct Stats {
     pub serve: ServeStats,
     /// The Kafka publisher.
     pub kafka: KafkaStats,
+    /// The Kafka publisher of order updates (`[kafka] orders_topic`).
+    pub kafka_orders: KafkaStats,
     /// The events journal and the order updates.
     pub journal: JournalStats,
     /// Latencies.
@@ -473,6 +475,7 @@ impl Default for Stats {
             writer: WriterStats::default(),
             serve: ServeStats::default(),
             kafka: KafkaStats::default(),
+            kafka_orders: KafkaStats::default(),
             journal: JournalStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),

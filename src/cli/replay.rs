@@ -93,6 +93,11 @@ pub struct Args {
     /// Fault: send an `error` text frame on each connection every S seconds.
     #[arg(long, value_name = "S")]
     error_every: Option<f64>,
+    /// Send an order update (`{"type":"order",...}`) on every connection
+    /// every S seconds — the same update on each socket of the key, as
+    /// Kite does (`order_id` replay-1, replay-2, …).
+    #[arg(long, value_name = "S")]
+    order_every: Option<f64>,
     /// Also write the exit report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -175,7 +180,7 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
         malformed_every: args.malformed_every.filter(|&n| n > 0),
         reject_auth: args.reject_auth,
         error_every: seconds("error-every", args.error_every)?,
-        order_every: None,
+        order_every: seconds("order-every", args.order_every)?,
         drop_only_key: args.drop_key.clone(),
     };
     Ok(cfg)

@@ -186,6 +186,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The topic (it must exist; its partition count is read at start).
     pub topic: String,
+    /// The topic for Kite's order updates (`orders_…` files), if any.
+    pub orders_topic: Option<String>,
     /// `client.id`.
     pub client_id: String,
     /// librdkafka properties passed through (TLS, SASL, tuning), as given.

@@ -452,9 +452,17 @@ impl Parser<'_> {
             };
             properties.push((name.clone(), text));
         }
+        let orders_topic = k.orders_topic.clone().filter(|t| !t.trim().is_empty());
+        if orders_topic.as_deref() == Some(topic.as_str()) {
+            return Err(self.invalid(
+                "kafka.orders_topic",
+                "must differ from kafka.topic (ticks and order updates are separate streams)",
+            ));
+        }
         Ok(KafkaConfig {
             brokers,
             topic,
+            orders_topic,
             client_id: k.client_id.clone().unwrap_or_else(|| "tickcap".to_owned()),
             properties,
         })

@@ -411,7 +411,7 @@ impl EventLoop {
         // flight gets up to 2 s to be acknowledged (only while a broker
         // answers); the rest waits in the daily files for the next start.
         #[cfg(feature = "kafka")]
-        if let Some(p) = &self.publisher {
+        for p in &self.publisher {
             p.request_stop();
         }
         let mut stuck = 0;
@@ -420,7 +420,7 @@ impl EventLoop {
         }
         let writer_ok = self.writer.take().is_none_or(Writer::finish);
         #[cfg(feature = "kafka")]
-        if let Some(p) = self.publisher.take() {
+        for p in self.publisher.drain(..) {
             p.stop();
         }
         let w = &self.stats.writer;

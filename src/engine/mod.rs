@@ -398,19 +398,32 @@ impl Engine {
             }
         };
         let serve_addr = hub.as_ref().map(crate::serve::Hub::local_addr);
+        // One publisher per stream: the ticks, and the order updates when
+        // `[kafka] orders_topic` is set.
         #[cfg(feature = "kafka")]
         let publisher = match &config.kafka {
-            None => None,
-            Some(k) => Some(
-                crate::publish::Publisher::start(
-                    k.clone(),
-                    config.storage.data_dir.clone(),
-                    Arc::clone(&stats),
-                    opts.clock,
-                    opts.kafka_fatal_after,
-                )
-                .map_err(|e| EngineError::Thread("kafka", e))?,
-            ),
+            None => Vec::new(),
+            Some(k) => {
+                let mut v = Vec::new();
+                let mut streams = vec![crate::publish::Stream::Ticks];
+                if k.orders_topic.is_some() {
+                    streams.push(crate::publish::Stream::Orders);
+                }
+                for stream in streams {
+                    v.push(
+                        crate::publish::Publisher::start_stream(
+                            stream,
+                            k.clone(),
+                            config.storage.data_dir.clone(),
+                            Arc::clone(&stats),
+                            opts.clock,
+                            opts.kafka_fatal_after,
+                        )
+                        .map_err(|e| EngineError::Thread("kafka", e))?,
+                    );
+                }
+                v
+            }
         };
         #[cfg(not(feature = "kafka"))]
         if config.kafka.is_some() {
@@ -636,9 +649,10 @@ struct EventLoop {
     ledger: Ledger,
     /// Hub-only instruments that gave way to the user's claims, to tell the hub.
     released: Vec<u32>,
-    /// The Kafka publisher, with `[kafka]`.
+    /// The Kafka publishers, with `[kafka]` (the ticks; the order updates
+    /// with `orders_topic`).
     #[cfg(feature = "kafka")]
-    publisher: Option<crate::publish::Publisher>,
+    publisher: Vec<crate::publish::Publisher>,
     /// The events journal.
     events: crate::events::Emitter,
     /// The journal thread (stopped last).

@@ -73,6 +73,11 @@ pub fn days(dir: &Path) -> Vec<Segment> {
     crate::days::segments(dir)
 }
 
+/// The daily segments of one family of `dir`, oldest first.
+pub fn days_in(dir: &Path, family: crate::days::Family) -> Vec<Segment> {
+    crate::days::segments_in(dir, family)
+}
+
 /// The segment being read.
 struct Cur {
     id: SegmentId,
@@ -83,6 +88,8 @@ struct Cur {
 /// Reads lines from a position on.
 pub struct Journal {
     dir: PathBuf,
+    /// Which daily files (the ticks, or the order updates).
+    family: crate::days::Family,
     cur: Option<Cur>,
     /// Uncompressed offset of the next byte to hand out.
     offset: u64,
@@ -98,10 +105,17 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// A journal over `dir`, positioned at `from` (the first line at or after it).
+    /// A journal over `dir`'s tick files, positioned at `from` (the first
+    /// line at or after it).
     pub fn new(dir: &Path, from: Pos) -> Journal {
+        Journal::of(dir, crate::days::Family::Ticks, from)
+    }
+
+    /// A journal over `dir`'s daily files of `family`, positioned at `from`.
+    pub fn of(dir: &Path, family: crate::days::Family, from: Pos) -> Journal {
         let mut j = Journal {
             dir: dir.to_owned(),
+            family,
             cur: None,
             offset: 0,
             file_pos: 0,
@@ -122,7 +136,10 @@ impl Journal {
         self.offset = 0;
         self.file_pos = 0;
         let want = from.segment_id();
-        let Some(seg) = days(&self.dir).into_iter().find(|s| s.id >= want) else {
+        let Some(seg) = days_in(&self.dir, self.family)
+            .into_iter()
+            .find(|s| s.id >= want)
+        else {
             return;
         };
         let Ok(file) = File::open(&seg.path) else {
@@ -257,7 +274,7 @@ impl Journal {
     /// The segment after the current one, if there is one (the current one
     /// is then sealed: the writer appends only to the last).
     fn next_segment(&self) -> Option<Segment> {
-        let all = days(&self.dir);
+        let all = days_in(&self.dir, self.family);
         match &self.cur {
             None => all.into_iter().next(),
             Some(c) => all.into_iter().find(|s| s.id > c.id),

@@ -106,6 +106,43 @@ pub fn checkpoint_path(data_dir: &Path) -> PathBuf {
     data_dir.join("kafka.checkpoint")
 }
 
+/// What a publisher publishes: the ticks to `[kafka] topic`, or Kite's
+/// order updates (the `orders_…` files) to `[kafka] orders_topic` — each
+/// with its own checkpoint, counters and thread, under the same rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `market_data_…` → `topic`.
+    Ticks,
+    /// `orders_…` → `orders_topic`; key = the order's `instrument_token`
+    /// (0 when it has none), so one instrument's updates stay in order.
+    Orders,
+}
+
+impl Stream {
+    fn family(self) -> crate::days::Family {
+        match self {
+            Stream::Ticks => crate::days::Family::Ticks,
+            Stream::Orders => crate::days::Family::Orders,
+        }
+    }
+
+    /// The checkpoint file in `data_dir`.
+    pub fn checkpoint(self, data_dir: &Path) -> PathBuf {
+        match self {
+            Stream::Ticks => checkpoint_path(data_dir),
+            Stream::Orders => data_dir.join("kafka.orders.checkpoint"),
+        }
+    }
+
+    /// Its counters.
+    pub fn stats(self, stats: &Stats) -> &crate::stats::KafkaStats {
+        match self {
+            Stream::Ticks => &stats.kafka,
+            Stream::Orders => &stats.kafka_orders,
+        }
+    }
+}
+
 /// The checkpoint: the acknowledged frontier, and the topic's partition
 /// count it was published with (`token % partitions` picks a record's
 /// partition, so exactly-once holds only while that count stays).
@@ -144,9 +181,9 @@ struct Backlog {
 }
 
 impl Backlog {
-    fn new(dir: &Path, from: Pos) -> Backlog {
+    fn new(dir: &Path, family: crate::days::Family, from: Pos) -> Backlog {
         Backlog {
-            journal: Journal::new(dir, from),
+            journal: Journal::of(dir, family, from),
             lines: 0,
         }
     }
@@ -181,6 +218,22 @@ fn token_and_conn(line: &[u8]) -> Option<(u32, u8)> {
     Some((token, conn))
 }
 
+/// The connection id at the end of a line (0 when absent).
+fn conn_of(line: &[u8]) -> u8 {
+    let key = b"\"connection_id\":";
+    line.windows(key.len())
+        .rposition(|w| w == key)
+        .and_then(|at| {
+            let d: Vec<u8> = line[at + key.len()..]
+                .iter()
+                .copied()
+                .take_while(u8::is_ascii_digit)
+                .collect();
+            std::str::from_utf8(&d).ok()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The receive time of a line (its `timestamp`), epoch µs.
 fn line_micros(line: &[u8]) -> Option<i64> {
     let key = b"\"timestamp\":\"";
@@ -206,7 +259,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts publishing `data_dir`'s journal with `cfg`.
+    /// Starts publishing `data_dir`'s tick files with `cfg`.
     pub fn start(
         cfg: KafkaConfig,
         data_dir: PathBuf,
@@ -214,10 +267,33 @@ impl Publisher {
         clock: Clock,
         fatal_after: Option<u64>,
     ) -> std::io::Result<Publisher> {
-        let thread = crate::thread::StoppableThread::spawn("tickcap-kafka", None, move |stop| {
+        Publisher::start_stream(Stream::Ticks, cfg, data_dir, stats, clock, fatal_after)
+    }
+
+    /// Starts publishing one stream of `data_dir`'s daily files (for
+    /// [`Stream::Orders`], to `cfg.orders_topic`).
+    pub fn start_stream(
+        stream: Stream,
+        mut cfg: KafkaConfig,
+        data_dir: PathBuf,
+        stats: Arc<Stats>,
+        clock: Clock,
+        fatal_after: Option<u64>,
+    ) -> std::io::Result<Publisher> {
+        if stream == Stream::Orders {
+            cfg.topic = cfg.orders_topic.clone().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no [kafka] orders_topic")
+            })?;
+        }
+        let name = match stream {
+            Stream::Ticks => "tickcap-kafka",
+            Stream::Orders => "tickcap-kafka-orders",
+        };
+        let thread = crate::thread::StoppableThread::spawn(name, None, move |stop| {
             let mut p = Run {
+                stream,
                 cfg,
-                checkpoint: checkpoint_path(&data_dir),
+                checkpoint: stream.checkpoint(&data_dir),
                 data_dir,
                 stats,
                 clock,
@@ -271,6 +347,7 @@ impl Drop for Publisher {
 }
 
 struct Run {
+    stream: Stream,
     cfg: KafkaConfig,
     data_dir: PathBuf,
     checkpoint: PathBuf,
@@ -315,18 +392,24 @@ impl Run {
     /// the session and the producer is recreated).
     fn fatal(&self, producer: &BaseProducer<Reports>) -> Option<String> {
         let (code, reason) = producer.client().fatal_error()?;
-        self.stats.kafka.recreated.fetch_add(1, Ordering::Relaxed);
+        self.stream
+            .stats(&self.stats)
+            .recreated
+            .fetch_add(1, Ordering::Relaxed);
         Some(format!(
             "fatal producer error {code:?}: {reason}; recreating the producer and resuming from the topic"
         ))
     }
 
     fn set_state(&self, s: KafkaState) {
-        self.stats.kafka.set_state(s);
+        self.stream.stats(&self.stats).set_state(s);
     }
 
     fn error(&self, e: String) {
-        self.stats.kafka.errors.fetch_add(1, Ordering::Relaxed);
+        self.stream
+            .stats(&self.stats)
+            .errors
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!("kafka: {}", crate::util::log_text(&e, 300));
         *self
             .stats
@@ -457,14 +540,18 @@ impl Run {
     fn resume_point(&self) -> Pos {
         read_checkpoint(&self.checkpoint).map_or_else(
             || {
-                Pos::day_start(journal::days(&self.data_dir).last().map_or(
-                    crate::time::LocalDate {
-                        year: 1970,
-                        month: 1,
-                        day: 1,
-                    },
-                    |s| s.id.day,
-                ))
+                Pos::day_start(
+                    journal::days_in(&self.data_dir, self.stream.family())
+                        .last()
+                        .map_or(
+                            crate::time::LocalDate {
+                                year: 1970,
+                                month: 1,
+                                day: 1,
+                            },
+                            |s| s.id.day,
+                        ),
+                )
             },
             |c| c.pos,
         )
@@ -495,14 +582,20 @@ impl Run {
                     self.error(e);
                     let from = self.resume_point();
                     if waiting.as_ref().is_none_or(|(p, _)| *p != from) {
-                        waiting = Some((from, Backlog::new(&self.data_dir, from)));
+                        waiting = Some((
+                            from,
+                            Backlog::new(&self.data_dir, self.stream.family(), from),
+                        ));
                     }
                     let Some((_, b)) = waiting.as_mut() else {
                         continue;
                     };
                     // The backlog is known before the state says "down".
                     let n = b.update(5_000_000);
-                    self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
+                    self.stream
+                        .stats(&self.stats)
+                        .lag_ticks
+                        .store(n, Ordering::Relaxed);
                     self.set_state(if refused {
                         KafkaState::Refused
                     } else {
@@ -511,7 +604,10 @@ impl Run {
                     let until = Instant::now() + backoff;
                     while Instant::now() < until && !self.stop.is_set() {
                         let n = b.update(200_000);
-                        self.stats.kafka.lag_ticks.store(n, Ordering::Relaxed);
+                        self.stream
+                            .stats(&self.stats)
+                            .lag_ticks
+                            .store(n, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     backoff = (backoff * 2).min(SESSION_RETRY_MAX);
@@ -537,7 +633,7 @@ impl Run {
             ));
         }
         let producer = self.producer()?;
-        let k = &self.stats.kafka;
+        let k = self.stream.stats(&self.stats);
         k.partitions.store(rec.partitions as u64, Ordering::Relaxed);
         tracing::info!(
             "kafka: publishing to {} ({} partitions) from {} ({} partitions hold records already)",
@@ -546,8 +642,8 @@ impl Run {
             rec.from,
             rec.last.len()
         );
-        let mut journal = Journal::new(&self.data_dir, rec.from);
-        let mut backlog = Backlog::new(&self.data_dir, rec.from);
+        let mut journal = Journal::of(&self.data_dir, self.stream.family(), rec.from);
+        let mut backlog = Backlog::new(&self.data_dir, self.stream.family(), rec.from);
         // Lines the journal handed out (sent, skipped or not ticks).
         let mut consumed = 0u64;
         let skip_until = rec.last.values().max().copied();
@@ -708,7 +804,10 @@ impl Run {
                     break;
                 };
                 consumed += 1;
-                let Some((token, conn)) = token_and_conn(line) else {
+                let Some((token, conn)) = token_and_conn(line).or_else(|| {
+                    // An order update without an instrument: partition 0.
+                    (self.stream == Stream::Orders).then(|| (0, conn_of(line)))
+                }) else {
                     continue; // not a tick line (the writer writes only ticks)
                 };
                 let partition = (token % rec.partitions as u32) as i32;

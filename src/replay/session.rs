@@ -286,8 +286,13 @@ impl<'a> Session<'a> {
             if let (Some(at), Some(every)) = (next_order, f.order_every) {
                 if now >= at {
                     orders += 1;
+                    // Shaped like Kite's postback (a subset of its keys);
+                    // three instruments in turn.
+                    let (token, symbol) =
+                        [(408_065, "INFY"), (738_561, "RELIANCE"), (2_953_217, "TCS")]
+                            [(orders % 3) as usize];
                     let text = format!(
-                        r#"{{"type":"order","data":{{"order_id":"replay-{orders}","status":"COMPLETE","tradingsymbol":"INFY","exchange":"NSE"}}}}"#
+                        r#"{{"type":"order","data":{{"order_id":"replay-{orders}","exchange_order_id":"1100000{orders:09}","placed_by":"AB1234","status":"COMPLETE","status_message":null,"tradingsymbol":"{symbol}","exchange":"NSE","instrument_token":{token},"order_type":"MARKET","transaction_type":"BUY","validity":"DAY","product":"CNC","quantity":1,"filled_quantity":1,"unfilled_quantity":0,"average_price":1500.5,"price":0,"order_timestamp":"2026-11-27 10:00:00"}}}}"#
                     );
                     if let Err(e) = self.send(ws, Message::text(text)) {
                         return e;

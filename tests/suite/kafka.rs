@@ -195,8 +195,12 @@ fn consume_all(addr: &str, topic: &str) -> (Vec<String>, HashMap<String, Record>
 /// The lines of every daily segment in `dir` (plain or `.zst`), by
 /// position `DAY[.N]:offset` in the segment's uncompressed bytes.
 fn file_lines(dir: &Path) -> Vec<(String, String)> {
+    file_lines_in(dir, tickcap::days::Family::Ticks)
+}
+
+fn file_lines_in(dir: &Path, family: tickcap::days::Family) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for seg in tickcap::days::segments(dir) {
+    for seg in tickcap::days::segments_in(dir, family) {
         let bytes = std::fs::read(&seg.path).unwrap();
         let text = if seg.zstd {
             String::from_utf8(zstd::decode_all(bytes.as_slice()).unwrap()).unwrap()
@@ -216,7 +220,18 @@ fn file_lines(dir: &Path) -> Vec<(String, String)> {
 }
 
 pub(crate) fn check_exactly_once(addr: &str, topic: &str, data: &Path) -> usize {
-    let lines = file_lines(data);
+    check_exactly_once_in(addr, topic, data, tickcap::days::Family::Ticks)
+}
+
+/// Every line of `data`'s `family` files is in `topic` exactly once, in
+/// order per partition, keyed and partitioned by its instrument.
+fn check_exactly_once_in(
+    addr: &str,
+    topic: &str,
+    data: &Path,
+    family: tickcap::days::Family,
+) -> usize {
+    let lines = file_lines_in(data, family);
     let (positions, records) = consume_all(addr, topic);
     // Per partition (so per instrument), in the order the topic holds them.
     let key = |p: &String| tickcap::publish::journal::Pos::parse(p).expect("a position");
@@ -261,7 +276,10 @@ pub(crate) fn check_exactly_once(addr: &str, topic: &str, data: &Path) -> usize 
         let (partition, key, value, conn) = &records[pos];
         assert_eq!(value, line, "{pos}: the value is the line");
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let token = v["instrument_token"].as_u64().unwrap();
+        let token = v["instrument_token"]
+            .as_u64()
+            .or(v["data"]["instrument_token"].as_u64())
+            .unwrap();
         assert_eq!(key, &token.to_string());
         assert_eq!(
             *partition as u64,
@@ -814,4 +832,75 @@ fn compress_closed_days_while_the_publisher_is_behind_across_midnight_loses_noth
     feed.stop();
     let n = check_exactly_once(&broker.addr, "ticks", &data);
     eprintln!("across midnight with the broker down and yesterday compressed under the publisher: {n} lines once");
+}
+
+/// Kite's order updates go to `[kafka] orders_topic` under the ticks'
+/// rules: each line of the orders files exactly once, across a kill -9 and
+/// a restart, while the ticks go to their own topic.
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
+)]
+fn order_updates_are_published_exactly_once_across_a_kill_9() {
+    let broker = start_broker();
+    create_topic(&broker.addr, "ticks");
+    create_topic(&broker.addr, "orders");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = common::synthetic_feed(2000, |c| {
+        c.faults.order_every = Some(Duration::from_millis(10));
+    });
+    let status = free_port();
+    let cfg = dir.path().join("tickcap.toml");
+    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status).replace(
+        "topic = \"ticks\"\n",
+        "topic = \"ticks\"\norders_topic = \"orders\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tickcap"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let orders_acked = |s: u16| {
+        kafka_view(s)["orders"]["acknowledged"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut child = run();
+    assert!(
+        wait_until(Duration::from_secs(60), || orders_acked(status) > 100),
+        "{}",
+        kafka_view(status)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = run();
+    assert!(
+        wait_until(Duration::from_secs(60), || orders_acked(status) > 100),
+        "{}",
+        kafka_view(status)
+    );
+    feed.halt();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let v = kafka_view(status);
+            v["orders"]["lag_records"] == 0 && v["orders"]["in_flight"] == 0 && v["lag_ticks"] == 0
+        }),
+        "{}",
+        kafka_view(status)
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    let n = check_exactly_once_in(&broker.addr, "orders", &data, tickcap::days::Family::Orders);
+    let t = check_exactly_once(&broker.addr, "ticks", &data);
+    eprintln!("{n} order updates and {t} ticks, each in its topic exactly once");
+    assert!(n > 150, "{n} order updates");
 }

@@ -104,6 +104,22 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
     // Kafka: a broker that does not acknowledge is a degraded service (the
     // backlog waits on disk; capture goes on).
     let kafka_state = v.stats.kafka.state();
+    let orders_down = v
+        .config
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.orders_topic.is_some())
+        && v.stats.kafka_orders.state().is_down();
+    if orders_down {
+        reasons.push(format!(
+            "kafka: order updates not published ({} waiting on disk): {}",
+            v.stats.kafka_orders.lag_ticks.load(Ordering::Relaxed),
+            crate::util::log_text(
+                &last_error(&v.stats.kafka_orders.last_error).unwrap_or_default(),
+                200
+            )
+        ));
+    }
     let kafka_down = v.config.kafka.is_some() && kafka_state.is_down();
     if kafka_down {
         let k = &v.stats.kafka;
@@ -156,6 +172,7 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         && fsync_failed == 0
         && !lagging
         && !kafka_down
+        && !orders_down
         && !journal_bad
     {
         "healthy"
@@ -586,6 +603,22 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
         "producers_recreated": k.recreated.load(Relaxed),
         "receive_to_acked_us": super::metrics::percentiles(&crate::stats::Stats::histogram(&v.stats.latency.receive_to_acked_us), 1.0),
         "last_error": last_error(&k.last_error),
+        "orders": kc.orders_topic.as_ref().map(|t| {
+            let o = &v.stats.kafka_orders;
+            json!({
+                "topic": t,
+                "partitions": o.partitions.load(Relaxed),
+                "state": o.state().as_str(),
+                "position": o.position.lock().map(|p| p.clone()).unwrap_or_default(),
+                "sent": o.sent.load(Relaxed),
+                "acknowledged": o.acked.load(Relaxed),
+                "skipped_at_recovery": o.skipped.load(Relaxed),
+                "in_flight": o.in_flight.load(Relaxed),
+                "lag_records": o.lag_ticks.load(Relaxed),
+                "errors": o.errors.load(Relaxed),
+                "last_error": last_error(&o.last_error),
+            })
+        }),
     })
 }
 
