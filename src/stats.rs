@@ -370,6 +370,11 @@ pub struct InstrumentSeen {
     pub connection_id: u8,
     /// Its `last_price` as on the wire (divide by `kite::price_divisor`).
     pub last_price_raw: u32,
+    /// The day's open, high, low and previous close as the last tick that
+    /// carried them said (raw; 0 until a quote or full tick).
+    pub ohlc_raw: [u32; 4],
+    /// `volume_traded` of the last tick that carried it.
+    pub volume: u32,
 }
 
 /// Token → what the writer saw, published by the writer about once a second.

@@ -260,7 +260,9 @@ impl Side {
             {
                 self.sync();
             }
-            if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
+            // Once a second, and soon after a change (a subscribe, a drop).
+            let since = now.duration_since(self.last_publish);
+            if since >= Duration::from_secs(1) || (got > 0 && since >= Duration::from_millis(100)) {
                 self.publish();
                 self.last_publish = now;
             }

@@ -407,6 +407,11 @@ impl WriterLoop {
             e.last_micros = st.recv_micros;
             e.connection_id = st.connection_id;
             e.last_price_raw = st.tick.last_price;
+            if st.tick.kind != crate::kite::PacketKind::Ltp {
+                let t = &st.tick;
+                e.ohlc_raw = [t.open, t.high, t.low, t.close];
+                e.volume = t.volume_traded;
+            }
         }
         drop(views);
         let total: usize = pos.iter().sum();

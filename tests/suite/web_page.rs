@@ -90,6 +90,14 @@ fn the_page_shows_live_numbers_that_change() {
         .lines_written()
         > 100));
     let url = format!("http://{}/", engine.status_addr().unwrap());
+    // Today's coverage is known for every instrument (the journal thread
+    // publishes it within a second).
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        let v = common::get_json(&url, "/instruments");
+        v["instruments"]
+            .as_array()
+            .is_some_and(|a| a.len() == 4 && a.iter().all(|r| r["covered_share_today"].is_number()))
+    }));
 
     let first = browse(&bin, &dir.path().join("p1"), &["--dump-dom"], &url);
     let dom1 = String::from_utf8_lossy(&first.stdout).into_owned();
@@ -106,6 +114,27 @@ fn the_page_shows_live_numbers_that_change() {
         dom1.contains("NSE:NIFTY 50") && dom1.contains("<td>2562</td>"),
         "instruments panel not filled:\n{dom1}"
     );
+    // Paged in its own box, with the day's numbers and today's coverage.
+    assert!(dom1.contains("page 1 of 1 (4 rows)"), "no pager:\n{dom1}");
+    assert!(
+        dom1.contains("%</td></tr>"),
+        "no covered share in the instruments rows:\n{dom1}"
+    );
+    let insts = common::get_json(&url, "/instruments");
+    let row = insts["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["instrument_token"] == 2562)
+        .unwrap()
+        .clone();
+    assert!(
+        row["ohlc"]["high"].as_f64() >= row["ohlc"]["low"].as_f64(),
+        "{row}"
+    );
+    assert!(row["volume"].as_u64() > Some(0), "{row}");
+    assert!(row["change_percent"].is_number(), "{row}");
+    assert_eq!(row["price_decimals"], 2, "{row}");
     // The fact the second page must show: more ticks than the first did.
     assert!(common::wait_until(Duration::from_secs(10), || stats
         .ticks_received()

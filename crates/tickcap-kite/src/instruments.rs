@@ -67,6 +67,29 @@ pub struct Instrument {
     pub exchange: String,
     /// Lot size.
     pub lot_size: u32,
+    /// Tick size as printed (`0.05`, `0.0025`, `1`).
+    pub tick_size: String,
+}
+
+impl Instrument {
+    /// Decimals a price of this instrument needs: those of its tick size
+    /// (`0.05` → 2, `0.0025` → 4, `1` → 0), at most 7.
+    pub fn price_decimals(&self) -> Option<u32> {
+        decimals_of(&self.tick_size)
+    }
+}
+
+/// The decimals of a tick size as Kite prints it (`0.05` → 2), at most 7;
+/// `None` for text that is not a positive number.
+pub fn decimals_of(tick_size: &str) -> Option<u32> {
+    let t = tick_size.trim();
+    if !t.parse::<f64>().is_ok_and(|v| v > 0.0) {
+        return None;
+    }
+    Some(match t.split_once('.') {
+        Some((_, frac)) => frac.trim_end_matches('0').len().min(7) as u32,
+        None => 0,
+    })
 }
 
 /// The instruments of one dump, by token and by symbol.
@@ -124,6 +147,7 @@ impl Directory {
                 expiry: get(5).to_owned(),
                 strike: get(6).to_owned(),
                 lot_size: get(8).parse().unwrap_or(0),
+                tick_size: get(7).to_owned(),
                 instrument_type: get(9).to_owned(),
                 segment: get(10).to_owned(),
                 exchange,
@@ -290,6 +314,20 @@ mod tests {
             .collect();
         assert_eq!(hits, [12_345_602]);
         assert!(d.search("  ", 10).is_empty());
+    }
+
+    #[test]
+    fn price_decimals_follow_the_tick_size() {
+        for (t, d) in [
+            ("0.05", Some(2)),
+            ("0.0025", Some(4)),
+            ("1", Some(0)),
+            ("0.10", Some(1)),
+            ("0", None),
+            ("x", None),
+        ] {
+            assert_eq!(decimals_of(t), d, "{t}");
+        }
     }
 
     #[test]

@@ -362,6 +362,27 @@ pub(super) fn instruments(v: &mut View<'_>) -> Value {
                 "subscribed_at": since.map(|x| v.iso(x)),
                 "covered_share_today": covered_share,
             });
+            // The day's numbers as Kite's last quote/full tick gave them,
+            // and the decimals the instrument's tick size needs.
+            let div = f64::from(crate::kite::price_divisor(t));
+            let decimals = dir
+                .as_ref()
+                .and_then(|d| d.get(t))
+                .and_then(crate::kite::Instrument::price_decimals)
+                .unwrap_or(match crate::kite::price_divisor(t) {
+                    100 => 2,
+                    _ => 4,
+                });
+            row["price_decimals"] = json!(decimals);
+            if s.ohlc_raw != [0; 4] {
+                let [o, h, l, c] = s.ohlc_raw.map(|x| f64::from(x) / div);
+                row["ohlc"] = json!({"open": o, "high": h, "low": l, "close": c});
+                row["volume"] = json!(s.volume);
+                if c > 0.0 && s.ticks > 0 {
+                    let last = f64::from(s.last_price_raw) / div;
+                    row["change_percent"] = json!(((last - c) * 100.0 / c * 100.0).round() / 100.0);
+                }
+            }
             if let Some(d) = &dir {
                 row["listed"] = json!(d.get(t).is_some());
             }
