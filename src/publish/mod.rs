@@ -873,6 +873,7 @@ mod tests {
         let cfg = |k: &str, v: &str| KafkaConfig {
             brokers: "127.0.0.1:1".into(),
             topic: "t".into(),
+            orders_topic: None,
             client_id: "tickcap".into(),
             properties: vec![(k.into(), v.into())],
         };

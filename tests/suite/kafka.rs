@@ -194,10 +194,6 @@ fn consume_all(addr: &str, topic: &str) -> (Vec<String>, HashMap<String, Record>
 
 /// The lines of every daily segment in `dir` (plain or `.zst`), by
 /// position `DAY[.N]:offset` in the segment's uncompressed bytes.
-fn file_lines(dir: &Path) -> Vec<(String, String)> {
-    file_lines_in(dir, tickcap::days::Family::Ticks)
-}
-
 fn file_lines_in(dir: &Path, family: tickcap::days::Family) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for seg in tickcap::days::segments_in(dir, family) {
