@@ -569,6 +569,17 @@ impl Run {
                 self.error(format!("{}: {e}", self.checkpoint.display()));
             }
         }
+        // What waits on disk is known before the first session's recovery
+        // (which waits on the brokers): a starting publisher never reports
+        // a lag of 0 over a backlog.
+        {
+            let mut b = Backlog::new(&self.data_dir, self.stream.family(), self.resume_point());
+            let n = b.update(5_000_000);
+            self.stream
+                .stats(&self.stats)
+                .lag_ticks
+                .store(n, Ordering::Relaxed);
+        }
         let mut backoff = Duration::from_millis(200);
         // What waits on disk while no session runs (the broker is down),
         // counted from the resume point; recounted only when a session

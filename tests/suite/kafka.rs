@@ -880,15 +880,23 @@ fn order_updates_are_published_exactly_once_across_a_kill_9() {
         "{}",
         kafka_view(status)
     );
-    feed.halt();
+    // No more ticks or order updates (a halted feed still sends orders);
+    // what the journal writes after the publisher stops waits on disk for
+    // the next start, as the ticks do.
+    drop(feed.stop());
     assert!(
         wait_until(Duration::from_secs(60), || {
             let v = kafka_view(status);
-            v["orders"]["lag_records"] == 0 && v["orders"]["in_flight"] == 0 && v["lag_ticks"] == 0
+            v["orders"]["lag_records"] == 0
+                && v["orders"]["in_flight"] == 0
+                && v["lag_ticks"] == 0
+                && v["in_flight"] == 0
+                && v["state"] == "publishing"
         }),
         "{}",
         kafka_view(status)
     );
+    eprintln!("caught up: {}", kafka_view(status));
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
