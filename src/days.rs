@@ -29,7 +29,8 @@
 //! Three **families** of daily files share this lifecycle, each with its
 //! own name prefix ([`Family`]): the ticks (`market_data_`), the events
 //! journal (`events_`: what the capture did, see [`crate::events`]) and
-//! Kite's order updates (`orders_`). The functions without a family argument
+//! Kite's order updates (`orders_`), and the candles of each interval
+//! (`candles_minute_`, …). The functions without a family argument
 //! are about the ticks.
 
 use std::path::{Path, PathBuf};
@@ -45,18 +46,41 @@ pub enum Family {
     Events,
     /// `orders_…`: one line per order update Kite sent.
     Orders,
+    /// `candles_<interval>_…`: one line per final bar (`crate::candles`).
+    Candles(crate::candles::Interval),
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 3] = [Family::Ticks, Family::Events, Family::Orders];
+    pub const ALL: [Family; 11] = [
+        Family::Ticks,
+        Family::Events,
+        Family::Orders,
+        Family::Candles(crate::candles::Interval::Minute),
+        Family::Candles(crate::candles::Interval::Minute3),
+        Family::Candles(crate::candles::Interval::Minute5),
+        Family::Candles(crate::candles::Interval::Minute10),
+        Family::Candles(crate::candles::Interval::Minute15),
+        Family::Candles(crate::candles::Interval::Minute30),
+        Family::Candles(crate::candles::Interval::Minute60),
+        Family::Candles(crate::candles::Interval::Day),
+    ];
 
     /// The file names' prefix.
     pub fn prefix(self) -> &'static str {
+        use crate::candles::Interval as I;
         match self {
             Family::Ticks => "market_data_",
             Family::Events => "events_",
             Family::Orders => "orders_",
+            Family::Candles(I::Minute) => "candles_minute_",
+            Family::Candles(I::Minute3) => "candles_3minute_",
+            Family::Candles(I::Minute5) => "candles_5minute_",
+            Family::Candles(I::Minute10) => "candles_10minute_",
+            Family::Candles(I::Minute15) => "candles_15minute_",
+            Family::Candles(I::Minute30) => "candles_30minute_",
+            Family::Candles(I::Minute60) => "candles_60minute_",
+            Family::Candles(I::Day) => "candles_day_",
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   [`cli::main`].
 
 pub mod analysis;
+pub mod candles;
 pub mod cli;
 pub mod config;
 pub mod days;
@@ -30,6 +31,7 @@ pub mod events;
 /// any Rust Kite program).
 pub use tickcap_kite as kite;
 pub mod net;
+pub mod number;
 #[cfg(feature = "kafka")]
 pub mod publish;
 pub mod replay;

@@ -411,6 +411,10 @@ pub struct JournalStats {
     pub events_written: AtomicU64,
     /// Order update lines written.
     pub orders_written: AtomicU64,
+    /// Final candles written.
+    pub candles_written: AtomicU64,
+    /// Of those, bars marked `complete: false`.
+    pub candles_incomplete: AtomicU64,
     /// Order updates received again on another socket (one kept).
     pub orders_duplicate: AtomicU64,
     /// Text frames recorded as `bad_text_frame` (never written as orders).

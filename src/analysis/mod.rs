@@ -3,6 +3,7 @@
 //! (when was each instrument captured, from the events journal).
 
 pub mod analyze;
+pub mod candles;
 pub mod coverage;
 #[cfg(feature = "parquet")]
 pub mod export;

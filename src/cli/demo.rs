@@ -59,7 +59,7 @@ pub(super) fn demo_config(
         "[kite]\nurl = {url:?}\napi_key = \"demo\"\naccess_token = \"demo-access-token\"\n\n\
          [storage]\ndata_dir = {dir:?}\ntimezone = \"Asia/Kolkata\"\nfsync = \"interval\"\nflush_interval_ms = 50\ncompression = {compression:?}\n\n\
          [status]\nlisten = \"{status}\"\n\n[primary]\nmode = \"quote\"\ninstruments = [{p}]\n\n[secondary]\nmode = \"full\"\ninstruments = [{s}]\n\n\
-         [tertiary]\nfailover_after_ms = 3000\n\n[serve]\nlisten = \"{serve}\"\n",
+         [tertiary]\nfailover_after_ms = 3000\n\n[serve]\nlisten = \"{serve}\"\n\n[candles]\nintervals = [\"minute\", \"5minute\"]\n",
         url = feed_url,
         dir = data_dir.display().to_string(),
         p = list(PRIMARY),

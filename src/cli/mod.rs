@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod candles;
 mod compress;
 mod decode;
 mod demo;
@@ -53,6 +54,8 @@ enum Command {
     Analyze(tools::AnalyzeArgs),
     /// Check captured files: well-formed, ordered, and (with --replay-report) complete.
     Verify(tools::VerifyArgs),
+    /// Kite's candles (minute … day) from captured days, as the service builds them live.
+    Candles(candles::Args),
     /// When each instrument was captured, and the gaps with their causes (from the events journal).
     Coverage(tools::CoverageArgs),
     /// Compress closed days' plain captures to .jsonl.zst (atomically; the plain file is removed after).
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => tools::analyze(args),
         Command::Verify(args) => tools::verify(args),
         Command::Coverage(args) => tools::coverage(args),
+        Command::Candles(args) => candles::run(args),
         Command::Status(args) => status::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Replay(args) => replay::run(*args),

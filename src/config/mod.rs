@@ -281,6 +281,8 @@ pub struct Config {
     pub serve: Option<ServeConfig>,
     /// Kafka publishing (`[kafka]`), off unless configured.
     pub kafka: Option<KafkaConfig>,
+    /// Candle intervals built live (`[candles] intervals`), none unless configured.
+    pub candles: Vec<crate::candles::Interval>,
 }
 
 /// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
@@ -403,6 +405,12 @@ impl Config {
             },
             serve: raw.serve.as_ref().map(|s| p.serve(s)).transpose()?,
             kafka: raw.kafka.as_ref().map(|k| p.kafka(k)).transpose()?,
+            candles: raw
+                .candles
+                .as_ref()
+                .map(|c| p.candles(c))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 

@@ -468,6 +468,27 @@ impl Parser<'_> {
         })
     }
 
+    /// `[candles] intervals`: Kite's interval names or short forms.
+    pub(super) fn candles(
+        &self,
+        c: &RawCandles,
+    ) -> Result<Vec<crate::candles::Interval>, ConfigError> {
+        let mut out = Vec::new();
+        for text in c.intervals.iter().flatten() {
+            let i = crate::candles::Interval::parse(text).ok_or_else(|| {
+                self.invalid(
+                    "candles.intervals",
+                    format!("{text:?} is not one of Kite's intervals: minute (1m), 3minute, 5minute, 10minute, 15minute, 30minute, 60minute, day"),
+                )
+            })?;
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// `[serve]`: a listen address is required; a token too when it is not loopback.
     pub(super) fn serve(&self, s: &RawServe) -> Result<ServeConfig, ConfigError> {
         let text = s.listen.as_deref().ok_or_else(|| {

@@ -22,6 +22,13 @@ pub(super) struct RawFile {
     pub(super) engine: RawEngine,
     pub(super) serve: Option<RawServe>,
     pub(super) kafka: Option<RawKafka>,
+    pub(super) candles: Option<RawCandles>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCandles {
+    pub(super) intervals: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

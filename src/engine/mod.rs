@@ -297,8 +297,20 @@ impl Engine {
                 start_day: today,
                 shutdown_limit: Duration::from_millis(config.storage.shutdown_write_limit_ms),
             };
-            crate::sink::side::Journal::spawn(scfg, events_rx, evs, orders, Arc::clone(&stats))
-                .map_err(|e| EngineError::Thread("journal", e))?
+            let cfg2 = config.clone();
+            let files_for: crate::sink::side::FilesFor = Box::new(move |family| {
+                daily_files(&cfg2, family, Default::default(), Default::default())
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            });
+            crate::sink::side::Journal::spawn(
+                scfg,
+                events_rx,
+                evs,
+                orders,
+                files_for,
+                Arc::clone(&stats),
+            )
+            .map_err(|e| EngineError::Thread("journal", e))?
         };
         let wake = Arc::new(Wake::default());
         let mut producers = Vec::new();
@@ -320,6 +332,7 @@ impl Engine {
         wcfg.recovery_dirs = vec![config.storage.data_dir.clone(), std::env::temp_dir()];
         wcfg.start_day = Some(today);
         wcfg.events = events.clone();
+        wcfg.candles = config.candles.clone();
         wcfg.dedup_window_micros = config
             .tertiary_mirror
             .then(|| config.dedup_window_ms as i64 * 1000);

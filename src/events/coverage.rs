@@ -100,6 +100,10 @@ struct Conn {
 #[derive(Debug, Clone, Default)]
 struct Token {
     covered_since: Option<i64>,
+    /// When the cover in progress began (not moved by [`Tracker::roll`]).
+    cover_start: Option<i64>,
+    /// The last covered intervals (kept across a roll), for bars.
+    recent: std::collections::VecDeque<(i64, i64)>,
     watched_since: Option<i64>,
     gap: Option<(i64, GapKind, String)>,
     out: Instrument,
@@ -343,6 +347,12 @@ impl Tracker {
             t.out.covered_micros += at - s;
             t.out.covered.push((s, at));
         }
+        if let Some(s) = t.cover_start.take() {
+            if t.recent.len() == 16 {
+                t.recent.pop_front();
+            }
+            t.recent.push_back((s, at));
+        }
         if let Some(s) = t.watched_since.take() {
             t.out.watched_micros += at - s;
         }
@@ -424,11 +434,18 @@ impl Tracker {
         }
         if covered {
             t.covered_since.get_or_insert(at);
+            t.cover_start.get_or_insert(at);
             self.end_gap(token, at);
         } else {
             if let Some(s) = t.covered_since.take() {
                 t.out.covered_micros += at - s;
                 t.out.covered.push((s, at));
+            }
+            if let Some(s) = t.cover_start.take() {
+                if t.recent.len() == 16 {
+                    t.recent.pop_front();
+                }
+                t.recent.push_back((s, at));
             }
             if wanted {
                 if t.gap.is_none() {
@@ -438,6 +455,17 @@ impl Tracker {
                 self.end_gap(token, at);
             }
         }
+    }
+
+    /// Whether `token` was covered without a break from `start` to `end`
+    /// (epoch µs; `end` may be now, with the cover still going on): a bar
+    /// over that interval saw everything.
+    pub fn covered_fully(&self, token: u32, start: i64, end: i64) -> bool {
+        let Some(t) = self.tokens.get(&token) else {
+            return false;
+        };
+        t.cover_start.is_some_and(|s| s <= start)
+            || t.recent.iter().any(|(s, e)| *s <= start && *e >= end)
     }
 
     /// Covered and watched µs of each instrument up to `now` (the live
@@ -732,6 +760,25 @@ mod tests {
         assert_eq!(g.len(), 1);
         assert_eq!((g[0].start, g[0].end), (100 * S, 101 * S));
         assert_eq!(g[0].cause, "connection 2 closed: read: reset");
+    }
+
+    #[test]
+    fn a_bar_is_covered_only_without_a_break_and_across_midnight() {
+        let mut t = Tracker::default();
+        t.feed(0, &start());
+        t.feed(0, &sub(1, &[5]));
+        t.feed(S, &open(1));
+        t.feed(100 * S, &closed(1));
+        t.feed(101 * S, &open(1));
+        assert!(t.covered_fully(5, 2 * S, 60 * S));
+        assert!(!t.covered_fully(5, 0, 60 * S), "before the open");
+        assert!(!t.covered_fully(5, 90 * S, 150 * S), "the drop");
+        t.roll(120 * S);
+        assert!(
+            t.covered_fully(5, 110 * S, 130 * S),
+            "the roll keeps the cover's start"
+        );
+        assert!(!t.covered_fully(6, 110 * S, 130 * S));
     }
 
     #[test]

@@ -289,6 +289,8 @@ impl Event {
 pub enum Record {
     /// An event at a receive-clock time (epoch µs).
     Event(i64, Event),
+    /// A final candle, built by the tick writer.
+    Candle(crate::candles::Bar),
     /// An order update as Kite sent it.
     Order {
         /// When it was received, epoch µs.
@@ -346,6 +348,11 @@ impl Emitter {
         self.send(Record::Event(at, event));
     }
 
+    /// Records a final candle.
+    pub fn candle(&self, bar: crate::candles::Bar) {
+        self.send(Record::Candle(bar));
+    }
+
     /// Records an order update text frame received at `at`.
     pub fn order(&self, at: i64, connection_id: u8, text: &str) {
         self.send(Record::Order {
@@ -371,6 +378,7 @@ impl Emitter {
                         "events journal: record #{n} lost (the journal thread is behind or stopped): {}",
                         match &r {
                             Record::Event(_, e) => e.kind(),
+                            Record::Candle(_) => "candle",
                             Record::Order { .. } => "order",
                         }
                     );

@@ -2,7 +2,7 @@
 //!
 //! - [`line`]: one tick as one JSONL line, exactly as the official client's
 //!   keys and numbers, plus `timestamp` and `connection_id`;
-//! - [`number`]: Python-compatible number text;
+//! - `number` (re-exported from the base): Python-compatible number text;
 //! - [`writer`]: the writer thread (ring merge, flush rule, fsync policy,
 //!   rotation, retry);
 //! - [`files`]: the daily files (names, torn-tail repair, retention);
@@ -17,7 +17,8 @@
 
 pub mod files;
 pub mod line;
-pub mod number;
+/// Python-compatible number text (in the base: candles share it).
+pub use crate::number;
 pub mod side;
 pub mod writer;
 

@@ -66,6 +66,10 @@ pub struct SideConfig {
     pub shutdown_limit: Duration,
 }
 
+/// Opens the daily files of a family (the candles of an interval, on
+/// their first bar) as the engine configured the others.
+pub type FilesFor = Box<dyn Fn(Family) -> io::Result<DailyFiles> + Send>;
+
 /// The journal thread.
 #[derive(Debug)]
 pub struct Journal {
@@ -80,10 +84,12 @@ impl Journal {
         rx: Receiver<Record>,
         events: DailyFiles,
         orders: DailyFiles,
+        files_for: FilesFor,
         stats: Arc<Stats>,
     ) -> io::Result<Journal> {
         let thread = crate::thread::StoppableThread::spawn("tickcap-journal", None, move |stop| {
             let mut s = Side::new(cfg, events, orders, stats);
+            s.files_for = Some(files_for);
             s.seed_orders();
             s.run(&rx, &stop);
         })?;
@@ -111,6 +117,12 @@ struct Side {
     cfg: SideConfig,
     events: DailyFiles,
     orders: DailyFiles,
+    /// The candle files of each interval, opened on their first bar.
+    candles: std::collections::BTreeMap<crate::candles::Interval, DailyFiles>,
+    files_for: Option<FilesFor>,
+    /// Per interval, the latest day a bar was written to (a closed day's
+    /// file is never reopened; a bar's day is its start's otherwise).
+    candle_floor: HashMap<crate::candles::Interval, LocalDate>,
     stats: Arc<Stats>,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
@@ -141,6 +153,9 @@ impl Side {
             cfg,
             events,
             orders,
+            candles: Default::default(),
+            files_for: None,
+            candle_floor: HashMap::new(),
             stats,
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -287,6 +302,30 @@ impl Side {
     /// Formats one record into the pending bytes of its family and day.
     fn take(&mut self, r: Record) {
         match r {
+            Record::Candle(mut bar) => {
+                // A bar saw everything only if its instrument was covered
+                // for the whole interval (a day bar is the packet's day).
+                if bar.interval != crate::candles::Interval::Day
+                    && !self.tracker.covered_fully(
+                        bar.instrument_token,
+                        bar.start,
+                        crate::candles::bar_end(&bar),
+                    )
+                {
+                    bar.complete = false;
+                }
+                let j = &self.stats.journal;
+                if !bar.complete {
+                    j.candles_incomplete.fetch_add(1, Ordering::Relaxed);
+                }
+                let day = self.cfg.zone.date_of_micros(bar.start);
+                let floor = self.candle_floor.entry(bar.interval).or_insert(day);
+                let day = day.max(*floor);
+                *floor = day;
+                let mut line = Vec::with_capacity(200);
+                crate::candles::write_bar_line(&mut line, &mut self.cfg.zone, &bar, "tickcap");
+                self.queue(Family::Candles(bar.interval), day, line);
+            }
             Record::Event(at, event) => {
                 let day = self.day_of(at);
                 self.start_day_if_new(day, at);
@@ -441,6 +480,27 @@ impl Side {
         while let Some(p) = self.pending.front_mut() {
             let files = match p.family {
                 Family::Orders => &mut self.orders,
+                Family::Candles(i) => {
+                    if !self.candles.contains_key(&i) {
+                        let opened = match &self.files_for {
+                            Some(f) => f(p.family),
+                            None => Err(io::Error::other("no candle files configured")),
+                        };
+                        match opened {
+                            Ok(f) => {
+                                self.candles.insert(i, f);
+                            }
+                            Err(e) => {
+                                self.failed(&e);
+                                break;
+                            }
+                        }
+                    }
+                    match self.candles.get_mut(&i) {
+                        Some(f) => f,
+                        None => break,
+                    }
+                }
                 _ => &mut self.events,
             };
             let r = files.write(p.day, &p.bytes[p.done..]);
@@ -452,6 +512,7 @@ impl Side {
                     if p.done == p.bytes.len() {
                         let c = match p.family {
                             Family::Orders => &self.stats.journal.orders_written,
+                            Family::Candles(_) => &self.stats.journal.candles_written,
                             _ => &self.stats.journal.events_written,
                         };
                         c.fetch_add(p.lines, Ordering::Relaxed);
@@ -501,7 +562,10 @@ impl Side {
     }
 
     fn sync(&mut self) {
-        for f in [&mut self.events, &mut self.orders] {
+        for f in [&mut self.events, &mut self.orders]
+            .into_iter()
+            .chain(self.candles.values_mut())
+        {
             if let Err(e) = f.sync() {
                 tracing::warn!("events journal: fsync failed: {e}");
             }

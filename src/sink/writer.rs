@@ -61,8 +61,11 @@ pub struct WriterConfig {
     /// The day whose file the engine opened at start: no earlier day is
     /// ever written (a closed day is never reopened).
     pub start_day: Option<LocalDate>,
-    /// The events journal (write failures and recoveries, files replaced).
+    /// The events journal (write failures and recoveries, files replaced)
+    /// and where final candles go.
     pub events: crate::events::Emitter,
+    /// Candle intervals to build from the ticks as they are written.
+    pub candles: Vec<crate::candles::Interval>,
 }
 
 impl WriterConfig {
@@ -82,6 +85,7 @@ impl WriterConfig {
             recovery_dirs: vec![std::env::temp_dir()],
             start_day: None,
             events: crate::events::Emitter::none(Clock::system()),
+            candles: Vec::new(),
         }
     }
 }
@@ -147,6 +151,9 @@ fn pin(core: Option<usize>) {
     }
 }
 
+/// How far behind the receive clock a quiet feed's bars are swept.
+const QUIET_SWEEP_LAG: i64 = 5_000_000;
+
 struct WriterLoop {
     cfg: WriterConfig,
     fmt: LineFormatter,
@@ -179,6 +186,10 @@ struct WriterLoop {
     floor: Option<LocalDate>,
     /// Lines written since the last good fsync.
     since_sync: u64,
+    /// Candles built from the ticks in write order (`[candles]`).
+    book: Option<crate::candles::Book>,
+    /// Bars final since the last hand-over.
+    bars: Vec<crate::candles::Bar>,
 }
 
 impl WriterLoop {
@@ -193,7 +204,11 @@ impl WriterLoop {
         let cap = cfg.buffer_size + (256 << 10);
         let dedup = cfg.dedup_window_micros.map(crate::dedup::Dedup::new);
         let floor = cfg.start_day;
+        let book = (!cfg.candles.is_empty())
+            .then(|| crate::candles::Book::new(&cfg.candles, cfg.zone.clone()));
         WriterLoop {
+            book,
+            bars: Vec::new(),
             fmt: LineFormatter::new(cfg.zone.clone()),
             buf: Vec::with_capacity(cap),
             recv: Vec::with_capacity(cap / 128),
@@ -262,7 +277,20 @@ impl WriterLoop {
             {
                 self.sync();
             }
+            if !self.bars.is_empty() {
+                self.hand_over_bars();
+            }
             if now.duration_since(self.last_publish) >= Duration::from_secs(1) {
+                // A feed gone quiet still closes its bars: the receive
+                // clock, less a margin for ticks still on their way here
+                // (so a bar closes on the ticks' own times when they flow).
+                if let Some(b) = &mut self.book {
+                    b.sweep(
+                        self.cfg.clock.now_micros() - QUIET_SWEEP_LAG,
+                        &mut self.bars,
+                    );
+                }
+                self.hand_over_bars();
                 self.verify_file();
                 publish(&self.stats.latency.receive_to_written_us, &self.hist);
                 self.publish_dedup();
@@ -310,6 +338,12 @@ impl WriterLoop {
             std::thread::park_timeout(timeout);
             self.wake.awake();
         }
+        // The bars in progress end with the capture (marked incomplete by
+        // the journal: coverage ended before their interval did).
+        if let Some(b) = &mut self.book {
+            b.finish(&mut self.bars);
+        }
+        self.hand_over_bars();
         if self.dirty_since_sync || self.cfg.fsync != FsyncPolicy::Batch {
             self.sync();
         }
@@ -318,6 +352,13 @@ impl WriterLoop {
             m.clone_from(&self.seen);
         }
         self.publish_dedup();
+    }
+
+    /// Sends the final bars to the journal thread, which writes them.
+    fn hand_over_bars(&mut self) {
+        for b in self.bars.drain(..) {
+            self.cfg.events.candle(b);
+        }
     }
 
     fn publish_dedup(&self) {
@@ -411,6 +452,9 @@ impl WriterLoop {
                 let t = &st.tick;
                 e.ohlc_raw = [t.open, t.high, t.low, t.close];
                 e.volume = t.volume_traded;
+            }
+            if let Some(b) = &mut self.book {
+                b.update(&st.tick, st.recv_micros, &mut self.bars);
             }
         }
         drop(views);

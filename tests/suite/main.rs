@@ -8,6 +8,7 @@
 
 mod common;
 
+mod candles;
 mod codec_props;
 #[cfg(feature = "kafka")]
 mod composition;

@@ -1,0 +1,158 @@
+//! Candles: built live by the writer from the ticks it writes, final by the
+//! receive clock, one file per interval and day (a bar is in the file of
+//! the day it starts), and equal to what `tickcap candles` cuts offline
+//! from the same capture.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{halt_and_receive_all, wait_until};
+use tickcap::config::{Config, Env};
+use tickcap::days::Family;
+use tickcap::engine::{Clock, Engine, Options};
+
+fn lines(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bars_across_midnight_land_in_their_days_and_equal_the_offline_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The receive clock 3 s before the next Kolkata midnight.
+    let now = Clock::system().now_micros();
+    let (day, ist) = (86_400_000_000i64, 19_800_000_000i64);
+    let next_midnight = (now + ist).div_euclid(day) * day + day - ist;
+    let clock = Clock::shifted(next_midnight - 3_000_000 - now);
+    let feed = common::synthetic_feed(2_000, |_| {});
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 1024]\n\
+         [candles]\nintervals = [\"1m\", \"day\"]\n",
+        feed.url(),
+        data.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    assert_eq!(cfg.candles.len(), 2);
+    let engine = Engine::start(
+        cfg,
+        Options {
+            clock,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    // The 23:59 bars are final 2 s (the grace) after midnight.
+    assert!(
+        wait_until(Duration::from_secs(20), || stats
+            .journal
+            .candles_written
+            .load(Ordering::Relaxed)
+            >= 8),
+        "{} candles",
+        stats.journal.candles_written.load(Ordering::Relaxed)
+    );
+    assert!(wait_until(Duration::from_secs(10), || clock.now_micros()
+        > next_midnight + 3_000_000));
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+
+    let mut zone = tickcap::time::ZoneFormatter::new("Asia/Kolkata").unwrap();
+    let d0 = zone.date_of_micros(next_midnight - 1);
+    let d1 = zone.date_of_micros(next_midnight);
+    let minute = Family::Candles(tickcap::candles::Interval::Minute);
+    let segs = tickcap::days::segments_in(&data, minute);
+    let days: Vec<_> = segs.iter().map(|s| s.id.day).collect();
+    assert_eq!(days, [d0, d1], "one minute-candle file per day");
+    let first = lines(&segs[0].path);
+    let second = lines(&segs[1].path);
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert_eq!(second.len(), 4, "{second:?}");
+    for l in &first {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(
+            v["date"].as_str().unwrap().ends_with("T23:59:00+0530"),
+            "{l}"
+        );
+        assert_eq!(v["complete"], false, "capture began inside it: {l}");
+        assert!(v["high"].as_f64() >= v["low"].as_f64());
+    }
+    for l in &second {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(
+            v["date"].as_str().unwrap().ends_with("T00:00:00+0530"),
+            "{l}"
+        );
+        assert!(v["volume"].as_u64() > Some(0), "{l}");
+        assert_eq!(v["complete"], false, "cut by the shutdown: {l}");
+    }
+    // The day bars: one per instrument per day, the packet's day.
+    let day_segs =
+        tickcap::days::segments_in(&data, Family::Candles(tickcap::candles::Interval::Day));
+    assert_eq!(day_segs.len(), 2);
+    for s in &day_segs {
+        assert_eq!(lines(&s.path).len(), 4);
+    }
+
+    // Offline, from the same tick files: the same bars.
+    let out = dir.path().join("cut");
+    let ticks: Vec<String> = tickcap::days::segments(&data)
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .arg("candles")
+        .args(&ticks)
+        .args(["--interval", "minute", "--interval", "day", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for s in segs.iter().chain(&day_segs) {
+        let name = s.path.file_name().unwrap();
+        assert_eq!(
+            lines(&s.path),
+            lines(&out.join(name)),
+            "{name:?}: live and offline differ"
+        );
+    }
+    // Never over an existing file.
+    let again = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .arg("candles")
+        .args(&ticks)
+        .args(["--interval", "1m", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    #[cfg(has_pydata)]
+    {
+        let code = format!(
+            "import pandas as pd, duckdb\n\
+             df = pd.read_json({:?}, lines=True)\n\
+             assert list(df.columns[:8]) == ['instrument_token','interval','date','open','high','low','close','volume'], df.columns\n\
+             assert len(df) == 4 and (df.high >= df.low).all()\n\
+             n = duckdb.execute(\"select count(*) from read_json_auto('{}')\").fetchone()[0]\n\
+             assert n == 4, n\n",
+            segs[1].path.display().to_string(),
+            segs[1].path.display()
+        );
+        let o = Command::new(env!("TICKCAP_PYDATA_BIN"))
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
