@@ -8,6 +8,7 @@
 #
 #   tools/cpu_at_rate.sh [RATE=9000] [SECONDS=20]
 #   SERVE=1 tools/cpu_at_rate.sh ...   # the same with the hub ([serve]) on, no client
+#   CANDLES=1 tools/cpu_at_rate.sh ... # the same with [candles] 1m, 5m, 15m built live
 set -euo pipefail
 rate=${1:-9000}
 secs=${2:-20}
@@ -54,27 +55,30 @@ instruments = [$(list 4000 6999)]
 mode = "quote"
 instruments = [$(list 7000 9999)]
 TOML
+if [ -n "${CANDLES:-}" ]; then
+  printf '[candles]\nintervals = ["1m", "5m", "15m"]\n' >> "$work/tickcap.toml"
+fi
 if [ -n "${SERVE:-}" ]; then
   printf '[serve]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" >> "$work/tickcap.toml"
 fi
 "$bin" run --config "$work/tickcap.toml" 2> "$work/run.log" &
 run=$!
 sleep 5 # connect, subscribe 9,000 instruments, reach the steady rate
-t0=$(cpu_ticks $run); l0=$(thread_ticks $run tickcap-loop); w0=$(thread_ticks $run tickcap-writer); h0=$(thread_ticks $run tickcap-hub)
+t0=$(cpu_ticks $run); l0=$(thread_ticks $run tickcap-loop); w0=$(thread_ticks $run tickcap-writer); h0=$(thread_ticks $run tickcap-hub); j0=$(thread_ticks $run tickcap-journal)
 metric() { curl -s "http://127.0.0.1:$status_port/metrics" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 n0=$(metric '["ticks_received"]'); fr0=$(metric '["frames"]')
 sleep "$secs"
-t1=$(cpu_ticks $run); l1=$(thread_ticks $run tickcap-loop); w1=$(thread_ticks $run tickcap-writer); h1=$(thread_ticks $run tickcap-hub)
+t1=$(cpu_ticks $run); l1=$(thread_ticks $run tickcap-loop); w1=$(thread_ticks $run tickcap-writer); h1=$(thread_ticks $run tickcap-hub); j1=$(thread_ticks $run tickcap-journal)
 n1=$(metric '["ticks_received"]'); fr1=$(metric '["frames"]')
 p99=$(metric '["latency"]["receive_to_ring_us"]["p99"]')
 w99=$(metric '["latency"]["receive_to_written_us"]["p99"]')
 ticks=$((n1 - n0))
-python3 - "$hz" "$secs" "$ticks" "$((t1 - t0))" "$((l1 - l0))" "$((w1 - w0))" "$p99" "$((fr1 - fr0))" "$w99" "$((h1 - h0))" <<'PY'
+python3 - "$hz" "$secs" "$ticks" "$((t1 - t0))" "$((l1 - l0))" "$((w1 - w0))" "$p99" "$((fr1 - fr0))" "$w99" "$((h1 - h0))" "$((j1 - j0))" <<'PY'
 import sys
-hz, secs, ticks, total, loop, writer, p99, frames, w99, hub = (float(x) for x in sys.argv[1:])
+hz, secs, ticks, total, loop, writer, p99, frames, w99, hub, journal = (float(x) for x in sys.argv[1:])
 pct = lambda t: 100.0 * t / hz / secs
 print(f"tickcap run: {ticks / secs:,.0f} ticks/s in {frames / secs:,.0f} frames/s over 9,000 instruments for {secs:.0f} s")
-print(f"  CPU: {pct(total):.1f}% of one core (event loop {pct(loop):.1f}%, writer {pct(writer):.1f}%, hub {pct(hub):.1f}%)")
+print(f"  CPU: {pct(total):.1f}% of one core (event loop {pct(loop):.1f}%, writer {pct(writer):.1f}%, journal {pct(journal):.1f}%, hub {pct(hub):.1f}%)")
 print(f"  CPU per tick: {total / hz / max(ticks, 1) * 1e6:.2f} µs; receive→ring p99 {p99} µs; receive→written p99 {w99 / 1000:.1f} ms")
 PY
 kill -TERM $run; wait $run || true

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::candles::{Bar, Book, Interval};
+use crate::candles::{Bar, Book, Interval, KiteBar};
 use crate::events::coverage::Report;
 use crate::time::ZoneFormatter;
 
@@ -87,4 +87,157 @@ pub fn cut(
         }
     }
     Ok(out)
+}
+
+/// A bar as a candle file holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Captured {
+    /// The instrument.
+    pub instrument_token: u32,
+    /// `date` as written (Kite's form).
+    pub date: String,
+    /// Open, high, low, close.
+    pub ohlc: [f64; 4],
+    /// Volume (`None`: LTP mode).
+    pub volume: Option<u64>,
+    /// Marked complete.
+    pub complete: bool,
+}
+
+/// Reads a candle file's lines (bad lines are skipped and counted).
+pub fn read_candles(text: &[u8]) -> (Vec<Captured>, u64) {
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            bad += 1;
+            continue;
+        };
+        let f = |k: &str| v[k].as_f64();
+        match (
+            v["instrument_token"]
+                .as_u64()
+                .and_then(|t| u32::try_from(t).ok()),
+            v["date"].as_str(),
+            f("open"),
+            f("high"),
+            f("low"),
+            f("close"),
+        ) {
+            (Some(t), Some(d), Some(o), Some(h), Some(l), Some(c)) => out.push(Captured {
+                instrument_token: t,
+                date: d.to_owned(),
+                ohlc: [o, h, l, c],
+                volume: v["volume"].as_u64(),
+                complete: v["complete"].as_bool().unwrap_or(false),
+            }),
+            _ => bad += 1,
+        }
+    }
+    (out, bad)
+}
+
+/// The fields compared, in report order.
+pub const FIELDS: [&str; 5] = ["open", "high", "low", "close", "volume"];
+
+/// How ours and Kite's bars of one instrument (or all) agree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Agreement {
+    /// Bars present in both.
+    pub bars: u64,
+    /// Of those, how many agree exactly on each of [`FIELDS`].
+    pub agree: [u64; 5],
+    /// Bars present in both and marked complete by tickcap.
+    pub complete_bars: u64,
+    /// Of those, how many agree on each field.
+    pub complete_agree: [u64; 5],
+    /// Kite's bars inside the captured span that tickcap has not (a gap).
+    pub missing_in_capture: u64,
+    /// tickcap's bars Kite has not.
+    pub not_in_kite: u64,
+    /// (token, date, field, ours, Kite's, complete) of each disagreement.
+    pub disagreements: Vec<(u32, String, &'static str, f64, f64, bool)>,
+}
+
+impl Agreement {
+    /// Adds another's counts (the overall figure).
+    pub fn add(&mut self, o: &Agreement) {
+        self.bars += o.bars;
+        self.complete_bars += o.complete_bars;
+        for i in 0..5 {
+            self.agree[i] += o.agree[i];
+            self.complete_agree[i] += o.complete_agree[i];
+        }
+        self.missing_in_capture += o.missing_in_capture;
+        self.not_in_kite += o.not_in_kite;
+    }
+
+    /// The share agreeing per field (1.0 with no bars).
+    pub fn shares(&self, complete_only: bool) -> [f64; 5] {
+        let (n, a) = if complete_only {
+            (self.complete_bars, self.complete_agree)
+        } else {
+            (self.bars, self.agree)
+        };
+        a.map(|x| if n == 0 { 1.0 } else { x as f64 / n as f64 })
+    }
+}
+
+/// Compares one instrument's captured bars with Kite's. Kite's bars outside
+/// the captured span (before the first captured bar, after the last) are
+/// not counted: capture did not run then.
+pub fn compare(token: u32, ours: &[Captured], kite: &[KiteBar]) -> Agreement {
+    let mut a = Agreement::default();
+    let by_date: std::collections::HashMap<&str, &KiteBar> =
+        kite.iter().map(|k| (k.date.as_str(), k)).collect();
+    let (Some(first), Some(last)) = (
+        ours.iter().map(|b| b.date.as_str()).min(),
+        ours.iter().map(|b| b.date.as_str()).max(),
+    ) else {
+        return a;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for b in ours {
+        let Some(k) = by_date.get(b.date.as_str()) else {
+            a.not_in_kite += 1;
+            continue;
+        };
+        seen.insert(b.date.as_str());
+        a.bars += 1;
+        if b.complete {
+            a.complete_bars += 1;
+        }
+        let theirs = [k.open, k.high, k.low, k.close, k.volume as f64];
+        let mine = [
+            b.ohlc[0],
+            b.ohlc[1],
+            b.ohlc[2],
+            b.ohlc[3],
+            b.volume.map_or(f64::NAN, |v| v as f64),
+        ];
+        for i in 0..5 {
+            if (mine[i] - theirs[i]).abs() <= 1e-9 * theirs[i].abs().max(1.0) {
+                a.agree[i] += 1;
+                if b.complete {
+                    a.complete_agree[i] += 1;
+                }
+            } else if a.disagreements.len() < 10_000 {
+                a.disagreements.push((
+                    token,
+                    b.date.clone(),
+                    FIELDS[i],
+                    mine[i],
+                    theirs[i],
+                    b.complete,
+                ));
+            }
+        }
+    }
+    a.missing_in_capture = kite
+        .iter()
+        .filter(|k| {
+            k.date.as_str() >= first && k.date.as_str() <= last && !seen.contains(k.date.as_str())
+        })
+        .count() as u64;
+    a
 }

@@ -36,6 +36,11 @@ pub fn journals_for(files: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// The text of a plain or zstd daily file.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_text(path)
+}
+
 /// The lines of a plain or zstd file.
 fn read_text(path: &Path) -> std::io::Result<Vec<u8>> {
     crate::util::regular_file(path)?;

@@ -413,11 +413,43 @@ impl Book {
         }
     }
 
+    /// States `token`'s cumulative volume before its first tick (a source
+    /// that knows the day from its start, like the replay feed's exchange):
+    /// its first bar then has a known volume.
+    pub fn assume_volume(&mut self, token: u32, cum: u32) {
+        let n = self.intervals.len();
+        let inst = self.insts.entry(token).or_insert_with(|| Inst {
+            open: vec![None; n],
+            last_final: vec![i64::MIN; n],
+            ..Inst::default()
+        });
+        inst.last_cum = Some(cum);
+    }
+
     /// The bar in progress of `token` for `interval`, if any.
     pub fn open_bar(&self, token: u32, interval: Interval) -> Option<Bar> {
         let k = self.intervals.iter().position(|i| *i == interval)?;
         self.insts.get(&token)?.open[k]
     }
+}
+
+/// One of Kite's historical candles, as its API gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KiteBar {
+    /// `2026-11-27T09:15:00+0530`, as Kite writes it.
+    pub date: String,
+    /// Open.
+    pub open: f64,
+    /// High.
+    pub high: f64,
+    /// Low.
+    pub low: f64,
+    /// Close.
+    pub close: f64,
+    /// Volume.
+    pub volume: u64,
+    /// Open interest, when asked for.
+    pub oi: Option<u64>,
 }
 
 /// When a bar's interval ends, epoch µs.

@@ -13,7 +13,59 @@ use crate::candles::Interval;
 
 /// Arguments of `tickcap candles`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(super) struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    #[command(flatten)]
+    cut: CutArgs,
+}
+
+/// `tickcap candles check`.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Compare a captured day's candles with Kite's historical candles.
+    Check(CheckArgs),
+}
+
+/// Arguments of `tickcap candles check`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The day (`YYYY-MM-DD`; default: today in the zone).
+    #[arg(long)]
+    day: Option<String>,
+    /// The interval (Kite's name or a short form).
+    #[arg(long, default_value = "minute", value_parser = parse_interval)]
+    interval: Interval,
+    /// Only these instruments (default: every one in the day's candle file).
+    #[arg(long = "instrument", value_name = "TOKEN")]
+    instruments: Vec<u32>,
+    /// The service's config: data_dir, api_root, api_key and the access token.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory (default: the config's, else ./market_data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kite's REST root (default: the config's, else https://api.kite.trade).
+    #[arg(long)]
+    api_root: Option<String>,
+    /// The API key (default: the config's).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// The access token (default: the config's, else $KITE_ACCESS_TOKEN).
+    #[arg(long)]
+    access_token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The storage zone.
+    #[arg(long, default_value = "Asia/Kolkata")]
+    timezone: String,
+}
+
+/// Re-cutting captured tick files.
+#[derive(Debug, clap::Args)]
+struct CutArgs {
     /// Captured tick files (`market_data_…`, plain or `.jsonl.zst`), in order.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -35,7 +87,184 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
 }
 
 /// Runs it.
-pub(super) fn run(mut args: Args) -> Result<(), Failure> {
+pub(super) fn run(args: Args) -> Result<(), Failure> {
+    match args.action {
+        Some(Action::Check(c)) => check(c),
+        None => cut(args.cut),
+    }
+}
+
+/// `tickcap candles check`.
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    use crate::analysis::candles::{compare, read_candles, Agreement, FIELDS};
+    let config = match &args.config {
+        Some(p) => Some(
+            crate::config::Config::load(p, &crate::config::Env::from_process())
+                .map_err(Failure::usage)?,
+        ),
+        None => None,
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.storage.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("market_data"));
+    let src = crate::net::history::Source {
+        api_root: args
+            .api_root
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.dump.api_root.clone()))
+            .unwrap_or_else(|| "https://api.kite.trade".to_owned()),
+        api_key: args
+            .api_key
+            .clone()
+            .or_else(|| config.as_ref().map(|c| c.dump.api_key.clone()))
+            .ok_or_else(|| Failure::usage(anyhow::anyhow!("--api-key (or --config) is needed")))?,
+        access_token: args
+            .access_token
+            .clone()
+            .or_else(|| {
+                config
+                    .as_ref()
+                    .map(|c| c.dump.access_token.expose().to_owned())
+            })
+            .or_else(|| std::env::var("KITE_ACCESS_TOKEN").ok())
+            .ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!("--access-token (or --config) is needed"))
+            })?,
+    };
+    let mut zone = crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
+    let day = match &args.day {
+        Some(d) => crate::time::LocalDate::parse(d)
+            .ok_or_else(|| Failure::usage(anyhow::anyhow!("--day {d:?}: not YYYY-MM-DD")))?,
+        None => zone.date_of_micros(crate::time::Clock::system().now_micros()),
+    };
+    let family = crate::days::Family::Candles(args.interval);
+    let segs = crate::days::segments_of_in(&data_dir, family, day);
+    if segs.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no {}{day}.jsonl in {} ([candles] intervals must include {}, or make one with `tickcap candles`)",
+            family.prefix(),
+            data_dir.display(),
+            args.interval
+        )));
+    }
+    let mut ours = Vec::new();
+    for s in &segs {
+        let text = crate::analysis::coverage::read_file(&s.path)
+            .with_context(|| format!("reading {}", s.path.display()))?;
+        let (bars, bad) = read_candles(&text);
+        if bad > 0 {
+            eprintln!(
+                "tickcap candles check: {}: {bad} unreadable line(s) skipped",
+                s.path.display()
+            );
+        }
+        ours.extend(bars);
+    }
+    let mut tokens: Vec<u32> = if args.instruments.is_empty() {
+        ours.iter().map(|b| b.instrument_token).collect()
+    } else {
+        args.instruments.clone()
+    };
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut pacer = crate::net::history::Pacer::default();
+    let (from, to) = (format!("{day} 00:00:00"), format!("{day} 23:59:59"));
+    let mut overall = Agreement::default();
+    let mut per = serde_json::Map::new();
+    let mut disagreements = Vec::new();
+    let bar = super::tools_progress(format!(
+        "fetching Kite's {} candles of {} instruments",
+        args.interval,
+        tokens.len()
+    ));
+    for t in &tokens {
+        let kite =
+            crate::net::history::fetch(&src, &mut pacer, *t, args.interval.kite_name(), &from, &to)
+                .with_context(|| format!("instrument {t}"))?;
+        let mine: Vec<_> = ours
+            .iter()
+            .filter(|b| b.instrument_token == *t)
+            .cloned()
+            .collect();
+        let a = compare(*t, &mine, &kite);
+        overall.add(&a);
+        let sh = a.shares(false);
+        per.insert(
+            t.to_string(),
+            serde_json::json!({
+                "bars": a.bars,
+                "agree": FIELDS.iter().zip(sh).map(|(f, x)| (f.to_string(), serde_json::json!(x))).collect::<serde_json::Map<_, _>>(),
+                "complete_bars": a.complete_bars,
+                "missing_in_capture": a.missing_in_capture,
+                "not_in_kite": a.not_in_kite,
+            }),
+        );
+        disagreements.extend(a.disagreements);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let agree = |c: bool| {
+        FIELDS
+            .iter()
+            .zip(overall.shares(c))
+            .map(|(f, x)| (f.to_string(), serde_json::json!(x)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "day": day.to_string(),
+                "interval": args.interval.kite_name(),
+                "bars": overall.bars,
+                "agree": agree(false),
+                "complete_bars": overall.complete_bars,
+                "agree_complete": agree(true),
+                "missing_in_capture": overall.missing_in_capture,
+                "not_in_kite": overall.not_in_kite,
+                "instruments": per,
+                "disagreements": disagreements.iter().map(|(t, d, f, o, k, c)| serde_json::json!({
+                    "instrument_token": t, "date": d, "field": f, "tickcap": o, "kite": k, "complete": c
+                })).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(());
+    }
+    let pct = |x: f64| format!("{:.2}%", x * 100.0);
+    println!(
+        "{day} {}: {} bars in both over {} instruments ({} marked complete); {} Kite bars missing in the capture, {} not in Kite",
+        args.interval,
+        overall.bars,
+        tokens.len(),
+        overall.complete_bars,
+        overall.missing_in_capture,
+        overall.not_in_kite
+    );
+    let (all, complete) = (overall.shares(false), overall.shares(true));
+    for (i, f) in FIELDS.iter().enumerate() {
+        println!(
+            "  {f:<6} agree: {} of all bars, {} of complete bars",
+            pct(all[i]),
+            pct(complete[i])
+        );
+    }
+    for (t, d, f, o, k, c) in disagreements.iter().take(50) {
+        println!(
+            "  {t} {d} {f}: tickcap {o}, Kite {k}{}",
+            if *c { "" } else { " (bar marked incomplete)" }
+        );
+    }
+    if disagreements.len() > 50 {
+        println!("  … {} more (--json lists them)", disagreements.len() - 50);
+    }
+    Ok(())
+}
+
+/// `tickcap candles FILE...`.
+fn cut(mut args: CutArgs) -> Result<(), Failure> {
     crate::days::sort_paths(&mut args.files);
     let journals = crate::analysis::coverage::journals_for(&args.files);
     if !crate::days::take_non_tick_files(&mut args.files).is_empty() {

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod conn;
 pub mod dump;
+pub mod history;
 pub mod http;
 pub mod stream;
 

@@ -14,6 +14,7 @@
 //! connection subscribes none of the excess and sends an `error` text frame
 //! naming how many were refused.
 
+mod history;
 mod pacer;
 pub mod recorded;
 mod report;
@@ -111,6 +112,9 @@ pub struct ReplayConfig {
     /// connection that is down misses ticks, and its volume sequence shows
     /// the gap. Needs `rate > 0`.
     pub market: bool,
+    /// The exchange's clock (trade and exchange times; tests shift it with
+    /// the capture's receive clock, e.g. to just before a minute).
+    pub clock: crate::time::Clock,
 }
 
 impl ReplayConfig {
@@ -138,6 +142,7 @@ impl ReplayConfig {
             heartbeat: Duration::from_secs(1),
             broadcast: false,
             market: false,
+            clock: crate::time::Clock::system(),
         }
     }
 }
@@ -152,6 +157,10 @@ struct Counters {
     refused_auth: AtomicU64,
     refused_limit: AtomicU64,
     faults: report::FaultCounters,
+    /// Historical-candle requests answered.
+    history_served: AtomicU64,
+    /// Historical-candle requests refused with 429 (over 3 a second).
+    history_429: AtomicU64,
 }
 
 /// State shared by every thread of one feed.
@@ -185,6 +194,8 @@ struct Shared {
     per_key: Mutex<HashMap<String, usize>>,
     next_connection: AtomicU32,
     handshakes: AtomicU64,
+    /// The historical endpoint's rate window: (second since start, requests).
+    history_window: Mutex<(u64, u32)>,
 }
 
 /// The exchange clock of a market feed: generates ticks at the feed's rate,
@@ -202,9 +213,7 @@ fn market_loop(sh: &Shared) {
             let tokens = lock(&sh.market_tokens).clone();
             if !tokens.is_empty() {
                 let granted = sh.pacer.claim(tokens.len() as u64 * 4);
-                let now_secs = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()) as u32;
+                let now_secs = (sh.cfg.clock.now_micros() / 1_000_000).max(0) as u32;
                 let mut logs = lock(&sh.broadcast);
                 for _ in 0..granted {
                     let token = tokens[cursor % tokens.len()];
@@ -278,6 +287,7 @@ impl Server {
             per_key: Mutex::new(HashMap::new()),
             next_connection: AtomicU32::new(1),
             handshakes: AtomicU64::new(0),
+            history_window: Mutex::new((u64::MAX, 0)),
         });
         if shared.cfg.market {
             if shared.cfg.rate == 0 || !matches!(shared.cfg.source, Source::Synthetic { .. }) {

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::StatusCode;
@@ -73,6 +73,10 @@ pub(super) fn serve(shared: &Arc<Shared>, stream: TcpStream) {
     {
         tracing::warn!("replay: {peer}: socket setup failed: {e}");
         return;
+    }
+    // Kite's historical endpoint shares the listener (plain HTTP).
+    if super::history::is_history_request(&stream) {
+        return super::history::serve(shared, stream);
     }
     let cfg = &shared.cfg;
     let mut slot_key: Option<String> = None;
@@ -512,9 +516,7 @@ impl<'a> Session<'a> {
                 };
                 let granted = shared.pacer.claim(want) as usize;
                 if granted > 0 {
-                    let now_secs = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()) as u32;
+                    let now_secs = (shared.cfg.clock.now_micros() / 1_000_000).max(0) as u32;
                     if shared.cfg.broadcast {
                         let mut map = lock(&shared.broadcast);
                         for _ in 0..granted {

@@ -164,6 +164,11 @@ impl Broadcast {
         self.base + self.log.len() as u64
     }
 
+    /// The ticks kept (the newest [`BROADCAST_KEEP`]), oldest first.
+    pub fn ticks(&self) -> impl Iterator<Item = &Tick> {
+        self.log.iter()
+    }
+
     /// Last `volume_traded` generated.
     pub fn volume(&self) -> u32 {
         self.inst.volume()

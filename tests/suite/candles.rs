@@ -156,3 +156,123 @@ fn bars_across_midnight_land_in_their_days_and_equal_the_offline_cut() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// A minute and more of a gapless capture in full mode (each trade at its
+/// exchange time), checked with `tickcap candles check` against the replay
+/// feed's historical endpoint — Kite's API computed from every tick its
+/// exchange made: every complete bar agrees on open, high, low, close and
+/// volume. The endpoint's 3 requests a second hold (429 past them), and
+/// the check paces itself under them.
+#[test]
+fn check_finds_every_complete_bar_equal_to_the_feeds_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The exchange's and the capture's clocks 1.5 s before a minute: the
+    // next minute is the first whole one (about 63 s, not up to two minutes).
+    let now = Clock::system().now_micros();
+    let clock = Clock::shifted((now / 60_000_000 + 1) * 60_000_000 - 1_500_000 - now);
+    let feed = common::synthetic_feed(400, |c| {
+        c.market = true;
+        c.clock = clock;
+        c.api_key = Some("k".into());
+        c.access_token = Some("t".into());
+    });
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[secondary]\nmode = \"full\"\ninstruments = [256, 512, 768, 1024]\n\
+         [candles]\nintervals = [\"minute\"]\n",
+        feed.url(),
+        data.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            clock,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    // A whole minute covered: the second minute bar of each instrument is
+    // final (the first began before capture).
+    assert!(
+        wait_until(Duration::from_secs(150), || stats
+            .journal
+            .candles_written
+            .load(Ordering::Relaxed)
+            >= 8),
+        "{} candles",
+        stats.journal.candles_written.load(Ordering::Relaxed)
+    );
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+
+    // The endpoint: Kite's limit of 3 requests a second.
+    let http = feed.url().replace("ws://", "http://");
+    let get = |path: &str| {
+        tickcap::net::http::request(
+            "GET",
+            &format!("{http}{path}"),
+            &[("Authorization", "token k:t"), ("X-Kite-Version", "3")],
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let codes: Vec<u16> = (0..8)
+        .map(|_| get("/instruments/historical/256/minute?from=2026-01-01+00:00:00&to=2036-01-01+00:00:00").status)
+        .collect();
+    assert!(codes.contains(&429) && codes.contains(&200), "{codes:?}");
+    // Without credentials: 403 (once the second's quota allows an answer).
+    let mut status = 429;
+    assert!(wait_until(Duration::from_secs(5), || {
+        status = tickcap::net::http::request(
+            "GET",
+            &format!("{http}/instruments/historical/256/minute?from=2026-01-01&to=2026-01-02"),
+            &[],
+            b"",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .status;
+        status != 429
+    }));
+    assert_eq!(status, 403, "credentials are checked");
+
+    let day = tickcap::days::segments_in(
+        &data,
+        tickcap::days::Family::Candles(tickcap::candles::Interval::Minute),
+    )[0]
+    .id
+    .day
+    .to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["candles", "check", "--json", "--day", &day, "--data-dir"])
+        .arg(&data)
+        .args(["--api-root", &http, "--api-key", "k", "--access-token", "t"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    eprintln!("check: {}", serde_json::to_string(&serde_json::json!({
+        "bars": v["bars"], "complete_bars": v["complete_bars"], "agree": v["agree"], "agree_complete": v["agree_complete"],
+        "missing_in_capture": v["missing_in_capture"], "not_in_kite": v["not_in_kite"]})).unwrap());
+    assert!(v["complete_bars"].as_u64() >= Some(4), "{v}");
+    for f in ["open", "high", "low", "close", "volume"] {
+        assert_eq!(v["agree_complete"][f], 1.0, "{f}: {v}");
+    }
+    assert_eq!(v["missing_in_capture"], 0, "{v}");
+    let disagreeing_complete = v["disagreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["complete"] == true)
+        .count();
+    assert_eq!(disagreeing_complete, 0, "{v}");
+}
