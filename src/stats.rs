@@ -465,6 +465,8 @@ pub struct Stats {
     pub kafka: KafkaStats,
     /// The Kafka publisher of order updates (`[kafka] orders_topic`).
     pub kafka_orders: KafkaStats,
+    /// The Kafka publishers of candles, by `candles::Interval::ALL` position.
+    pub kafka_candles: [KafkaStats; 8],
     /// The events journal and the order updates.
     pub journal: JournalStats,
     /// Latencies.
@@ -485,6 +487,7 @@ impl Default for Stats {
             serve: ServeStats::default(),
             kafka: KafkaStats::default(),
             kafka_orders: KafkaStats::default(),
+            kafka_candles: Default::default(),
             journal: JournalStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
@@ -500,6 +503,15 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// The Kafka counters of `interval`'s candle publisher.
+    pub fn kafka_candles_of(&self, interval: crate::candles::Interval) -> &KafkaStats {
+        let i = crate::candles::Interval::ALL
+            .iter()
+            .position(|x| *x == interval)
+            .unwrap_or(0);
+        &self.kafka_candles[i]
+    }
+
     /// Total ticks received over all connections.
     pub fn ticks_received(&self) -> u64 {
         self.conns

@@ -188,6 +188,9 @@ pub struct KafkaConfig {
     pub topic: String,
     /// The topic for Kite's order updates (`orders_…` files), if any.
     pub orders_topic: Option<String>,
+    /// The prefix of the candle topics: `{prefix}_{interval}` (e.g.
+    /// `candles_minute`) for each `[candles]` interval, if any.
+    pub candles_topic: Option<String>,
     /// `client.id`.
     pub client_id: String,
     /// librdkafka properties passed through (TLS, SASL, tuning), as given.

@@ -459,10 +459,12 @@ impl Parser<'_> {
                 "must differ from kafka.topic (ticks and order updates are separate streams)",
             ));
         }
+        let candles_topic = k.candles_topic.clone().filter(|t| !t.trim().is_empty());
         Ok(KafkaConfig {
             brokers,
             topic,
             orders_topic,
+            candles_topic,
             client_id: k.client_id.clone().unwrap_or_else(|| "tickcap".to_owned()),
             properties,
         })

@@ -37,6 +37,7 @@ pub(super) struct RawKafka {
     pub(super) brokers: Option<String>,
     pub(super) topic: Option<String>,
     pub(super) orders_topic: Option<String>,
+    pub(super) candles_topic: Option<String>,
     pub(super) client_id: Option<String>,
     pub(super) properties: Option<std::collections::BTreeMap<String, toml::Value>>,
 }

@@ -422,6 +422,14 @@ impl Engine {
                 if k.orders_topic.is_some() {
                     streams.push(crate::publish::Stream::Orders);
                 }
+                if k.candles_topic.is_some() {
+                    streams.extend(
+                        config
+                            .candles
+                            .iter()
+                            .map(|i| crate::publish::Stream::Candles(*i)),
+                    );
+                }
                 for stream in streams {
                     v.push(
                         crate::publish::Publisher::start_stream(

@@ -116,6 +116,10 @@ pub enum Stream {
     /// `orders_…` → `orders_topic`; key = the order's `instrument_token`
     /// (0 when it has none), so one instrument's updates stay in order.
     Orders,
+    /// `candles_<interval>_…` → `{candles_topic}_<interval>`; key = the
+    /// bar's `instrument_token`. A topic per interval: positions are per
+    /// file family, and recovery reads them back per topic.
+    Candles(crate::candles::Interval),
 }
 
 impl Stream {
@@ -123,6 +127,7 @@ impl Stream {
         match self {
             Stream::Ticks => crate::days::Family::Ticks,
             Stream::Orders => crate::days::Family::Orders,
+            Stream::Candles(i) => crate::days::Family::Candles(i),
         }
     }
 
@@ -131,6 +136,9 @@ impl Stream {
         match self {
             Stream::Ticks => checkpoint_path(data_dir),
             Stream::Orders => data_dir.join("kafka.orders.checkpoint"),
+            Stream::Candles(i) => {
+                data_dir.join(format!("kafka.candles_{}.checkpoint", i.kite_name()))
+            }
         }
     }
 
@@ -139,6 +147,19 @@ impl Stream {
         match self {
             Stream::Ticks => &stats.kafka,
             Stream::Orders => &stats.kafka_orders,
+            Stream::Candles(i) => stats.kafka_candles_of(i),
+        }
+    }
+
+    /// The topic it publishes to under `cfg`.
+    pub fn topic(self, cfg: &KafkaConfig) -> Option<String> {
+        match self {
+            Stream::Ticks => Some(cfg.topic.clone()),
+            Stream::Orders => cfg.orders_topic.clone(),
+            Stream::Candles(i) => cfg
+                .candles_topic
+                .as_ref()
+                .map(|p| format!("{p}_{}", i.kite_name())),
         }
     }
 }
@@ -280,14 +301,16 @@ impl Publisher {
         clock: Clock,
         fatal_after: Option<u64>,
     ) -> std::io::Result<Publisher> {
-        if stream == Stream::Orders {
-            cfg.topic = cfg.orders_topic.clone().ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no [kafka] orders_topic")
-            })?;
-        }
+        cfg.topic = stream.topic(&cfg).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("no [kafka] topic for {stream:?}"),
+            )
+        })?;
         let name = match stream {
             Stream::Ticks => "tickcap-kafka",
             Stream::Orders => "tickcap-kafka-orders",
+            Stream::Candles(_) => "tickcap-kafka-candles",
         };
         let thread = crate::thread::StoppableThread::spawn(name, None, move |stop| {
             let mut p = Run {
@@ -817,7 +840,7 @@ impl Run {
                 consumed += 1;
                 let Some((token, conn)) = token_and_conn(line).or_else(|| {
                     // An order update without an instrument: partition 0.
-                    (self.stream == Stream::Orders).then(|| (0, conn_of(line)))
+                    (self.stream != Stream::Ticks).then(|| (0, conn_of(line)))
                 }) else {
                     continue; // not a tick line (the writer writes only ticks)
                 };
@@ -885,6 +908,7 @@ mod tests {
             brokers: "127.0.0.1:1".into(),
             topic: "t".into(),
             orders_topic: None,
+            candles_topic: None,
             client_id: "tickcap".into(),
             properties: vec![(k.into(), v.into())],
         };

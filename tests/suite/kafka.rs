@@ -908,3 +908,83 @@ fn order_updates_are_published_exactly_once_across_a_kill_9() {
     eprintln!("{n} order updates and {t} ticks, each in its topic exactly once");
     assert!(n > 150, "{n} order updates");
 }
+
+/// Final candles go to `{candles_topic}_{interval}` exactly once, like the
+/// ticks (the receive clock starts 1 s before a minute, so the first bars
+/// are final a few seconds in).
+#[test]
+#[cfg_attr(
+    not(has_kafka),
+    ignore = "no Kafka broker jars in target/kafka-libs at build time (tools/kafka/start - - - fetch-only, then touch build.rs)"
+)]
+fn candles_are_published_exactly_once_to_their_interval_topic() {
+    let broker = start_broker();
+    create_topic(&broker.addr, "ticks");
+    create_topic(&broker.addr, "bars_minute");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let feed = common::synthetic_feed(2000, |_| {});
+    let status = free_port();
+    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status).replace(
+        "topic = \"ticks\"\n",
+        "topic = \"ticks\"\ncandles_topic = \"bars\"\n",
+    ) + "[candles]\nintervals = [\"minute\"]\n";
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    let now = tickcap::engine::Clock::system().now_micros();
+    let clock =
+        tickcap::engine::Clock::shifted((now / 60_000_000 + 1) * 60_000_000 - 1_000_000 - now);
+    let engine = tickcap::engine::Engine::start(
+        cfg,
+        tickcap::engine::Options {
+            clock,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    assert!(
+        wait_until(Duration::from_secs(30), || stats
+            .journal
+            .candles_written
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 7),
+        "{}",
+        kafka_view(status)
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let v = kafka_view(status);
+            v["candles"][0]["acknowledged"].as_u64() >= Some(7)
+                && v["candles"][0]["lag_records"] == 0
+                && v["candles"][0]["in_flight"] == 0
+        }),
+        "{}",
+        kafka_view(status)
+    );
+    assert_eq!(kafka_view(status)["candles"][0]["topic"], "bars_minute");
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+    // What the shutdown wrote after the publisher stopped waits for the
+    // next start: compare what was acknowledged, all of it once.
+    let (positions, _) = consume_all(&broker.addr, "bars_minute");
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        positions.iter().all(|p| seen.insert(p.clone())),
+        "a bar published twice"
+    );
+    let lines = file_lines_in(
+        &data,
+        tickcap::days::Family::Candles(tickcap::candles::Interval::Minute),
+    );
+    let file_positions: std::collections::HashSet<&String> = lines.iter().map(|(p, _)| p).collect();
+    assert!(positions.len() >= 7);
+    assert!(
+        positions.iter().all(|p| file_positions.contains(p)),
+        "a record that is no line of the file"
+    );
+}

@@ -110,6 +110,22 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         .as_ref()
         .is_some_and(|k| k.orders_topic.is_some())
         && v.stats.kafka_orders.state().is_down();
+    let candles_down: Vec<&'static str> = match &v.config.kafka {
+        Some(k) if k.candles_topic.is_some() => v
+            .config
+            .candles
+            .iter()
+            .filter(|i| v.stats.kafka_candles_of(**i).state().is_down())
+            .map(|i| i.kite_name())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !candles_down.is_empty() {
+        reasons.push(format!(
+            "kafka: candles not published ({})",
+            candles_down.join(", ")
+        ));
+    }
     if orders_down {
         reasons.push(format!(
             "kafka: order updates not published ({} waiting on disk): {}",
@@ -173,6 +189,7 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         && !lagging
         && !kafka_down
         && !orders_down
+        && candles_down.is_empty()
         && !journal_bad
     {
         "healthy"
@@ -624,6 +641,22 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
         "producers_recreated": k.recreated.load(Relaxed),
         "receive_to_acked_us": super::metrics::percentiles(&crate::stats::Stats::histogram(&v.stats.latency.receive_to_acked_us), 1.0),
         "last_error": last_error(&k.last_error),
+        "candles": kc.candles_topic.as_ref().map(|_| {
+            v.config.candles.iter().map(|i| {
+                let o = v.stats.kafka_candles_of(*i);
+                json!({
+                    "interval": i.kite_name(),
+                    "topic": kc.candles_topic.as_ref().map(|p| format!("{p}_{}", i.kite_name())),
+                    "state": o.state().as_str(),
+                    "sent": o.sent.load(Relaxed),
+                    "acknowledged": o.acked.load(Relaxed),
+                    "in_flight": o.in_flight.load(Relaxed),
+                    "lag_records": o.lag_ticks.load(Relaxed),
+                    "errors": o.errors.load(Relaxed),
+                    "last_error": last_error(&o.last_error),
+                })
+            }).collect::<Vec<_>>()
+        }),
         "orders": kc.orders_topic.as_ref().map(|t| {
             let o = &v.stats.kafka_orders;
             json!({
