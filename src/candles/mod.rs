@@ -452,6 +452,40 @@ pub struct KiteBar {
     pub oi: Option<u64>,
 }
 
+impl Bar {
+    /// Kite's bar as a tickcap bar (`complete`: it is Kite's own record).
+    /// `None` when its date does not parse.
+    pub fn from_kite(token: u32, interval: Interval, k: &KiteBar) -> Option<Bar> {
+        let start = parse_kite_date(&k.date)?;
+        let div = f64::from(crate::kite::price_divisor(token));
+        let raw = |x: f64| (x * div).round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        Some(Bar {
+            instrument_token: token,
+            interval,
+            start,
+            open: raw(k.open),
+            high: raw(k.high),
+            low: raw(k.low),
+            close: raw(k.close),
+            volume: Some(k.volume),
+            oi: k.oi.and_then(|o| u32::try_from(o).ok()),
+            ticks: 0,
+            complete: true,
+            base: None,
+        })
+    }
+}
+
+/// Epoch µs of Kite's candle time `2026-11-27T09:15:00+0530`.
+pub fn parse_kite_date(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if t.len() == 24 && !t[19..].contains(':') {
+        crate::time::parse_timestamp(&format!("{}:{}", &t[..22], &t[22..]))
+    } else {
+        crate::time::parse_timestamp(t)
+    }
+}
+
 /// When a bar's interval ends, epoch µs.
 pub fn bar_end(b: &Bar) -> i64 {
     b.start + b.interval.minutes() * 60_000_000
@@ -569,6 +603,19 @@ mod tests {
             bar_start(&mut zone, Interval::Minute60, NSE, ist(15, 29, 59)),
             ist(15, 15, 0)
         );
+    }
+
+    #[test]
+    fn kites_dates_read_back() {
+        assert_eq!(
+            parse_kite_date("2026-11-27T09:15:00+0530"),
+            Some(ist(9, 15, 0))
+        );
+        assert_eq!(
+            parse_kite_date("2026-11-27T09:15:00+05:30"),
+            Some(ist(9, 15, 0))
+        );
+        assert_eq!(parse_kite_date("2026-13-27T09:15:00+0530"), None);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub(super) struct Args {
 enum Action {
     /// Compare a captured day's candles with Kite's historical candles.
     Check(CheckArgs),
+    /// Replace a closed day's incomplete bars (and the bars of its gaps)
+    /// with Kite's historical ones, marked `"source": "kite"`; complete bars
+    /// are never touched.
+    Repair(CheckArgs),
 }
 
 /// Arguments of `tickcap candles check`.
@@ -90,13 +94,25 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
 pub(super) fn run(args: Args) -> Result<(), Failure> {
     match args.action {
         Some(Action::Check(c)) => check(c),
+        Some(Action::Repair(c)) => repair(c),
         None => cut(args.cut),
     }
 }
 
-/// `tickcap candles check`.
-fn check(args: CheckArgs) -> Result<(), Failure> {
-    use crate::analysis::candles::{compare, read_candles, Agreement, FIELDS};
+/// What `check` and `repair` start from.
+struct Loaded {
+    src: crate::net::history::Source,
+    zone: crate::time::ZoneFormatter,
+    day: crate::time::LocalDate,
+    data_dir: PathBuf,
+    segs: Vec<crate::days::Segment>,
+    /// The day's bars, each with its line as written.
+    ours: Vec<crate::analysis::candles::Captured>,
+    lines: Vec<Vec<u8>>,
+}
+
+fn load(args: &CheckArgs) -> Result<Loaded, Failure> {
+    use crate::analysis::candles::read_candles;
     let config = match &args.config {
         Some(p) => Some(
             crate::config::Config::load(p, &crate::config::Env::from_process())
@@ -150,18 +166,186 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
         )));
     }
     let mut ours = Vec::new();
+    let mut lines = Vec::new();
     for s in &segs {
         let text = crate::analysis::coverage::read_file(&s.path)
             .with_context(|| format!("reading {}", s.path.display()))?;
-        let (bars, bad) = read_candles(&text);
-        if bad > 0 {
-            eprintln!(
-                "tickcap candles check: {}: {bad} unreadable line(s) skipped",
-                s.path.display()
-            );
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let (mut bars, bad) = read_candles(line);
+            match bars.pop() {
+                Some(b) if bad == 0 => {
+                    ours.push(b);
+                    lines.push(line.to_vec());
+                }
+                _ => eprintln!(
+                    "tickcap candles: {}: an unreadable line skipped",
+                    s.path.display()
+                ),
+            }
         }
-        ours.extend(bars);
     }
+    Ok(Loaded {
+        src,
+        zone,
+        day,
+        data_dir,
+        segs,
+        ours,
+        lines,
+    })
+}
+
+/// `tickcap candles repair`.
+fn repair(args: CheckArgs) -> Result<(), Failure> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let Loaded {
+        src,
+        mut zone,
+        day,
+        data_dir,
+        segs,
+        ours,
+        lines,
+    } = load(&args)?;
+    // A running tickcap holds today's open file: it is not ours to rewrite.
+    for s in &segs {
+        let f = std::fs::File::open(&s.path).with_context(|| s.path.display().to_string())?;
+        if !crate::days::try_lock(&f).context("locking")? {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "{}: a running tickcap is writing it; repair a closed day",
+                s.path.display()
+            )));
+        }
+    }
+    // The bars to replace: every incomplete one, and every interval that
+    // overlaps a gap in the day's coverage (a whole minute lost has no bar).
+    let len = args.interval.minutes() * 60_000_000;
+    let mut wanted: BTreeMap<u32, BTreeSet<i64>> = BTreeMap::new();
+    for b in ours.iter().filter(|b| !b.complete) {
+        if let Some(at) = crate::candles::parse_kite_date(&b.date) {
+            wanted.entry(b.instrument_token).or_default().insert(at);
+        }
+    }
+    let journals: Vec<PathBuf> =
+        crate::days::segments_of_in(&data_dir, crate::days::Family::Events, day)
+            .into_iter()
+            .map(|s| s.path)
+            .collect();
+    if journals.is_empty() {
+        eprintln!("tickcap candles repair: no events journal for {day}: only bars marked incomplete are repaired");
+    } else {
+        let (cov, _) =
+            crate::analysis::coverage::read(&journals).context("reading the events journal")?;
+        for g in cov.gaps() {
+            let mut at =
+                crate::candles::bar_start(&mut zone, args.interval, g.instrument_token, g.start);
+            while at < g.end {
+                wanted.entry(g.instrument_token).or_default().insert(at);
+                at += len;
+            }
+        }
+    }
+    // A bar marked complete is never touched, even inside a gap.
+    for b in ours.iter().filter(|b| b.complete) {
+        if let (Some(at), Some(set)) = (
+            crate::candles::parse_kite_date(&b.date),
+            wanted.get_mut(&b.instrument_token),
+        ) {
+            set.remove(&at);
+        }
+    }
+    if !args.instruments.is_empty() {
+        wanted.retain(|t, _| args.instruments.contains(t));
+    }
+    let mut pacer = crate::net::history::Pacer::default();
+    let (from, to) = (format!("{day} 00:00:00"), format!("{day} 23:59:59"));
+    // (start, token) → the line to write.
+    let mut out: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
+    for (b, line) in ours.iter().zip(&lines) {
+        let at = crate::candles::parse_kite_date(&b.date).unwrap_or(0);
+        out.insert((at, b.instrument_token), line.clone());
+    }
+    let (mut replaced, mut added, mut unavailable) = (0u64, 0u64, 0u64);
+    for (token, starts) in &wanted {
+        let kite = crate::net::history::fetch(
+            &src,
+            &mut pacer,
+            *token,
+            args.interval.kite_name(),
+            &from,
+            &to,
+        )
+        .with_context(|| format!("instrument {token}"))?;
+        let by_start: BTreeMap<i64, &crate::candles::KiteBar> = kite
+            .iter()
+            .filter_map(|k| Some((crate::candles::parse_kite_date(&k.date)?, k)))
+            .collect();
+        for at in starts {
+            let Some(k) = by_start.get(at) else {
+                unavailable += 1;
+                continue;
+            };
+            let Some(bar) = crate::candles::Bar::from_kite(*token, args.interval, k) else {
+                continue;
+            };
+            let mut line = Vec::new();
+            crate::candles::write_bar_line(&mut line, &mut zone, &bar, "kite");
+            line.pop();
+            match out.insert((*at, *token), line) {
+                Some(_) => replaced += 1,
+                None => added += 1,
+            }
+        }
+    }
+    // One plain file in place of the day's segments, atomically.
+    let target = data_dir.join(
+        crate::days::SegmentId { day, index: 0 }
+            .file_name_in(crate::days::Family::Candles(args.interval), false),
+    );
+    let tmp = target.with_extension("jsonl.repair-tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        for line in out.values() {
+            f.write_all(line)?;
+            f.write_all(b"\n")?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &target).with_context(|| format!("replacing {}", target.display()))?;
+    for s in &segs {
+        if s.path != target {
+            std::fs::remove_file(&s.path)
+                .with_context(|| format!("removing {}", s.path.display()))?;
+        }
+    }
+    let summary = serde_json::json!({
+        "file": target.display().to_string(),
+        "bars": out.len(),
+        "replaced": replaced,
+        "added": added,
+        "not_in_kite": unavailable,
+        "instruments": wanted.len(),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{}: {replaced} incomplete bar(s) replaced and {added} missing bar(s) added from Kite (source \"kite\") over {} instrument(s); {unavailable} Kite has not; complete bars untouched",
+            target.display(),
+            wanted.len()
+        );
+    }
+    Ok(())
+}
+
+/// `tickcap candles check`.
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    use crate::analysis::candles::{compare, Agreement, FIELDS};
+    let Loaded { src, day, ours, .. } = load(&args)?;
     let mut tokens: Vec<u32> = if args.instruments.is_empty() {
         ours.iter().map(|b| b.instrument_token).collect()
     } else {

@@ -276,3 +276,116 @@ fn check_finds_every_complete_bar_equal_to_the_feeds_history() {
         .count();
     assert_eq!(disagreeing_complete, 0, "{v}");
 }
+
+/// A capture whose connection drops: its bars are `complete: false`, and
+/// disagree with the truth; `tickcap candles repair` replaces exactly
+/// those with the feed's historical bars (`source: "kite"`), after which
+/// `check` finds every bar equal — and a bar marked complete is never
+/// touched, even a wrong one.
+#[test]
+fn repair_replaces_the_gaps_bars_with_kites_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = Clock::system().now_micros();
+    let clock = Clock::shifted((now / 60_000_000 + 1) * 60_000_000 - 1_500_000 - now);
+    let feed = common::synthetic_feed(400, |c| {
+        c.market = true;
+        c.clock = clock;
+        c.faults.drop_every = Some(Duration::from_millis(1500));
+    });
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[secondary]\nmode = \"full\"\ninstruments = [256, 512]\n\
+         [candles]\nintervals = [\"minute\"]\n",
+        feed.url(),
+        data.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    let engine = Engine::start(
+        cfg,
+        Options {
+            clock,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    // The first minute's bars final, and a drop inside the second.
+    assert!(wait_until(Duration::from_secs(30), || stats
+        .journal
+        .candles_written
+        .load(Ordering::Relaxed)
+        >= 2
+        && feed.report().faults.drops >= 2));
+    feed.halt();
+    engine.stop().expect("a clean shutdown");
+    let minute = Family::Candles(tickcap::candles::Interval::Minute);
+    let file = tickcap::days::segments_in(&data, minute)[0].path.clone();
+    let day = tickcap::days::segments_in(&data, minute)[0]
+        .id
+        .day
+        .to_string();
+    let before = lines(&file);
+    assert!(before.len() >= 4, "{before:?}");
+    assert!(
+        before.iter().all(|l| l.contains("\"complete\":false")),
+        "{before:?}"
+    );
+    // One bar claims to be complete (and is wrong): repair must leave it.
+    let forged = before[0]
+        .replace("\"complete\":false", "\"complete\":true")
+        .replacen("\"volume\":", "\"volume\":999999", 1);
+    let mut text = before[1..].join("\n");
+    text.push('\n');
+    text.push_str(&forged);
+    text.push('\n');
+    std::fs::write(&file, text).unwrap();
+
+    let http = feed.url().replace("ws://", "http://");
+    let kite = |sub: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+            .args(["candles", sub, "--json", "--day", &day, "--data-dir"])
+            .arg(&data)
+            .args(["--api-root", &http, "--api-key", "k", "--access-token", "t"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{sub}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let checked = kite("check");
+    assert!(checked["agree"]["volume"].as_f64() < Some(1.0), "{checked}");
+    let repaired = kite("repair");
+    eprintln!("repair: {repaired}");
+    assert_eq!(
+        repaired["replaced"].as_u64(),
+        Some(before.len() as u64 - 1),
+        "{repaired}"
+    );
+    let after = lines(&file);
+    assert!(after.contains(&forged), "the complete bar was touched");
+    assert!(after
+        .iter()
+        .filter(|l| **l != forged)
+        .all(|l| l.contains("\"source\":\"kite\"") && l.contains("\"complete\":true")));
+    let checked = kite("check");
+    eprintln!("check after repair: {}", checked["agree"]);
+    let forged_v: serde_json::Value = serde_json::from_str(&forged).unwrap();
+    let bad: Vec<&serde_json::Value> = checked["disagreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert!(
+        bad.iter().any(|d| d["field"] == "volume")
+            && bad
+                .iter()
+                .all(|d| d["instrument_token"] == forged_v["instrument_token"]
+                    && d["date"] == forged_v["date"]),
+        "only the forged (untouched) bar disagrees: {checked}"
+    );
+}
