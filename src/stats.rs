@@ -423,11 +423,27 @@ pub struct JournalStats {
     pub write_errors: AtomicU64,
     /// Bytes waiting to be written (writes failing).
     pub pending_bytes: AtomicU64,
+    /// Today's final candles, per instrument and interval (`GET /candles`).
+    pub candles_today: Mutex<CandlesToday>,
+    /// The bars in progress, as the writer last published them (~1/s).
+    pub candles_open: Mutex<Vec<crate::candles::Bar>>,
     /// Today's order updates as written (the last 10,000) and how many.
     pub orders_today: Mutex<OrdersToday>,
     /// Per instrument: covered and watched µs today, and when that was
     /// computed (epoch µs); published by the journal thread once a second.
     pub coverage: Mutex<CoverageToday>,
+}
+
+/// Today's final bars, compact (28 bytes a bar: a full day of minute bars
+/// of 9,000 instruments is at most 95 MB, and far less in practice —
+/// illiquid instruments do not trade every minute).
+#[derive(Debug, Default)]
+pub struct CandlesToday {
+    /// The day (storage zone), `YYYY-MM-DD`; a new day starts empty.
+    pub day: String,
+    /// (token, interval) → bars in the order they became final.
+    pub bars:
+        std::collections::HashMap<(u32, crate::candles::Interval), Vec<crate::candles::Compact>>,
 }
 
 /// Today's order update lines.

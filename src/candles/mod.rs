@@ -426,10 +426,55 @@ impl Book {
         inst.last_cum = Some(cum);
     }
 
+    /// Every bar in progress, into `out` (cleared first).
+    pub fn open_bars(&self, out: &mut Vec<Bar>) {
+        out.clear();
+        for inst in self.insts.values() {
+            out.extend(inst.open.iter().flatten().copied());
+        }
+    }
+
     /// The bar in progress of `token` for `interval`, if any.
     pub fn open_bar(&self, token: u32, interval: Interval) -> Option<Bar> {
         let k = self.intervals.iter().position(|i| *i == interval)?;
         self.insts.get(&token)?.open[k]
+    }
+}
+
+/// A final bar in 28 bytes, for today's bars in memory (`GET /candles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compact {
+    /// Seconds since the epoch of the interval's start.
+    pub start_secs: u32,
+    /// Open, high, low, close (raw).
+    pub ohlc: [u32; 4],
+    /// Volume (saturated at `u32::MAX - 1`; `u32::MAX`: unknown).
+    pub volume: u32,
+    /// Marked complete.
+    pub complete: bool,
+}
+
+impl Compact {
+    /// The compact form of `b`.
+    pub fn of(b: &Bar) -> Compact {
+        Compact {
+            start_secs: (b.start / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32,
+            ohlc: [b.open, b.high, b.low, b.close],
+            volume: b
+                .volume
+                .map_or(u32::MAX, |v| v.min(u64::from(u32::MAX - 1)) as u32),
+            complete: b.complete,
+        }
+    }
+
+    /// Its start, epoch µs.
+    pub fn start(&self) -> i64 {
+        i64::from(self.start_secs) * 1_000_000
+    }
+
+    /// Its volume (`None`: unknown).
+    pub fn volume(&self) -> Option<u64> {
+        (self.volume != u32::MAX).then_some(u64::from(self.volume))
     }
 }
 

@@ -319,6 +319,24 @@ impl Side {
                     j.candles_incomplete.fetch_add(1, Ordering::Relaxed);
                 }
                 let day = self.cfg.zone.date_of_micros(bar.start);
+                if let Ok(mut today) = j.candles_today.lock() {
+                    let d = self
+                        .cfg
+                        .zone
+                        .date_of_micros(self.cfg.clock.now_micros())
+                        .to_string();
+                    if today.day != d {
+                        today.day = d;
+                        today.bars.clear();
+                    }
+                    if day.to_string() == today.day {
+                        today
+                            .bars
+                            .entry((bar.instrument_token, bar.interval))
+                            .or_default()
+                            .push(crate::candles::Compact::of(&bar));
+                    }
+                }
                 let floor = self.candle_floor.entry(bar.interval).or_insert(day);
                 let day = day.max(*floor);
                 *floor = day;

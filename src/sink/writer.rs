@@ -289,6 +289,11 @@ impl WriterLoop {
                         self.cfg.clock.now_micros() - QUIET_SWEEP_LAG,
                         &mut self.bars,
                     );
+                    // The bars in progress for `GET /candles` (a reader
+                    // holding the lock costs this second's copy, not a wait).
+                    if let Ok(mut open) = self.stats.journal.candles_open.try_lock() {
+                        b.open_bars(&mut open);
+                    }
                 }
                 self.hand_over_bars();
                 self.verify_file();

@@ -66,6 +66,27 @@ fn bars_across_midnight_land_in_their_days_and_equal_the_offline_cut() {
     );
     assert!(wait_until(Duration::from_secs(10), || clock.now_micros()
         > next_midnight + 3_000_000));
+    // GET /candles: today's (the new day's) bars, the one in progress last.
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    let mut got = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            got = common::get_json(&url, "/candles?instrument=512&interval=1m");
+            got["candles"]
+                .as_array()
+                .is_some_and(|c| c.last().is_some_and(|b| b["partial"] == true))
+        }),
+        "{got}"
+    );
+    assert!(
+        got["candles"][0]["date"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00+0530"),
+        "{got}"
+    );
+    let r = tickcap::status::client::get(&url, "/candles?instrument=512&interval=5m").unwrap();
+    assert_eq!(r.status, 400, "an interval not built");
     halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
     engine.stop().expect("a clean shutdown");
 

@@ -169,7 +169,7 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
     } else if !get {
         return match req.path.as_str() {
             "/" | "/health" | "/connections" | "/instruments" | "/storage" | "/metrics"
-            | "/failovers" | "/clients" | "/kafka" | "/orders" => {
+            | "/failovers" | "/clients" | "/kafka" | "/orders" | "/candles" => {
                 Response::error(405, format!("{} needs GET", req.path))
             }
             _ => Response::error(
@@ -191,6 +191,17 @@ pub(super) fn route(v: &mut View<'_>, req: &Request) -> Response {
         "/storage" => Response::json(200, &views::storage(v)),
         "/clients" => Response::json(200, &views::clients(v)),
         "/kafka" => Response::json(200, &views::kafka(v)),
+        "/candles" => {
+            let (i, n, f) = (
+                req.param("instrument"),
+                req.param("interval"),
+                req.param("from"),
+            );
+            match views::candles(v, i.as_deref(), n.as_deref(), f.as_deref()) {
+                Ok(body) => Response::json(200, &body),
+                Err((code, msg)) => Response::error(code, msg),
+            }
+        }
         "/orders" => match req.param("limit").as_deref().map(str::parse::<usize>) {
             None => Response::json(200, &views::orders(v, None)),
             Some(Ok(n)) => Response::json(200, &views::orders(v, Some(n))),

@@ -681,3 +681,112 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
 fn last_error(m: &std::sync::Mutex<Option<String>>) -> Option<String> {
     m.lock().ok().and_then(|e| e.clone())
 }
+
+/// `GET /candles?instrument=T|EXCHANGE:SYMBOL&interval=5m[&from=ISO]`:
+/// today's final bars of one instrument, then the one in progress
+/// (`partial: true`).
+pub(super) fn candles(
+    v: &mut View<'_>,
+    instrument: Option<&str>,
+    interval: Option<&str>,
+    from: Option<&str>,
+) -> Result<Value, (u16, String)> {
+    let intervals = &v.config.candles;
+    if intervals.is_empty() {
+        return Err((
+            409,
+            "no candles are built: add [candles] intervals to the config".into(),
+        ));
+    }
+    let inst = instrument.ok_or((
+        400,
+        "instrument= is required (a token or EXCHANGE:SYMBOL)".to_owned(),
+    ))?;
+    let token = match inst.parse::<u32>() {
+        Ok(t) => t,
+        Err(_) => v.dump.directory().and_then(|d| d.token(inst)).ok_or((
+            404,
+            format!("{inst:?}: not a token, nor a symbol of the instruments dump in use"),
+        ))?,
+    };
+    let interval = match interval {
+        None => intervals[0],
+        Some(text) => crate::candles::Interval::parse(text)
+            .filter(|i| intervals.contains(i))
+            .ok_or((
+                400,
+                format!(
+                    "interval {text:?} is not built; built: {}",
+                    intervals
+                        .iter()
+                        .map(|i| i.kite_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))?,
+    };
+    let from = match from {
+        None => i64::MIN,
+        Some(t) => crate::time::parse_timestamp(t)
+            .or_else(|| crate::candles::parse_kite_date(t))
+            .ok_or((400, format!("from={t:?}: not an ISO 8601 time with offset")))?,
+    };
+    let div = f64::from(crate::kite::price_divisor(token));
+    let mut zone = v.zone.clone();
+    let row = |zone: &mut crate::time::ZoneFormatter,
+               start: i64,
+               ohlc: [u32; 4],
+               volume: Option<u64>,
+               complete: bool,
+               partial: bool| {
+        let mut date = Vec::new();
+        crate::candles::write_kite_date(&mut date, zone, start);
+        json!({
+            "date": String::from_utf8_lossy(&date),
+            "open": f64::from(ohlc[0]) / div,
+            "high": f64::from(ohlc[1]) / div,
+            "low": f64::from(ohlc[2]) / div,
+            "close": f64::from(ohlc[3]) / div,
+            "volume": volume,
+            "complete": complete,
+            "partial": partial,
+        })
+    };
+    let mut out = Vec::new();
+    if let Ok(today) = v.stats.journal.candles_today.lock() {
+        for c in today.bars.get(&(token, interval)).into_iter().flatten() {
+            if c.start() >= from {
+                out.push(row(
+                    &mut zone,
+                    c.start(),
+                    c.ohlc,
+                    c.volume(),
+                    c.complete,
+                    false,
+                ));
+            }
+        }
+    }
+    if let Ok(open) = v.stats.journal.candles_open.lock() {
+        for b in open
+            .iter()
+            .filter(|b| b.instrument_token == token && b.interval == interval)
+        {
+            if b.start >= from {
+                out.push(row(
+                    &mut zone,
+                    b.start,
+                    [b.open, b.high, b.low, b.close],
+                    b.volume,
+                    b.complete,
+                    true,
+                ));
+            }
+        }
+    }
+    Ok(json!({
+        "instrument_token": token,
+        "interval": interval.kite_name(),
+        "candles": out,
+    }))
+}
