@@ -472,6 +472,161 @@ pub fn export_day(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Exported
     })
 }
 
+/// The candle files' schema (`candles_<interval>_DAY.parquet`).
+pub fn candle_schema(zone: &str) -> Schema {
+    let tz: Arc<str> = Arc::from(zone);
+    Schema::new(vec![
+        Field::new("instrument_token", DataType::UInt32, false),
+        Field::new("interval", DataType::Utf8, false),
+        Field::new(
+            "date",
+            DataType::Timestamp(TimeUnit::Microsecond, Some(tz)),
+            false,
+        ),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Float64, false),
+        Field::new("volume", DataType::UInt64, true),
+        Field::new("oi", DataType::UInt32, true),
+        Field::new("ticks", DataType::UInt32, false),
+        Field::new("complete", DataType::Boolean, false),
+        Field::new("source", DataType::Utf8, false),
+    ])
+}
+
+/// One candle line.
+#[derive(Debug, Deserialize)]
+struct CandleRow<'a> {
+    instrument_token: u32,
+    #[serde(borrow)]
+    interval: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    date: std::borrow::Cow<'a, str>,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: Option<u64>,
+    oi: Option<u32>,
+    #[serde(default)]
+    ticks: u32,
+    complete: bool,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+}
+
+/// Exports a day's candle files (`candles_<interval>_DAY.jsonl[.zst]`) to
+/// one Parquet file, rows in file order.
+pub fn export_candles(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Exported, ExportError> {
+    use arrow_array::builder::UInt64Builder;
+    crate::time::ZoneFormatter::new(zone)?;
+    let schema = Arc::new(candle_schema(zone));
+    let perr = |e: &dyn std::fmt::Display| ExportError::Parquet {
+        path: out.to_owned(),
+        message: e.to_string(),
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .build();
+    let tmp = out.with_extension("parquet.part");
+    let file = std::fs::File::create(&tmp).map_err(|error| ExportError::Io {
+        path: tmp.clone(),
+        error,
+    })?;
+    let mut w =
+        ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(|e| perr(&e))?;
+    struct Cols {
+        token: UInt32Builder,
+        interval: StringBuilder,
+        date: TimestampMicrosecondBuilder,
+        ohlc: [Float64Builder; 4],
+        volume: UInt64Builder,
+        oi: UInt32Builder,
+        ticks: UInt32Builder,
+        complete: BooleanBuilder,
+        source: StringBuilder,
+        rows: usize,
+    }
+    let new = || Cols {
+        token: UInt32Builder::new(),
+        interval: StringBuilder::new(),
+        date: TimestampMicrosecondBuilder::new(),
+        ohlc: std::array::from_fn(|_| Float64Builder::new()),
+        volume: UInt64Builder::new(),
+        oi: UInt32Builder::new(),
+        ticks: UInt32Builder::new(),
+        complete: BooleanBuilder::new(),
+        source: StringBuilder::new(),
+        rows: 0,
+    };
+    let flush = |c: &mut Cols| -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let tz: Arc<str> = Arc::from(zone);
+        let [o, h, l, cl] = &mut c.ohlc;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(c.token.finish()),
+            Arc::new(c.interval.finish()),
+            Arc::new(c.date.finish().with_timezone(tz)),
+            Arc::new(o.finish()),
+            Arc::new(h.finish()),
+            Arc::new(l.finish()),
+            Arc::new(cl.finish()),
+            Arc::new(c.volume.finish()),
+            Arc::new(c.oi.finish()),
+            Arc::new(c.ticks.finish()),
+            Arc::new(c.complete.finish()),
+            Arc::new(c.source.finish()),
+        ];
+        c.rows = 0;
+        RecordBatch::try_new(Arc::clone(&schema), cols)
+    };
+    let mut cols = new();
+    let mut rows = 0u64;
+    for input in inputs {
+        for_each_line(input, |no, line| {
+            let bad = |message: String| ExportError::Line {
+                path: input.clone(),
+                line: no,
+                message,
+            };
+            let r: CandleRow<'_> = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+            let at = crate::candles::parse_kite_date(&r.date)
+                .ok_or_else(|| bad(format!("date {:?} is not Kite's candle time", r.date)))?;
+            cols.token.append_value(r.instrument_token);
+            cols.interval.append_value(&r.interval);
+            cols.date.append_value(at);
+            for (b, v) in cols.ohlc.iter_mut().zip([r.open, r.high, r.low, r.close]) {
+                b.append_value(v);
+            }
+            cols.volume.append_option(r.volume);
+            cols.oi.append_option(r.oi);
+            cols.ticks.append_value(r.ticks);
+            cols.complete.append_value(r.complete);
+            cols.source.append_value(&r.source);
+            cols.rows += 1;
+            rows += 1;
+            if cols.rows == BATCH {
+                let b = flush(&mut cols).map_err(|e| perr(&e))?;
+                w.write(&b).map_err(|e| perr(&e))?;
+            }
+            Ok(())
+        })?;
+    }
+    let b = flush(&mut cols).map_err(|e| perr(&e))?;
+    if b.num_rows() > 0 {
+        w.write(&b).map_err(|e| perr(&e))?;
+    }
+    w.close().map_err(|e| perr(&e))?;
+    std::fs::rename(&tmp, out).map_err(|error| ExportError::Io {
+        path: out.to_owned(),
+        error,
+    })?;
+    Ok(Exported {
+        path: out.to_owned(),
+        rows,
+    })
+}
+
 /// The Parquet name for a capture: `market_data_DAY.parquet` for a daily
 /// file (plain or `.zst`), else the file's stem.
 pub fn parquet_name(input: &Path) -> String {

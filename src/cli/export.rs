@@ -40,8 +40,33 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     let mut days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut files = args.files.clone();
     crate::days::sort_paths(&mut files);
-    if !crate::days::take_non_tick_files(&mut files).is_empty() {
-        eprintln!("tickcap export: events/orders files are not ticks: skipped");
+    // Candle files export to their own Parquet, a day and interval each.
+    let mut candle_days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for f in crate::days::take_non_tick_files(&mut files) {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match crate::days::parse_any_name(&name) {
+            Some((family @ crate::days::Family::Candles(_), id, _)) => {
+                candle_days
+                    .entry(format!("{}{}.parquet", family.prefix(), id.day))
+                    .or_default()
+                    .push(f);
+            }
+            _ => eprintln!(
+                "tickcap export: {}: events/orders files are not exported: skipped",
+                f.display()
+            ),
+        }
+    }
+    for (name, inputs) in candle_days {
+        let e = crate::analysis::export::export_candles(
+            &inputs,
+            &args.out.join(&name),
+            &args.timezone,
+        )?;
+        println!("{}: {} rows", e.path.display(), e.rows);
     }
     for f in &files {
         days.entry(parquet_name(f)).or_default().push(f.clone());

@@ -158,6 +158,32 @@ fn bars_across_midnight_land_in_their_days_and_equal_the_offline_cut() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
+    // Parquet, like the ticks.
+    let pq = dir.path().join("pq");
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["export", "--format", "parquet", "--out"])
+        .arg(&pq)
+        .arg(&segs[1].path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pq_file = pq.join(format!("candles_minute_{d1}.parquet"));
+    assert!(pq_file.exists(), "{}", String::from_utf8_lossy(&o.stdout));
+    #[cfg(has_pydata)]
+    {
+        let code = format!(
+            "import pandas as pd\n\
+             df = pd.read_parquet({:?})\n\
+             assert len(df) == 4 and str(df.date.dt.tz) == 'Asia/Kolkata', df\n\
+             assert (df.date.dt.strftime('%H:%M') == '00:00').all(), df.date\n",
+            pq_file.display().to_string()
+        );
+        let o = Command::new(env!("TICKCAP_PYDATA_BIN"))
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     #[cfg(has_pydata)]
     {
         let code = format!(
