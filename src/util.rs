@@ -154,7 +154,8 @@ pub fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a,
 /// Captures and recordings are regular files: opening a FIFO (or a device) would block or
 /// never end, and a directory cannot be read. Checked before `open`.
 pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
-    let m = std::fs::metadata(path)?;
+    let m = std::fs::metadata(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     if m.is_file() {
         Ok(())
     } else {

@@ -161,19 +161,30 @@ pub(super) fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
     let mut all = Analysis::new(filter.clone(), keep_series);
     let mut per_file = Vec::new();
     let mut bad_total = 0;
+    // A named input that cannot be read is reported, the rest analyzed,
+    // and the exit is 1.
+    let mut unreadable = 0usize;
     for path in &args.files {
         if let Err(e) = crate::util::regular_file(path) {
             eprintln!("tickcap analyze: skipped {e}");
+            unreadable += 1;
             continue;
         }
         let bar = progress(format!("analyzing {}", path.display()));
-        let (s, _) = scan::scan(path, n, false, || {
+        let scanned = scan::scan(path, n, false, || {
             Analysis::new(filter.clone(), keep_series)
-        })
-        .with_context(|| format!("reading {}", path.display()))?;
+        });
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        let (s, _) = match scanned {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("tickcap analyze: skipped {}: {e}", path.display());
+                unreadable += 1;
+                continue;
+            }
+        };
         report_bad(path, &s.bad);
         bad_total += s.bad.len();
         let mut r = analyze::report(&s, &mut z, dir.as_ref());
@@ -236,6 +247,9 @@ pub(super) fn analyze(mut args: AnalyzeArgs) -> Result<(), Failure> {
         println!("{}", json!({"files": per_file, "overall": overall}));
     } else {
         print_summary(&overall, &args.files, bad_total);
+    }
+    if unreadable > 0 {
+        return Err(anyhow::anyhow!("{unreadable} input(s) could not be read (above)").into());
     }
     Ok(())
 }

@@ -243,13 +243,28 @@ fn non_regular_files_are_skipped_with_a_message_never_read() {
     std::fs::create_dir(dir.path().join("market_data_2020-01-01.jsonl")).unwrap();
     let old = dir.path().join("market_data_2020-01-02.jsonl");
     std::fs::write(&old, "").unwrap();
+    // A FIFO and a missing file among good ones: each named, the rest
+    // read, and a non-zero exit.
+    let good = dir.path().join("market_data_2026-01-03.jsonl");
+    std::fs::copy(data("market_data_2026-11-25.jsonl"), &good).unwrap();
+    let missing = dir.path().join("market_data_2026-01-04.jsonl");
     for cmd in [&["analyze"][..], &["verify"][..]] {
         let mut args = cmd.to_vec();
-        args.push(s(&fifo));
+        args.extend([s(&fifo), s(&missing), s(&good)]);
         let out = tickcap(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not a regular file"), "{cmd:?}: {err}");
+        assert!(
+            err.contains("market_data_2026-01-04.jsonl: No such file"),
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("ticks"),
+            "{cmd:?}: the good file is still read"
+        );
     }
+    std::fs::remove_file(&good).unwrap();
     let out = tickcap(&[
         "storage",
         "--data-dir",
