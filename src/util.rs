@@ -171,6 +171,31 @@ pub fn regular_file(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Drops the pages of `range` of a read-only file mapping `map` from
+/// memory once a streaming reader is done with them (touched again, they
+/// are read again from the file): the resident set of a tool reading a
+/// whole day stays what it is reading, not the day.
+pub fn release_mapped(map: &[u8], range: std::ops::Range<usize>) {
+    const PAGE: usize = 4096;
+    let base = map.as_ptr() as usize;
+    let end = range.end.min(map.len());
+    let start = (base + range.start).div_ceil(PAGE) * PAGE;
+    let stop = (base + end) / PAGE * PAGE;
+    if stop > start {
+        // SAFETY: the range lies inside `map`, a private read-only mapping
+        // of a file: MADV_DONTNEED only discards its pages from memory, and
+        // a later read faults them in from the file again; no Rust
+        // reference sees different bytes.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                stop - start,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -45,6 +45,34 @@ pub fn frames(bytes: &[u8]) -> Frames {
     out
 }
 
+/// [`frames`] over a read-only file mapping, giving the pages it walked
+/// back every 64 MiB (the walk reads every block header: with readahead it
+/// would otherwise bring the whole file into memory before any frame is
+/// decompressed). Only for a mapping of a file (see `util::release_mapped`).
+pub fn frames_of_map(map: &[u8]) -> Frames {
+    let mut out = Frames::default();
+    let mut at = 0;
+    let mut released = 0;
+    while at < map.len() {
+        if at - released >= 64 << 20 {
+            crate::util::release_mapped(map, released..at);
+            released = at;
+        }
+        match zstd::zstd_safe::find_frame_compressed_size(&map[at..]) {
+            Ok(n) if n > 0 && at + n <= map.len() => {
+                out.frames.push(at..at + n);
+                at += n;
+            }
+            _ => {
+                out.torn_at = Some(at);
+                break;
+            }
+        }
+    }
+    crate::util::release_mapped(map, released..map.len());
+    out
+}
+
 /// Where a frame ends and how much text it holds, read from its headers
 /// alone: the frame header (for the content size) and each block's 3-byte
 /// header (to step over the block). No decompression, no allocation: what

@@ -3,7 +3,7 @@
 //! completeness from the day's events journal — the same bars the service
 //! wrote live from the same ticks.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::candles::{Bar, Book, Interval, KiteBar};
 use crate::events::coverage::Report;
@@ -12,8 +12,10 @@ use crate::time::ZoneFormatter;
 /// What re-cutting found.
 #[derive(Debug, Default)]
 pub struct Cut {
-    /// The bars, in the order they became final.
+    /// The bars, in the order they became final ([`cut`] only).
     pub bars: Vec<Bar>,
+    /// Bars handed out.
+    pub bars_written: u64,
     /// Lines read.
     pub lines: u64,
     /// Lines that were not tick lines (reported, skipped).
@@ -30,63 +32,160 @@ pub fn covered(report: &Report, token: u32, start: i64, end: i64) -> bool {
         .is_some_and(|i| i.covered.iter().any(|(s, e)| *s <= start && *e >= end))
 }
 
-/// The text of a plain or `.zst` capture.
-fn read_text(path: &Path) -> std::io::Result<Vec<u8>> {
-    crate::util::regular_file(path)?;
-    let bytes = std::fs::read(path)?;
-    if !crate::zst::is_zst(path) {
-        return Ok(bytes);
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 8);
-    let mut frame = Vec::new();
-    for f in crate::zst::frames(&bytes).frames {
-        crate::zst::decompress_frame(&bytes[f], &mut frame)?;
-        out.extend_from_slice(&frame);
-    }
-    Ok(out)
+/// Ticks parsed from one chunk of a capture (a zstd frame, or ~4 MiB of
+/// a plain file), in file order.
+struct Parsed {
+    ticks: Vec<(crate::kite::Tick, i64)>,
+    lines: u64,
+    bad: Vec<(usize, String)>,
 }
 
-/// Builds the bars of `intervals` from `files` (in the order given),
-/// marking incomplete those whose instrument `coverage` does not show
-/// covered for their whole interval (when there is a journal).
-pub fn cut(
-    files: &[PathBuf],
-    intervals: &[Interval],
-    zone: &ZoneFormatter,
-    coverage: Option<&Report>,
-) -> std::io::Result<Cut> {
-    let mut book = Book::new(intervals, zone.clone());
-    let mut out = Cut::default();
-    let mut scratch = Vec::new();
-    for path in files {
-        let text = read_text(path)?;
-        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            out.lines += 1;
-            match crate::replay::recorded::parse_line(line, &mut scratch) {
-                Ok(r) => book.update(&r.tick, r.at_micros, &mut out.bars),
-                Err(e) => {
-                    if out.bad.len() < 1000 {
-                        out.bad.push((path.clone(), i + 1, e));
-                    }
+fn parse_chunk(text: &[u8], first_line: usize, scratch: &mut Vec<u8>) -> Parsed {
+    let mut p = Parsed {
+        ticks: Vec::with_capacity(text.len() / 300),
+        lines: 0,
+        bad: Vec::new(),
+    };
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        p.lines += 1;
+        match crate::replay::recorded::parse_line(line, scratch) {
+            Ok(r) => p.ticks.push((r.tick, r.at_micros)),
+            Err(e) => {
+                if p.bad.len() < 100 {
+                    p.bad.push((first_line + i + 1, e));
                 }
             }
         }
     }
-    book.finish(&mut out.bars);
-    out.stats = book.stats;
-    if let Some(r) = coverage {
-        for b in &mut out.bars {
+    p
+}
+
+/// Builds the bars of `intervals` from `files` (in the order given),
+/// handing each to `on_bar` as it becomes final — streaming: the files are
+/// mapped and read a frame (or 4 MiB of lines) at a time, parsed on one
+/// thread and built in order on another, so memory stays bounded whatever
+/// the day's size. Bars whose instrument `coverage` does not show covered
+/// for their whole interval are marked incomplete (with a journal).
+pub fn cut_with(
+    files: &[PathBuf],
+    intervals: &[Interval],
+    zone: &ZoneFormatter,
+    coverage: Option<&Report>,
+    mut on_bar: impl FnMut(&Bar) -> std::io::Result<()>,
+) -> std::io::Result<Cut> {
+    let mut out = Cut::default();
+    let mut book = Book::new(intervals, zone.clone());
+    let mut finals = Vec::new();
+    let mark = |b: &mut Bar| {
+        if let Some(r) = coverage {
             if b.interval != Interval::Day
                 && !covered(r, b.instrument_token, b.start, crate::candles::bar_end(b))
             {
                 b.complete = false;
             }
         }
+    };
+    for path in files {
+        crate::util::regular_file(path)?;
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            continue;
+        }
+        // SAFETY: a read-only map of a file we only read; a capture being
+        // written only grows past the mapped length.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let zstd = crate::zst::is_zst(path);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(4);
+        let result = std::thread::scope(|sc| -> std::io::Result<()> {
+            let bytes = &map[..];
+            let parser = sc.spawn(move || -> std::io::Result<()> {
+                let mut scratch = Vec::new();
+                let mut line_no = 0usize;
+                if zstd {
+                    let mut text = Vec::new();
+                    let mut released = 0;
+                    for f in crate::zst::frames_of_map(bytes).frames {
+                        if f.start - released >= 64 << 20 {
+                            crate::util::release_mapped(bytes, released..f.start);
+                            released = f.start;
+                        }
+                        crate::zst::decompress_frame(&bytes[f], &mut text)?;
+                        let p = parse_chunk(&text, line_no, &mut scratch);
+                        line_no += p.lines as usize;
+                        if tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                } else {
+                    let mut at = 0;
+                    while at < bytes.len() {
+                        let mut end = (at + (4 << 20)).min(bytes.len());
+                        if end < bytes.len() {
+                            end = bytes[end..]
+                                .iter()
+                                .position(|b| *b == b'\n')
+                                .map_or(bytes.len(), |i| end + i + 1);
+                        }
+                        let p = parse_chunk(&bytes[at..end], line_no, &mut scratch);
+                        line_no += p.lines as usize;
+                        crate::util::release_mapped(bytes, at..end);
+                        at = end;
+                        if tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            });
+            for p in rx {
+                out.lines += p.lines;
+                for (line, e) in p.bad {
+                    if out.bad.len() < 1000 {
+                        out.bad.push((path.clone(), line, e));
+                    }
+                }
+                for (t, at) in &p.ticks {
+                    book.update(t, *at, &mut finals);
+                }
+                for mut b in finals.drain(..) {
+                    mark(&mut b);
+                    on_bar(&b)?;
+                    out.bars_written += 1;
+                }
+            }
+            parser
+                .join()
+                .map_err(|_| std::io::Error::other("the parser thread panicked"))?
+        });
+        result?;
     }
+    book.finish(&mut finals);
+    for mut b in finals.drain(..) {
+        mark(&mut b);
+        on_bar(&b)?;
+        out.bars_written += 1;
+    }
+    out.stats = book.stats;
     Ok(out)
+}
+
+/// [`cut_with`], keeping every bar (for tests and small days).
+pub fn cut(
+    files: &[PathBuf],
+    intervals: &[Interval],
+    zone: &ZoneFormatter,
+    coverage: Option<&Report>,
+) -> std::io::Result<Cut> {
+    let mut bars = Vec::new();
+    let mut c = cut_with(files, intervals, zone, coverage, |b| {
+        bars.push(*b);
+        Ok(())
+    })?;
+    c.bars = bars;
+    Ok(c)
 }
 
 /// A bar as a candle file holds it.

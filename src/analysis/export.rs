@@ -388,9 +388,15 @@ pub fn for_each_line(
         Ok(())
     };
     if crate::zst::is_zst(path) {
-        let fr = crate::zst::frames(&map);
+        let fr = crate::zst::frames_of_map(&map);
         let mut buf = Vec::new();
+        let mut released = 0;
         for r in &fr.frames {
+            // Done with a stretch of the file: out of memory.
+            if r.start - released >= 64 << 20 {
+                crate::util::release_mapped(&map, released..r.start);
+                released = r.start;
+            }
             crate::zst::decompress_frame(&map[r.clone()], &mut buf).map_err(io)?;
             lines(&buf, &mut no)?;
         }
@@ -401,7 +407,24 @@ pub fn for_each_line(
             );
         }
     } else {
-        lines(&map, &mut no)?;
+        // A plain day: in 64 MiB stretches of whole lines, each given back
+        // once read.
+        let mut at = 0;
+        while at < map.len() {
+            let mut end = (at + (64 << 20)).min(map.len());
+            if end < map.len() {
+                end = map[end..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(map.len(), |i| end + i + 1);
+            }
+            let chunk = &map[at..end];
+            let chunk = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+            lines(chunk, &mut no)?;
+            no += 1;
+            crate::util::release_mapped(&map, at..end);
+            at = end;
+        }
     }
     Ok(no)
 }

@@ -338,7 +338,8 @@ fn scan_frames<F: Fold>(
     strict: bool,
     make: &(impl Fn() -> F + Sync),
 ) -> Vec<(F, usize)> {
-    let fr = crate::zst::frames(bytes);
+    // `bytes` is the file's mapping (see `scan`).
+    let fr = crate::zst::frames_of_map(bytes);
     let n = threads.max(1);
     let total = fr.frames.last().map_or(0, |r| r.end).max(1);
     let mut groups: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); n];
@@ -359,7 +360,13 @@ fn scan_frames<F: Fold>(
                     let mut scratch = Vec::with_capacity(4096);
                     let mut buf = Vec::new();
                     let mut no = 0;
+                    let mut released = g.first().map_or(0, |r| r.start);
                     for r in g {
+                        // Done with a stretch of the file: out of memory.
+                        if r.start - released >= 64 << 20 {
+                            crate::util::release_mapped(bytes, released..r.start);
+                            released = r.start;
+                        }
                         match crate::zst::decompress_frame(&bytes[r.clone()], &mut buf) {
                             Ok(()) => {
                                 fold_lines(&mut f, &buf, false, strict, &mut no, &mut scratch)

@@ -27,6 +27,9 @@ pub struct Check {
     last: [Option<i64>; 4],
     /// Per instrument, `volume_traded` in file order (0 where the tick has none).
     pub volumes: HashMap<u32, Vec<u32>>,
+    /// Whether to keep `volumes` (only a replay report needs them: a whole
+    /// day's would be hundreds of MB).
+    pub keep_volumes: bool,
     /// Silences longer than the gap threshold.
     pub gaps: Gaps,
 }
@@ -150,10 +153,12 @@ impl Fold for Check {
             self.backwards.push((no, l.connection_id));
         }
         self.last[c] = Some(self.last[c].map_or(l.ts_micros, |p| p.max(l.ts_micros)));
-        self.volumes
-            .entry(l.token)
-            .or_default()
-            .push(l.volume.unwrap_or(0));
+        if self.keep_volumes {
+            self.volumes
+                .entry(l.token)
+                .or_default()
+                .push(l.volume.unwrap_or(0));
+        }
         self.gaps.see(l.token, l.connection_id, l.ts_micros);
     }
 
@@ -192,8 +197,15 @@ impl Check {
     pub fn with_gap(gap_micros: i64) -> Self {
         Check {
             gaps: Gaps::new(gap_micros),
+            keep_volumes: true,
             ..Check::default()
         }
+    }
+
+    /// Without per-instrument volumes (no replay report to check against).
+    pub fn without_volumes(mut self) -> Self {
+        self.keep_volumes = false;
+        self
     }
 }
 

@@ -459,7 +459,7 @@ fn cut(mut args: CutArgs) -> Result<(), Failure> {
             "no tick files among the files given"
         )));
     }
-    let mut zone = crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
+    let zone = crate::time::ZoneFormatter::new(&args.timezone).map_err(Failure::usage)?;
     let coverage = if journals.is_empty() {
         eprintln!("tickcap candles: no events journal beside the files: bars are marked incomplete only where the capture began inside them");
         None
@@ -471,56 +471,95 @@ fn cut(mut args: CutArgs) -> Result<(), Failure> {
         )
     };
     let t0 = std::time::Instant::now();
-    let cut = crate::analysis::candles::cut(&args.files, &args.intervals, &zone, coverage.as_ref())
-        .context("reading the captures")?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    // One file per interval and day, written as the bars become final
+    // (never over an existing one: that file is refused, its bars skipped).
+    let mut files: std::collections::BTreeMap<
+        (Interval, String),
+        Option<std::io::BufWriter<std::fs::File>>,
+    > = Default::default();
+    let mut counts: std::collections::BTreeMap<(Interval, String), u64> = Default::default();
+    let mut refused = 0;
+    let mut incomplete = 0u64;
+    let mut line = Vec::with_capacity(256);
+    let mut wzone = zone.clone();
+    let bar = super::tools_progress(format!("cutting {} file(s) into candles", args.files.len()));
+    let cut = crate::analysis::candles::cut_with(
+        &args.files,
+        &args.intervals,
+        &zone,
+        coverage.as_ref(),
+        |b| {
+            let day = wzone.date_of_micros(b.start).to_string();
+            let key = (b.interval, day.clone());
+            if !files.contains_key(&key) {
+                let path = args.out.join(format!(
+                    "{}{day}.jsonl",
+                    crate::days::Family::Candles(b.interval).prefix()
+                ));
+                let w = match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                {
+                    Ok(f) => Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        eprintln!(
+                            "tickcap candles: refused: {} exists (not overwritten)",
+                            path.display()
+                        );
+                        refused += 1;
+                        None
+                    }
+                    Err(e) => {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: {e}", path.display()),
+                        ))
+                    }
+                };
+                files.insert(key.clone(), w);
+            }
+            if let Some(Some(w)) = files.get_mut(&key) {
+                line.clear();
+                crate::candles::write_bar_line(&mut line, &mut wzone, b, "tickcap");
+                w.write_all(&line)?;
+                *counts.entry(key).or_default() += 1;
+                if !b.complete {
+                    incomplete += 1;
+                }
+            }
+            Ok(())
+        },
+    )
+    .context("reading the captures")?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for ((interval, day), w) in files {
+        if let Some(w) = w {
+            let f = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+            f.sync_all()?;
+            println!(
+                "{}: {} bars",
+                args.out
+                    .join(format!(
+                        "{}{day}.jsonl",
+                        crate::days::Family::Candles(interval).prefix()
+                    ))
+                    .display(),
+                counts.get(&(interval, day.clone())).copied().unwrap_or(0)
+            );
+        }
+    }
     for (p, line, why) in cut.bad.iter().take(20) {
         eprintln!("{}:{line}: {why}", p.display());
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    // One file per interval and day, lines in the order the bars became final.
-    let mut files: std::collections::BTreeMap<(Interval, String), Vec<u8>> = Default::default();
-    for b in &cut.bars {
-        let day = zone.date_of_micros(b.start).to_string();
-        let buf = files.entry((b.interval, day)).or_default();
-        crate::candles::write_bar_line(buf, &mut zone, b, "tickcap");
-    }
-    let mut refused = 0;
-    for ((interval, day), text) in &files {
-        let path = args.out.join(format!(
-            "{}{day}.jsonl",
-            crate::days::Family::Candles(*interval).prefix()
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                f.write_all(text)
-                    .and_then(|()| f.sync_all())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                println!(
-                    "{}: {} bars",
-                    path.display(),
-                    text.iter().filter(|b| **b == b'\n').count()
-                );
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                eprintln!(
-                    "tickcap candles: refused: {} exists (not overwritten)",
-                    path.display()
-                );
-                refused += 1;
-            }
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display()).into()),
-        }
-    }
-    let incomplete = cut.bars.iter().filter(|b| !b.complete).count();
     println!(
         "{} ticks → {} bars ({incomplete} incomplete) in {:.1} s; {} ticks without a trade, {} late, {} with volume going backwards (ignored)",
         cut.lines,
-        cut.bars.len(),
+        cut.bars_written,
         t0.elapsed().as_secs_f64(),
         cut.stats.no_trade,
         cut.stats.late,

@@ -83,6 +83,10 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
             }
             Err(e) => return Err(e.into()),
         };
+        if !args.keep {
+            // The plain file's sidecar index (`tickcap storage`) goes with it.
+            let _ = std::fs::remove_file(crate::analysis::storage::index_path(path));
+        }
         let (len, zlen, out) = (c.plain, c.compressed, c.path);
         println!(
             "{}: {} → {} bytes ({:.1}x, {:.1} s){}",

@@ -106,6 +106,10 @@ pub fn apply_retention_in(
         }
         if date != today && days_from_civil(date) < cutoff {
             std::fs::remove_file(entry.path())?;
+            // Its sidecar index (`tickcap storage`), if any, goes with it.
+            let mut idx = entry.path().into_os_string();
+            idx.push(".idx");
+            let _ = std::fs::remove_file(idx);
             tracing::info!(
                 "retention: removed {} (older than {keep_days} days)",
                 entry.path().display()

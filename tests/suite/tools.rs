@@ -339,3 +339,52 @@ fn verify_without_a_report_shows_a_70_second_hole_and_claims_no_completeness() {
     assert_eq!(v["complete"], Value::Null);
     assert_eq!(v["gaps"]["instruments"][0]["instrument_token"], 408_065);
 }
+
+/// `tickcap storage` counts a day once: its sidecar index (`NAME.idx`)
+/// answers later runs while the file is unchanged; a grown file is counted
+/// again, and `--recount` finds an index that lies.
+#[test]
+fn storage_keeps_a_sidecar_index_per_day_and_recounts_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = dir.path().join("market_data_2026-11-25.jsonl");
+    std::fs::copy(data("market_data_2026-11-25.jsonl"), &day).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["storage", "--json", "--data-dir", s(dir.path())];
+        args.extend_from_slice(extra);
+        let out = tickcap(&args);
+        assert!(out.status.success());
+        (
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (first, _) = run(&[]);
+    let idx = dir.path().join("market_data_2026-11-25.jsonl.idx");
+    assert!(idx.exists(), "the index is written");
+    let ticks = first["files"][0]["ticks"].as_u64().unwrap();
+    let (second, _) = run(&[]);
+    assert_eq!(first, second);
+    // An index that lies (same size and time): trusted until --recount.
+    let text = std::fs::read_to_string(&idx).unwrap();
+    let lie = text.replace(&format!("\"ticks\":{ticks}"), "\"ticks\":1");
+    assert_ne!(lie, text);
+    std::fs::write(&idx, lie).unwrap();
+    let (third, _) = run(&[]);
+    assert_eq!(third["files"][0]["ticks"], 1);
+    let (fourth, err) = run(&["--recount"]);
+    assert_eq!(fourth["files"][0]["ticks"].as_u64(), Some(ticks));
+    assert!(err.contains("index corrected"), "{err}");
+    // A grown file is counted again.
+    let bytes = std::fs::read(&day).unwrap();
+    let line = bytes.split(|b| *b == b'\n').next().unwrap().to_vec();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&day).unwrap();
+    std::io::Write::write_all(&mut f, &[&line[..], b"\n"].concat()).unwrap();
+    drop(f);
+    let (fifth, _) = run(&[]);
+    let size = std::fs::metadata(&day).unwrap().len();
+    assert_eq!(fifth["files"][0]["bytes"].as_u64(), Some(size), "{fifth}");
+    assert_ne!(
+        fifth["files"][0]["bytes"], fourth["files"][0]["bytes"],
+        "counted again"
+    );
+}
