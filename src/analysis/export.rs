@@ -438,26 +438,70 @@ pub struct Exported {
     pub rows: u64,
 }
 
+/// A Parquet file being written under a temporary name (`.parquet.part`)
+/// until [`Sink::finish`] renames it: a reader never sees half a file.
+struct Sink {
+    w: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    out: PathBuf,
+}
+
+impl Sink {
+    fn create(
+        out: &Path,
+        schema: &Arc<Schema>,
+        row_group: Option<usize>,
+    ) -> Result<Sink, ExportError> {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()));
+        if let Some(n) = row_group {
+            props = props.set_max_row_group_row_count(Some(n));
+        }
+        let tmp = out.with_extension("parquet.part");
+        let file = std::fs::File::create(&tmp).map_err(|error| ExportError::Io {
+            path: tmp.clone(),
+            error,
+        })?;
+        let w = ArrowWriter::try_new(file, Arc::clone(schema), Some(props.build()))
+            .map_err(|e| parquet_error(out, &e))?;
+        Ok(Sink {
+            w,
+            tmp,
+            out: out.to_owned(),
+        })
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<(), ExportError> {
+        self.w.write(b).map_err(|e| parquet_error(&self.out, &e))
+    }
+
+    fn finish(self, rows: u64) -> Result<Exported, ExportError> {
+        self.w.close().map_err(|e| parquet_error(&self.out, &e))?;
+        std::fs::rename(&self.tmp, &self.out).map_err(|error| ExportError::Io {
+            path: self.out.clone(),
+            error,
+        })?;
+        Ok(Exported {
+            path: self.out,
+            rows,
+        })
+    }
+}
+
+fn parquet_error(out: &Path, e: &dyn std::fmt::Display) -> ExportError {
+    ExportError::Parquet {
+        path: out.to_owned(),
+        message: e.to_string(),
+    }
+}
+
 /// Exports `inputs` (the same day: a plain and a compressed file of one
 /// day are read in the order given) to `out` as one Parquet file.
 pub fn export_day(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Exported, ExportError> {
     crate::time::ZoneFormatter::new(zone)?;
     let schema = Arc::new(schema(zone));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP))
-        .build();
-    let tmp = out.with_extension("parquet.part");
-    let perr = |e: &dyn std::fmt::Display| ExportError::Parquet {
-        path: out.to_owned(),
-        message: e.to_string(),
-    };
-    let file = std::fs::File::create(&tmp).map_err(|error| ExportError::Io {
-        path: tmp.clone(),
-        error,
-    })?;
-    let mut w =
-        ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(|e| perr(&e))?;
+    let perr = |e: &dyn std::fmt::Display| parquet_error(out, e);
+    let mut w = Sink::create(out, &schema, Some(ROW_GROUP))?;
     let mut cols = Columns::new(zone);
     let mut rows = 0u64;
     for input in inputs {
@@ -475,24 +519,16 @@ pub fn export_day(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Exported
             rows += 1;
             if cols.rows == BATCH {
                 let b = cols.finish(&schema).map_err(|e| perr(&e))?;
-                w.write(&b).map_err(|e| perr(&e))?;
+                w.write(&b)?;
             }
             Ok(())
         })?;
     }
     let b = cols.finish(&schema).map_err(|e| perr(&e))?;
     if b.num_rows() > 0 {
-        w.write(&b).map_err(|e| perr(&e))?;
+        w.write(&b)?;
     }
-    w.close().map_err(|e| perr(&e))?;
-    std::fs::rename(&tmp, out).map_err(|error| ExportError::Io {
-        path: out.to_owned(),
-        error,
-    })?;
-    Ok(Exported {
-        path: out.to_owned(),
-        rows,
-    })
+    w.finish(rows)
 }
 
 /// The candle files' schema (`candles_<interval>_DAY.parquet`).
@@ -545,20 +581,8 @@ pub fn export_candles(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Expo
     use arrow_array::builder::UInt64Builder;
     crate::time::ZoneFormatter::new(zone)?;
     let schema = Arc::new(candle_schema(zone));
-    let perr = |e: &dyn std::fmt::Display| ExportError::Parquet {
-        path: out.to_owned(),
-        message: e.to_string(),
-    };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .build();
-    let tmp = out.with_extension("parquet.part");
-    let file = std::fs::File::create(&tmp).map_err(|error| ExportError::Io {
-        path: tmp.clone(),
-        error,
-    })?;
-    let mut w =
-        ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(|e| perr(&e))?;
+    let perr = |e: &dyn std::fmt::Display| parquet_error(out, e);
+    let mut w = Sink::create(out, &schema, None)?;
     struct Cols {
         token: UInt32Builder,
         interval: StringBuilder,
@@ -630,24 +654,16 @@ pub fn export_candles(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Expo
             rows += 1;
             if cols.rows == BATCH {
                 let b = flush(&mut cols).map_err(|e| perr(&e))?;
-                w.write(&b).map_err(|e| perr(&e))?;
+                w.write(&b)?;
             }
             Ok(())
         })?;
     }
     let b = flush(&mut cols).map_err(|e| perr(&e))?;
     if b.num_rows() > 0 {
-        w.write(&b).map_err(|e| perr(&e))?;
+        w.write(&b)?;
     }
-    w.close().map_err(|e| perr(&e))?;
-    std::fs::rename(&tmp, out).map_err(|error| ExportError::Io {
-        path: out.to_owned(),
-        error,
-    })?;
-    Ok(Exported {
-        path: out.to_owned(),
-        rows,
-    })
+    w.finish(rows)
 }
 
 /// The Parquet name for a capture: `market_data_DAY.parquet` for a daily

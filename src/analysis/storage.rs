@@ -93,6 +93,21 @@ fn timestamp_of(line: &[u8]) -> Option<String> {
     Some(s[at..end].to_owned())
 }
 
+/// A daily file's name and day, or an error saying it is not one.
+fn name_and_date(path: &Path) -> std::io::Result<(String, LocalDate)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let date = date_of_name(&name).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name} is not a daily file"),
+        )
+    })?;
+    Ok((name, date))
+}
+
 /// The sidecar index of a daily file: `NAME.idx`, its summary as last
 /// counted, valid while the file's size and modification time are those
 /// it records (an appended or replaced file is counted again). A day of
@@ -166,16 +181,7 @@ pub fn file_info_indexed(
     path: &Path,
     recount: bool,
 ) -> std::io::Result<(FileInfo, Option<String>)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let date = date_of_name(&name).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{name} is not a daily file"),
-        )
-    })?;
+    let (name, date) = name_and_date(path)?;
     let index = cached(path, &name, date);
     if let (Some(i), false) = (&index, recount) {
         return Ok((i.clone(), None));
@@ -196,16 +202,7 @@ pub fn file_info_indexed(
 
 /// Reads one daily file's summary (mapped; counts newlines).
 pub fn file_info(path: &Path) -> std::io::Result<FileInfo> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let date = date_of_name(&name).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{name} is not a daily file"),
-        )
-    })?;
+    let (name, date) = name_and_date(path)?;
     if crate::zst::is_zst(path) {
         return zst_info(path, name, date);
     }

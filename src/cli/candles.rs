@@ -358,7 +358,7 @@ fn check(args: CheckArgs) -> Result<(), Failure> {
     let mut overall = Agreement::default();
     let mut per = serde_json::Map::new();
     let mut disagreements = Vec::new();
-    let bar = super::tools_progress(format!(
+    let bar = super::tools::progress(format!(
         "fetching Kite's {} candles of {} instruments",
         args.interval,
         tokens.len()
@@ -484,7 +484,7 @@ fn cut(mut args: CutArgs) -> Result<(), Failure> {
     let mut incomplete = 0u64;
     let mut line = Vec::with_capacity(256);
     let mut wzone = zone.clone();
-    let bar = super::tools_progress(format!("cutting {} file(s) into candles", args.files.len()));
+    let bar = super::tools::progress(format!("cutting {} file(s) into candles", args.files.len()));
     let cut = crate::analysis::candles::cut_with(
         &args.files,
         &args.intervals,

@@ -149,14 +149,3 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
-
-/// A spinner on stderr while a long step runs (none when not a terminal).
-fn tools_progress(msg: String) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(msg);
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar
-    })
-}

@@ -21,7 +21,7 @@ fn zone(name: &str) -> Result<ZoneFormatter, Failure> {
 }
 
 /// A spinner on stderr for long runs, only on a terminal.
-fn progress(msg: String) -> Option<indicatif::ProgressBar> {
+pub(super) fn progress(msg: String) -> Option<indicatif::ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(msg);

@@ -109,6 +109,23 @@ struct Token {
     out: Instrument,
 }
 
+impl Token {
+    /// The cover in progress ends at `at`: into today's totals and the
+    /// recent intervals bars are checked against.
+    fn stop_cover(&mut self, at: i64) {
+        if let Some(s) = self.covered_since.take() {
+            self.out.covered_micros += at - s;
+            self.out.covered.push((s, at));
+        }
+        if let Some(s) = self.cover_start.take() {
+            if self.recent.len() == 16 {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((s, at));
+        }
+    }
+}
+
 /// Replays events into per-instrument coverage.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
@@ -343,16 +360,7 @@ impl Tracker {
 
     fn end_cover(&mut self, token: u32, at: i64) {
         let t = self.tokens.entry(token).or_default();
-        if let Some(s) = t.covered_since.take() {
-            t.out.covered_micros += at - s;
-            t.out.covered.push((s, at));
-        }
-        if let Some(s) = t.cover_start.take() {
-            if t.recent.len() == 16 {
-                t.recent.pop_front();
-            }
-            t.recent.push_back((s, at));
-        }
+        t.stop_cover(at);
         if let Some(s) = t.watched_since.take() {
             t.out.watched_micros += at - s;
         }
@@ -437,16 +445,7 @@ impl Tracker {
             t.cover_start.get_or_insert(at);
             self.end_gap(token, at);
         } else {
-            if let Some(s) = t.covered_since.take() {
-                t.out.covered_micros += at - s;
-                t.out.covered.push((s, at));
-            }
-            if let Some(s) = t.cover_start.take() {
-                if t.recent.len() == 16 {
-                    t.recent.pop_front();
-                }
-                t.recent.push_back((s, at));
-            }
+            t.stop_cover(at);
             if wanted {
                 if t.gap.is_none() {
                     t.gap = Some((at, cause_kind, cause));
