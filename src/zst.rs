@@ -24,6 +24,31 @@ pub struct Frames {
     pub frames: Vec<Range<usize>>,
     /// Where the bytes that are not a complete frame start.
     pub torn_at: Option<usize>,
+    /// Corrupt stretches inside the file, skipped: reading went on at the
+    /// next whole frame ([`frames_of_map`] only).
+    pub corrupt: Vec<Range<usize>>,
+}
+
+/// Whether a frame (or a skippable frame) starts at `bytes[0]`.
+fn frame_starts(bytes: &[u8]) -> bool {
+    match bytes {
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => true,
+        [m, 0x2a, 0x4d, 0x18, ..] => m & 0xf0 == 0x50,
+        _ => false,
+    }
+}
+
+/// The whole frame at `bytes[at..]`, if one is there and is followed by the
+/// end or by another frame (a frame cut short in the middle of a file
+/// would otherwise swallow the start of the next).
+fn whole_frame_at(bytes: &[u8], at: usize) -> Option<usize> {
+    match zstd::zstd_safe::find_frame_compressed_size(&bytes[at..]) {
+        Ok(n) if n > 0 && at + n <= bytes.len() => {
+            let end = at + n;
+            (end == bytes.len() || frame_starts(&bytes[end..])).then_some(n)
+        }
+        _ => None,
+    }
 }
 
 /// Walks the frames of `bytes` by their headers (no decompression).
@@ -58,12 +83,30 @@ pub fn frames_of_map(map: &[u8]) -> Frames {
             crate::util::release_mapped(map, released..at);
             released = at;
         }
-        match zstd::zstd_safe::find_frame_compressed_size(&map[at..]) {
-            Ok(n) if n > 0 && at + n <= map.len() => {
-                out.frames.push(at..at + n);
-                at += n;
+        if let Some(n) = whole_frame_at(map, at) {
+            out.frames.push(at..at + n);
+            at += n;
+            continue;
+        }
+        // Not a whole frame here: a torn tail, or a corrupt stretch in the
+        // middle (a frame cut short, then more frames). Go on at the next
+        // whole frame, if any; what lies between is reported.
+        let mut next = None;
+        let mut from = at + 1;
+        while let Some(k) = map[from..].windows(4).position(frame_starts) {
+            let pos = from + k;
+            if whole_frame_at(map, pos).is_some() {
+                next = Some(pos);
+                break;
             }
-            _ => {
+            from = pos + 1;
+        }
+        match next {
+            Some(pos) => {
+                out.corrupt.push(at..pos);
+                at = pos;
+            }
+            None => {
                 out.torn_at = Some(at);
                 break;
             }

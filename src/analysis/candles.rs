@@ -107,7 +107,32 @@ pub fn cut_with(
                 if zstd {
                     let mut text = Vec::new();
                     let mut released = 0;
-                    for f in crate::zst::frames_of_map(bytes).frames {
+                    let fr = crate::zst::frames_of_map(bytes);
+                    if !fr.corrupt.is_empty() || fr.torn_at.is_some() {
+                        let bad = fr
+                            .corrupt
+                            .iter()
+                            .map(|c| {
+                                (
+                                    0,
+                                    format!(
+                                        "bytes {}..{} are no whole zstd frame (skipped)",
+                                        c.start, c.end
+                                    ),
+                                )
+                            })
+                            .chain(
+                                fr.torn_at
+                                    .map(|at| (0, format!("a torn frame at byte {at} (skipped)"))),
+                            )
+                            .collect();
+                        let _ = tx.send(Parsed {
+                            ticks: Vec::new(),
+                            lines: 0,
+                            bad,
+                        });
+                    }
+                    for f in fr.frames {
                         if f.start - released >= 64 << 20 {
                             crate::util::release_mapped(bytes, released..f.start);
                             released = f.start;

@@ -400,6 +400,14 @@ pub fn for_each_line(
             crate::zst::decompress_frame(&map[r.clone()], &mut buf).map_err(io)?;
             lines(&buf, &mut no)?;
         }
+        for c in &fr.corrupt {
+            tracing::warn!(
+                "{}: bytes {}..{} are no whole zstd frame (skipped; reading went on at the next frame)",
+                path.display(),
+                c.start,
+                c.end
+            );
+        }
         if let Some(at) = fr.torn_at {
             tracing::warn!(
                 "{}: torn zstd frame at byte {at} (a crash mid-write) skipped",

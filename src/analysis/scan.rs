@@ -350,6 +350,7 @@ fn scan_frames<F: Fold>(
     groups.retain(|g| !g.is_empty());
     let last = groups.len().saturating_sub(1);
     let torn = fr.torn_at.is_some();
+    let corrupt = &fr.corrupt;
     std::thread::scope(|s| {
         let handles: Vec<_> = groups
             .iter()
@@ -380,9 +381,23 @@ fn scan_frames<F: Fold>(
                             }
                         }
                     }
-                    if gi == last && torn {
-                        no += 1;
-                        f.line(no, Err(LineError::Torn));
+                    if gi == last {
+                        // Corrupt stretches in the middle were skipped (the
+                        // frames after them are read); each is one error.
+                        for c in corrupt {
+                            no += 1;
+                            f.line(
+                                no,
+                                Err(LineError::Frame(format!(
+                                    "bytes {}..{} are no whole zstd frame (skipped; reading went on at the next frame)",
+                                    c.start, c.end
+                                ))),
+                            );
+                        }
+                        if torn {
+                            no += 1;
+                            f.line(no, Err(LineError::Torn));
+                        }
                     }
                     (f, no)
                 })

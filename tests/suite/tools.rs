@@ -388,3 +388,49 @@ fn storage_keeps_a_sidecar_index_per_day_and_recounts_when_asked() {
         "counted again"
     );
 }
+
+/// A `.zst` day with a frame cut short in the middle (a torn write, then
+/// more frames): the tools report the corrupt bytes and read every whole
+/// frame after them, instead of stopping there.
+#[test]
+fn a_torn_frame_in_the_middle_of_a_zst_day_is_skipped_and_the_rest_read() {
+    use tickcap::kite::{PacketKind, Tick};
+    let dir = tempfile::tempdir().unwrap();
+    let mut fmt = tickcap::sink::LineFormatter::new(
+        tickcap::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
+    );
+    let mut z = tickcap::zst::FrameWriter::new(3).unwrap();
+    let mut frames = Vec::new();
+    for f in 0..3u32 {
+        let mut text = Vec::new();
+        for i in 0..100u32 {
+            let mut t = Tick::new(PacketKind::Quote, 256 * (i % 7 + 1) + 1);
+            t.last_price = 100_000 + i;
+            t.volume_traded = f * 100 + i + 1;
+            fmt.write_line(
+                &mut text,
+                &t,
+                1_764_046_523_000_000 + i64::from(f * 100 + i),
+                1,
+            );
+        }
+        frames.push(z.frame(&text).unwrap().to_vec());
+    }
+    let mut bytes = frames[0].clone();
+    bytes.extend_from_slice(&frames[1][..frames[1].len() / 2]);
+    bytes.extend_from_slice(&frames[2]);
+    let day = dir.path().join("market_data_2025-11-25.jsonl.zst");
+    std::fs::write(&day, &bytes).unwrap();
+    let out = tickcap(&["verify", "--json", s(&day)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["ticks"], 200,
+        "the frames before and after the torn one: {v}"
+    );
+    assert_eq!(v["bad_lines"], 1, "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no whole zstd frame"), "{err}");
+    let a = tickcap(&["analyze", "--json", s(&day)]);
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(v["overall"]["total_ticks"], 200, "{v}");
+}
