@@ -101,7 +101,7 @@ pub struct Analysis {
     /// Ticks per connection id (index 1..=3).
     pub per_connection: [u64; 4],
     /// Per instrument.
-    pub instruments: HashMap<u32, Instrument>,
+    pub instruments: crate::stats::TokenMap<Instrument>,
     /// Ticks per epoch second.
     pub per_second: HashMap<i64, u64>,
     /// Ticks per (epoch second, connection), for plots.

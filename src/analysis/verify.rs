@@ -41,7 +41,7 @@ pub struct Gaps {
     /// A silence at least this long is a gap, µs.
     pub threshold_micros: i64,
     /// Per instrument: (first, last) receive time seen, and its connection.
-    spans: HashMap<u32, (i64, i64, u8)>,
+    spans: crate::stats::TokenMap<(i64, i64, u8)>,
     /// Per connection id: (first, last).
     conn_spans: [Option<(i64, i64)>; 4],
     /// (token, connection, from, to) in µs.
@@ -61,7 +61,7 @@ impl Gaps {
     pub fn new(threshold_micros: i64) -> Self {
         Gaps {
             threshold_micros,
-            spans: HashMap::new(),
+            spans: Default::default(),
             conn_spans: [None; 4],
             instruments: Vec::new(),
             connections: Vec::new(),

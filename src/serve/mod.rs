@@ -156,7 +156,7 @@ impl Hub {
                 stats,
                 stop: st,
                 demand: Demand::default(),
-                subscribers: HashMap::new(),
+                subscribers: Default::default(),
                 scratch: [Vec::new(), Vec::new(), Vec::new()],
                 hist: new_histogram(),
                 recent_texts: VecDeque::new(),
@@ -204,7 +204,7 @@ struct HubLoop {
     stop: crate::thread::StopFlag,
     demand: Demand,
     /// Token → (client slot, mode) of every client subscribed to it.
-    subscribers: HashMap<u32, Vec<(usize, Mode)>>,
+    subscribers: crate::stats::TokenMap<Vec<(usize, Mode)>>,
     /// One encoding per mode of the tick being fanned out.
     scratch: [Vec<u8>; 3],
     dedup: Option<Dedup>,
