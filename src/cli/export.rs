@@ -73,7 +73,12 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     }
     for (name, inputs) in days {
         let t0 = std::time::Instant::now();
-        let e = export_day(&inputs, &args.out.join(&name), &args.timezone)?;
+        let bar = super::tools::progress(format!("exporting {name}"));
+        let e = export_day(&inputs, &args.out.join(&name), &args.timezone);
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let e = e?;
         let bytes = std::fs::metadata(&e.path).map_or(0, |m| m.len());
         println!(
             "{}: {} rows, {} bytes ({:.1} s)",

@@ -89,8 +89,13 @@ pub(super) fn storage(args: StorageArgs) -> Result<(), Failure> {
         }
         println!("{} file(s) removed", removed.len());
     }
-    let (files, skipped, wrong) = storage::list_with(&args.data_dir, args.recount)
-        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let bar = progress(format!("reading {}", args.data_dir.display()));
+    let listed = storage::list_with(&args.data_dir, args.recount);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let (files, skipped, wrong) =
+        listed.with_context(|| format!("reading {}", args.data_dir.display()))?;
     for s in &skipped {
         eprintln!("tickcap storage: skipped {s}");
     }
