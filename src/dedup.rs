@@ -181,3 +181,79 @@ mod tests {
         assert_eq!(d.dropped, 0);
     }
 }
+
+/// Recently seen keys (hashes of text frames) within a time window: the
+/// hub forwards an order update once, and the journal keeps it once,
+/// though Kite sends it on every socket of the key.
+#[derive(Debug, Clone)]
+pub struct Recent {
+    window_micros: i64,
+    cap: usize,
+    by_key: HashMap<u64, i64>,
+    order: VecDeque<(u64, i64)>,
+}
+
+impl Recent {
+    /// Remembers keys for `window_micros`, at most `cap` of them (the
+    /// oldest go first).
+    pub fn new(window_micros: i64, cap: usize) -> Self {
+        Recent {
+            window_micros,
+            cap: cap.max(1),
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The key of a text.
+    pub fn key_of(bytes: &[u8]) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `key` was not seen within the window before `at` (µs, any
+    /// monotonic clock); remembers it either way.
+    pub fn first_sighting(&mut self, key: u64, at: i64) -> bool {
+        while let Some(&(k, t)) = self.order.front() {
+            if at - t <= self.window_micros && self.order.len() < self.cap {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_key.get(&k) == Some(&t) {
+                self.by_key.remove(&k);
+            }
+        }
+        if self
+            .by_key
+            .get(&key)
+            .is_some_and(|t| at - *t <= self.window_micros)
+        {
+            return false;
+        }
+        self.by_key.insert(key, at);
+        self.order.push_back((key, at));
+        true
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::Recent;
+
+    #[test]
+    fn a_text_is_new_once_within_the_window_and_again_after_it() {
+        let mut r = Recent::new(10, 2);
+        let (a, b, c) = (
+            Recent::key_of(b"a"),
+            Recent::key_of(b"b"),
+            Recent::key_of(b"c"),
+        );
+        assert!(r.first_sighting(a, 0));
+        assert!(!r.first_sighting(a, 5));
+        assert!(r.first_sighting(a, 16), "after the window");
+        assert!(r.first_sighting(b, 16));
+        assert!(r.first_sighting(c, 16), "the oldest goes past the cap");
+        assert!(r.first_sighting(a, 17), "a was pushed out by the cap");
+    }
+}

@@ -448,8 +448,8 @@ pub struct JournalStats {
 /// illiquid instruments do not trade every minute).
 #[derive(Debug, Default)]
 pub struct CandlesToday {
-    /// The day (storage zone), `YYYY-MM-DD`; a new day starts empty.
-    pub day: String,
+    /// The day (storage zone); a new day starts empty.
+    pub day: Option<crate::time::LocalDate>,
     /// (token, interval) → bars in the order they became final.
     pub bars:
         std::collections::HashMap<(u32, crate::candles::Interval), Vec<crate::candles::Compact>>,

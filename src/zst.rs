@@ -233,6 +233,24 @@ pub fn frame_extent<R: std::io::Read + std::io::Seek>(
     }))
 }
 
+/// The whole text of a small daily file (the events journal, orders,
+/// candles), plain or `.zst` (its frames one after another; a torn tail
+/// is left out, a frame that does not decompress is an error).
+pub fn read_all(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    crate::util::regular_file(path)?;
+    let bytes = std::fs::read(path)?;
+    if !is_zst(path) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    let mut frame = Vec::new();
+    for f in frames(&bytes).frames {
+        decompress_frame(&bytes[f], &mut frame)?;
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
 /// Decompresses one frame into `out` (cleared first).
 pub fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();

@@ -36,34 +36,13 @@ pub fn journals_for(files: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// The text of a plain or zstd daily file.
-pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    read_text(path)
-}
-
-/// The lines of a plain or zstd file.
-fn read_text(path: &Path) -> std::io::Result<Vec<u8>> {
-    crate::util::regular_file(path)?;
-    let bytes = std::fs::read(path)?;
-    if !crate::zst::is_zst(path) {
-        return Ok(bytes);
-    }
-    let mut out = Vec::new();
-    let mut frame = Vec::new();
-    for f in crate::zst::frames(&bytes).frames {
-        crate::zst::decompress_frame(&bytes[f], &mut frame)?;
-        out.extend_from_slice(&frame);
-    }
-    Ok(out)
-}
-
 /// Replays `journals` in order into one report; also how many lines did
 /// not parse (a torn tail, a newer tickcap's kinds).
 pub fn read(journals: &[PathBuf]) -> std::io::Result<(Report, u64)> {
     let mut t = Tracker::default();
     let mut bad = 0;
     for j in journals {
-        let text = read_text(j)?;
+        let text = crate::zst::read_all(j)?;
         for line in text.split(|b| *b == b'\n') {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

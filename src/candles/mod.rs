@@ -144,6 +144,12 @@ pub fn session_open_minute(token: u32) -> i64 {
 /// `token`, in `zone`.
 pub fn bar_start(zone: &mut ZoneFormatter, interval: Interval, token: u32, micros: i64) -> i64 {
     let off = i64::from(zone.offset_seconds(micros)) * 1_000_000;
+    bar_start_at(interval, token, micros, off)
+}
+
+/// [`bar_start`] with the zone's offset at `micros` known (µs): a tick's
+/// intervals share one offset lookup.
+fn bar_start_at(interval: Interval, token: u32, micros: i64, off: i64) -> i64 {
     let local = micros + off;
     let day = local.div_euclid(86_400_000_000) * 86_400_000_000;
     let start_local = if interval == Interval::Day {
@@ -310,8 +316,9 @@ impl Book {
         } else {
             recv
         };
+        let off = i64::from(self.zone.offset_seconds(trade_time)) * 1_000_000;
         for (k, &interval) in self.intervals.iter().enumerate() {
-            let mut start = bar_start(&mut self.zone, interval, t.instrument_token, trade_time);
+            let mut start = bar_start_at(interval, t.instrument_token, trade_time, off);
             let open_start = inst.open[k].map(|b| b.start);
             if open_start.is_some_and(|s| start < s) || start <= inst.last_final[k] {
                 // A late packet: never reopen a bar.

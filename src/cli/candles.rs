@@ -168,7 +168,7 @@ fn load(args: &CheckArgs) -> Result<Loaded, Failure> {
     let mut ours = Vec::new();
     let mut lines = Vec::new();
     for s in &segs {
-        let text = crate::analysis::coverage::read_file(&s.path)
+        let text = crate::zst::read_all(&s.path)
             .with_context(|| format!("reading {}", s.path.display()))?;
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let (mut bars, bad) = read_candles(line);

@@ -197,6 +197,15 @@ pub struct KafkaConfig {
     pub properties: Vec<(String, String)>,
 }
 
+impl KafkaConfig {
+    /// The topic of `interval`'s candles: `{candles_topic}_{interval}`.
+    pub fn candles_topic_for(&self, interval: crate::candles::Interval) -> Option<String> {
+        self.candles_topic
+            .as_ref()
+            .map(|p| format!("{p}_{}", interval.kite_name()))
+    }
+}
+
 /// Kite's daily instruments dump: whether tickcap fetches it, from where,
 /// as whom, and when (see `net::dump`).
 #[derive(Debug, Clone, PartialEq)]

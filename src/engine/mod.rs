@@ -358,7 +358,16 @@ impl Engine {
             .iter()
             .zip(producers)
             .enumerate()
-            .map(|(i, (c, p))| Connection::new(c.clone(), Token(i), p, &ctx))
+            .map(|(i, (c, p))| {
+                // Empty: the ledger owns what each connection carries, and
+                // the first `upstream::sync` below gives it the config's
+                // instruments (recorded in the journal like any change).
+                let c = crate::config::ConnectionConfig {
+                    instruments: Vec::new(),
+                    ..c.clone()
+                };
+                Connection::new(c, Token(i), p, &ctx)
+            })
             .collect();
         if config.tertiary_warm {
             conns[2].set_warm(true);
@@ -513,26 +522,6 @@ impl Engine {
             std::array::from_fn(|i| config.connections[i].instruments.as_slice()),
             std::array::from_fn(|i| config.connections[i].mode),
         )?;
-        // The connections start with the configured instruments: recorded
-        // in the journal as the config's subscriptions.
-        for c in &conns {
-            let mut by_mode: std::collections::BTreeMap<crate::kite::Mode, Vec<u32>> =
-                Default::default();
-            for (t, m) in c.desired() {
-                by_mode.entry(*m).or_default().push(*t);
-            }
-            for (mode, tokens) in by_mode {
-                events.emit_at(
-                    now,
-                    crate::events::Event::Subscribe {
-                        connection_id: c.id(),
-                        why: crate::events::Why::Config,
-                        mode: mode.as_str().to_owned(),
-                        tokens,
-                    },
-                );
-            }
-        }
         if let Some(e) = dump.event(&config) {
             events.emit(e);
         }

@@ -156,10 +156,7 @@ impl Stream {
         match self {
             Stream::Ticks => Some(cfg.topic.clone()),
             Stream::Orders => cfg.orders_topic.clone(),
-            Stream::Candles(i) => cfg
-                .candles_topic
-                .as_ref()
-                .map(|p| format!("{p}_{}", i.kite_name())),
+            Stream::Candles(i) => cfg.candles_topic_for(i),
         }
     }
 }

@@ -389,25 +389,14 @@ impl HubLoop {
         if texts.is_empty() {
             return;
         }
-        let now = Instant::now();
-        while self
-            .recent_texts
-            .front()
-            .is_some_and(|(_, at)| now.duration_since(*at) > TEXT_DEDUP)
-        {
-            self.recent_texts.pop_front();
-        }
+        let now = self.texts_epoch.elapsed().as_micros() as i64;
         for (_, text) in texts {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text.hash(&mut h);
-            let h = h.finish();
-            if self.recent_texts.iter().any(|(x, _)| *x == h) {
+            if !self
+                .recent_texts
+                .first_sighting(crate::dedup::Recent::key_of(text.as_bytes()), now)
+            {
                 continue;
             }
-            if self.recent_texts.len() == 256 {
-                self.recent_texts.pop_front();
-            }
-            self.recent_texts.push_back((h, now));
             self.stats
                 .serve
                 .texts_forwarded

@@ -27,8 +27,7 @@
 
 pub mod client;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +38,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, Recent};
 use crate::kite::{encode_packet, Mode, PacketKind, Tick};
 use crate::ring::{Stamped, TeeSignal};
 use crate::stats::{new_histogram, publish, ClientView, Disconnect, Stats};
@@ -159,7 +158,8 @@ impl Hub {
                 subscribers: Default::default(),
                 scratch: [Vec::new(), Vec::new(), Vec::new()],
                 hist: new_histogram(),
-                recent_texts: VecDeque::new(),
+                recent_texts: Recent::new(TEXT_DEDUP.as_micros() as i64, 256),
+                texts_epoch: Instant::now(),
                 touched: Vec::new(),
                 overflow_seen: 0,
                 views_dirty: false,
@@ -209,7 +209,10 @@ struct HubLoop {
     scratch: [Vec<u8>; 3],
     dedup: Option<Dedup>,
     hist: Histogram<u64>,
-    recent_texts: VecDeque<(u64, Instant)>,
+    /// Text frames forwarded lately (Kite sends one per socket).
+    recent_texts: Recent,
+    /// The origin of `recent_texts`' times.
+    texts_epoch: Instant,
     /// Clients with a batch started this turn.
     touched: Vec<usize>,
     overflow_seen: u64,

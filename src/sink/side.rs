@@ -25,7 +25,6 @@
 //!   records are dropped and counted in `events_lost`.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -130,20 +129,14 @@ struct Side {
     /// The day whose `day_start` was written (or whose file this run began).
     day: Option<LocalDate>,
     tracker: Tracker,
-    seen_orders: HashMap<u64, i64>,
-    seen_order: VecDeque<(u64, i64)>,
+    /// Order updates kept lately (Kite sends one per socket).
+    seen_orders: crate::dedup::Recent,
     dirty: bool,
     last_sync: Instant,
     retry_at: Option<Instant>,
     retry_delay: Duration,
     last_publish: Instant,
     failing_since: Option<Instant>,
-}
-
-fn text_hash(text: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
 }
 
 impl Side {
@@ -161,8 +154,7 @@ impl Side {
             pending_bytes: 0,
             day: None,
             tracker: Tracker::default(),
-            seen_orders: HashMap::new(),
-            seen_order: VecDeque::new(),
+            seen_orders: crate::dedup::Recent::new(ORDER_DEDUP.as_micros() as i64, 65_536),
             dirty: false,
             last_sync: Instant::now(),
             retry_at: None,
@@ -181,21 +173,8 @@ impl Side {
             ..Default::default()
         };
         for seg in crate::days::segments_of_in(&dir, Family::Orders, self.floor) {
-            let Ok(bytes) = std::fs::read(&seg.path) else {
+            let Ok(text) = crate::zst::read_all(&seg.path) else {
                 continue;
-            };
-            let text = if seg.zstd {
-                let mut out = Vec::new();
-                let mut frame = Vec::new();
-                for f in crate::zst::frames(&bytes).frames {
-                    if crate::zst::decompress_frame(&bytes[f], &mut frame).is_err() {
-                        break;
-                    }
-                    out.extend_from_slice(&frame);
-                }
-                out
-            } else {
-                bytes
             };
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 // A restart within the dedupe window keeps one copy of an
@@ -208,9 +187,8 @@ impl Side {
                             .and_then(crate::time::parse_timestamp)
                     });
                 if let Some(at) = at {
-                    let key = text_hash(crate::events::order_key(line));
-                    self.seen_orders.insert(key, at);
-                    self.seen_order.push_back((key, at));
+                    let key = crate::dedup::Recent::key_of(crate::events::order_key(line));
+                    self.seen_orders.first_sighting(key, at);
                 }
                 today.total += 1;
                 if today.lines.len() == ORDERS_KEPT {
@@ -320,16 +298,12 @@ impl Side {
                 }
                 let day = self.cfg.zone.date_of_micros(bar.start);
                 if let Ok(mut today) = j.candles_today.lock() {
-                    let d = self
-                        .cfg
-                        .zone
-                        .date_of_micros(self.cfg.clock.now_micros())
-                        .to_string();
-                    if today.day != d {
-                        today.day = d;
+                    let d = self.cfg.zone.date_of_micros(self.cfg.clock.now_micros());
+                    if today.day != Some(d) {
+                        today.day = Some(d);
                         today.bars.clear();
                     }
-                    if day.to_string() == today.day {
+                    if day == d {
                         today
                             .bars
                             .entry((bar.instrument_token, bar.interval))
@@ -367,7 +341,10 @@ impl Side {
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 };
-                if !self.first_sighting(text_hash(&line[..kite]), at) {
+                if !self
+                    .seen_orders
+                    .first_sighting(crate::dedup::Recent::key_of(&line[..kite]), at)
+                {
                     self.stats
                         .journal
                         .orders_duplicate
@@ -394,33 +371,6 @@ impl Side {
                 self.queue(Family::Orders, day, line);
             }
         }
-    }
-
-    /// Whether an order update with this key was not seen within
-    /// [`ORDER_DEDUP`] before `at` (and remembers it).
-    fn first_sighting(&mut self, key: u64, at: i64) -> bool {
-        let window = ORDER_DEDUP.as_micros() as i64;
-        while self
-            .seen_order
-            .front()
-            .is_some_and(|(_, t)| at - *t > window || self.seen_order.len() > 65_536)
-        {
-            if let Some((k, t)) = self.seen_order.pop_front() {
-                if self.seen_orders.get(&k) == Some(&t) {
-                    self.seen_orders.remove(&k);
-                }
-            }
-        }
-        if self
-            .seen_orders
-            .get(&key)
-            .is_some_and(|t| at - *t <= window)
-        {
-            return false;
-        }
-        self.seen_orders.insert(key, at);
-        self.seen_order.push_back((key, at));
-        true
     }
 
     fn day_of(&mut self, at: i64) -> LocalDate {

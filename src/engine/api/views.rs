@@ -646,7 +646,7 @@ pub(super) fn kafka(v: &mut View<'_>) -> Value {
                 let o = v.stats.kafka_candles_of(*i);
                 json!({
                     "interval": i.kite_name(),
-                    "topic": kc.candles_topic.as_ref().map(|p| format!("{p}_{}", i.kite_name())),
+                    "topic": kc.candles_topic_for(*i),
                     "state": o.state().as_str(),
                     "sent": o.sent.load(Relaxed),
                     "acknowledged": o.acked.load(Relaxed),
