@@ -597,6 +597,25 @@ mod tests {
     }
 
     #[test]
+    fn a_full_or_closed_journal_channel_counts_every_record_it_loses() {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let e = Emitter::new(tx, Clock::system(), Arc::clone(&stats));
+        let hb = || Event::Heartbeat {
+            received: 0,
+            written: 0,
+        };
+        e.emit(hb());
+        e.emit(hb()); // full
+        e.order(0, 1, "{}");
+        assert_eq!(stats.journal.emitted.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.journal.lost.load(Ordering::Relaxed), 2);
+        drop(rx);
+        e.emit(hb()); // nobody reads
+        assert_eq!(stats.journal.lost.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
     fn remote_text_is_capped() {
         let long = "é".repeat(TEXT_MAX + 5);
         assert_eq!(cap_text(&long).chars().count(), TEXT_MAX + 1);

@@ -287,3 +287,66 @@ fn record_bad_text(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Emitter, Event, Record};
+
+    fn rig() -> (Emitter, std::sync::mpsc::Receiver<Record>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        (
+            Emitter::new(tx, Clock::system(), Arc::clone(&stats)),
+            rx,
+            stats,
+        )
+    }
+
+    #[test]
+    fn an_order_update_goes_to_the_orders_file_and_a_huge_one_does_not() {
+        let (e, rx, stats) = rig();
+        let mut limit = LogLimit::new(20, Duration::from_secs(10));
+        let now = Instant::now();
+        let small = r#"{"type":"order","data":{"order_id":"1"}}"#;
+        let mut scratch = Vec::new();
+        let frame = parse_text(small, &mut scratch);
+        record_text(&e, &mut limit, now, &stats, 1, 5, &frame, small);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Record::Order {
+                at: 5,
+                connection_id: 1,
+                ..
+            })
+        ));
+        let huge = format!(
+            r#"{{"type":"order","data":{{"order_id":"2","x":"{}"}}}}"#,
+            "y".repeat(crate::events::ORDER_MAX)
+        );
+        let frame = parse_text(&huge, &mut scratch);
+        record_text(&e, &mut limit, now, &stats, 2, 6, &frame, &huge);
+        match rx.try_recv() {
+            Ok(Record::Event(
+                6,
+                Event::BadTextFrame {
+                    connection_id: 2,
+                    text,
+                    ..
+                },
+            )) => {
+                assert!(text.chars().count() <= crate::events::TEXT_MAX + 1)
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = r#"{"type":"surprise"}"#;
+        let frame = parse_text(unknown, &mut scratch);
+        record_text(&e, &mut limit, now, &stats, 3, 7, &frame, unknown);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Record::Event(7, Event::BadTextFrame { .. }))
+        ));
+        assert!(rx.try_recv().is_err(), "nothing else, and no order");
+        assert_eq!(stats.journal.bad_text_frames.load(Ordering::Relaxed), 2);
+    }
+}
