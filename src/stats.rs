@@ -424,6 +424,15 @@ pub struct JournalStats {
     pub candles_written: AtomicU64,
     /// Of those, bars marked `complete: false`.
     pub candles_incomplete: AtomicU64,
+    /// Kite's bars written in place of incomplete or missing ones (the
+    /// service's own repair, `"source": "kite"`).
+    pub candles_repaired: AtomicU64,
+    /// Kite's bars that came for a day already closed (not written: `tickcap
+    /// candles repair --day D` repairs a closed day).
+    pub candles_repair_late: AtomicU64,
+    /// tickcap's bars that came after Kite's bar of the same interval was
+    /// written (not written: Kite's stands).
+    pub candles_after_repair: AtomicU64,
     /// Order updates received again on another socket (one kept).
     pub orders_duplicate: AtomicU64,
     /// Text frames recorded as `bad_text_frame` (never written as orders).
@@ -453,6 +462,30 @@ pub struct CandlesToday {
     /// (token, interval) → bars in the order they became final.
     pub bars:
         std::collections::HashMap<(u32, crate::candles::Interval), Vec<crate::candles::Compact>>,
+}
+
+/// The service's own candle repair: each pass reads today's journal and
+/// candle files, so `wanted` is what the files say waits.
+#[derive(Debug, Default)]
+pub struct RepairStats {
+    /// Whether it runs (`[candles] repair = true`).
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Passes made (a pass: read the files, plan, fetch what is ready).
+    pub passes: AtomicU64,
+    /// Bars the last pass found wanting Kite's (incomplete, or missing in a
+    /// gap), ready or not.
+    pub wanted: AtomicU64,
+    /// Kite's bars fetched and handed to the journal.
+    pub fetched: AtomicU64,
+    /// Wanted bars Kite had no bar for (no trade in the interval, or not
+    /// yet published: tried again at the session's close).
+    pub not_in_kite: AtomicU64,
+    /// Failed requests (after Kite's 429 retries).
+    pub errors: AtomicU64,
+    /// The last failure, escaped.
+    pub last_error: Mutex<Option<String>>,
+    /// When the last pass ended, epoch µs (0: none yet).
+    pub last_pass_micros: AtomicI64,
 }
 
 /// Today's order update lines.
@@ -494,6 +527,8 @@ pub struct Stats {
     pub kafka_candles: [KafkaStats; 8],
     /// The events journal and the order updates.
     pub journal: JournalStats,
+    /// The service's own candle repair (`[candles] repair = true`).
+    pub repair: RepairStats,
     /// Latencies.
     pub latency: Latency,
     /// When the engine started, epoch µs.
@@ -514,6 +549,7 @@ impl Default for Stats {
             kafka_orders: KafkaStats::default(),
             kafka_candles: Default::default(),
             journal: JournalStats::default(),
+            repair: RepairStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),

@@ -251,6 +251,61 @@ pub fn read_all(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Calls `f` with each whole line of a daily file, plain or `.zst`, read
+/// as a stream (bounded memory whatever the file's size). A torn tail — a
+/// last line without its newline, a last frame cut short by a kill — is
+/// left out, as the writer's next start would repair it. Lines longer than
+/// `max_line` bytes are skipped and counted (the return value).
+pub fn for_each_line(
+    path: &std::path::Path,
+    max_line: usize,
+    mut f: impl FnMut(&[u8]),
+) -> std::io::Result<u64> {
+    use std::io::{BufRead as _, Read as _};
+    crate::util::regular_file(path)?;
+    let file = std::fs::File::open(path)?;
+    let zst = is_zst(path);
+    let inner: Box<dyn std::io::Read> = if zst {
+        Box::new(zstd::stream::read::Decoder::new(file)?)
+    } else {
+        Box::new(file)
+    };
+    let mut r = std::io::BufReader::with_capacity(1 << 20, inner);
+    let mut line = Vec::new();
+    let mut long = 0u64;
+    let mut skipping = false;
+    loop {
+        line.clear();
+        let read = (&mut r)
+            .take(max_line as u64 + 1)
+            .read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => break,
+            Ok(_) if line.last() == Some(&b'\n') => {
+                if skipping {
+                    skipping = false;
+                } else {
+                    line.pop();
+                    f(&line);
+                }
+            }
+            // Past the bound without a newline: skip to the next one.
+            Ok(_) if line.len() > max_line => {
+                if !skipping {
+                    long += 1;
+                }
+                skipping = true;
+            }
+            // The last line has no newline: a torn tail.
+            Ok(_) => break,
+            // A `.zst` whose last frame is cut short.
+            Err(e) if zst && e.kind() != std::io::ErrorKind::Interrupted => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(long)
+}
+
 /// Decompresses one frame into `out` (cleared first).
 pub fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();

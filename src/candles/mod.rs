@@ -39,6 +39,8 @@
 //! feed is swept by the caller's clock). The same ticks in the same order
 //! make the same bars, live or offline.
 
+pub mod stored;
+
 use std::collections::HashMap;
 
 use crate::kite::{PacketKind, Tick};
@@ -138,6 +140,28 @@ pub fn session_open_minute(token: u32) -> i64 {
         3 | 6 | 7 | 12 => 9 * 60,
         _ => 9 * 60 + 15,
     }
+}
+
+/// When `token`'s session closes, minutes after local midnight: NSE and
+/// BSE equity and F&O 15:30; currency (CDS, BCD) 17:00; commodities (MCX,
+/// NCDEX) 23:55 (MCX's latest close, in US summer; 23:30 otherwise: the
+/// later one is safe). The service's own candle repair makes its day's
+/// last pass a few minutes after it.
+pub fn session_close_minute(token: u32) -> i64 {
+    match token & 0xff {
+        3 | 6 => 17 * 60,
+        7 | 12 => 23 * 60 + 55,
+        _ => 15 * 60 + 30,
+    }
+}
+
+/// Whether a bar starting at `micros` lies in `token`'s session (from its
+/// open to its close, local time): Kite has no bars outside it, so a gap
+/// at night wants none.
+pub fn in_session(zone: &mut ZoneFormatter, token: u32, micros: i64) -> bool {
+    let off = i64::from(zone.offset_seconds(micros)) * 1_000_000;
+    let minute = (micros + off).rem_euclid(86_400_000_000) / 60_000_000;
+    minute >= session_open_minute(token) && minute < session_close_minute(token)
 }
 
 /// The start (epoch µs) of the `interval` bar holding `micros`, for
@@ -459,12 +483,15 @@ pub struct Compact {
     pub volume: u32,
     /// Marked complete.
     pub complete: bool,
+    /// Kite's bar (the service's own repair), not tickcap's.
+    pub kite: bool,
 }
 
 impl Compact {
-    /// The compact form of `b`.
+    /// The compact form of `b`, tickcap's.
     pub fn of(b: &Bar) -> Compact {
         Compact {
+            kite: false,
             start_secs: (b.start / 1_000_000).clamp(0, i64::from(u32::MAX)) as u32,
             ohlc: [b.open, b.high, b.low, b.close],
             volume: b

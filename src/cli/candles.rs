@@ -99,20 +99,16 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-/// What `check` and `repair` start from.
-struct Loaded {
+/// Where and as whom `check` and `repair` work, and on which day's files.
+struct Day {
     src: crate::net::history::Source,
     zone: crate::time::ZoneFormatter,
     day: crate::time::LocalDate,
     data_dir: PathBuf,
     segs: Vec<crate::days::Segment>,
-    /// The day's bars, each with its line as written.
-    ours: Vec<crate::analysis::candles::Captured>,
-    lines: Vec<Vec<u8>>,
 }
 
-fn load(args: &CheckArgs) -> Result<Loaded, Failure> {
-    use crate::analysis::candles::read_candles;
+fn context(args: &CheckArgs) -> Result<Day, Failure> {
     let config = match &args.config {
         Some(p) => Some(
             crate::config::Config::load(p, &crate::config::Env::from_process())
@@ -165,49 +161,70 @@ fn load(args: &CheckArgs) -> Result<Loaded, Failure> {
             args.interval
         )));
     }
-    let mut ours = Vec::new();
-    let mut lines = Vec::new();
-    for s in &segs {
-        let text = crate::zst::read_all(&s.path)
-            .with_context(|| format!("reading {}", s.path.display()))?;
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let (mut bars, bad) = read_candles(line);
-            match bars.pop() {
-                Some(b) if bad == 0 => {
-                    ours.push(b);
-                    lines.push(line.to_vec());
-                }
-                _ => eprintln!(
-                    "tickcap candles: {}: an unreadable line skipped",
-                    s.path.display()
-                ),
-            }
-        }
-    }
-    Ok(Loaded {
+    Ok(Day {
         src,
         zone,
         day,
         data_dir,
         segs,
-        ours,
-        lines,
     })
 }
 
-/// `tickcap candles repair`.
+/// Longest candle line read (tickcap writes ~200 bytes).
+const MAX_LINE: usize = 64 << 10;
+
+/// The day's bars as they stand: for each instrument and `date`, the last
+/// line (a later line replaces an earlier one: the service's own repair).
+fn read_bars(
+    segs: &[crate::days::Segment],
+) -> Result<Vec<crate::analysis::candles::Captured>, Failure> {
+    use crate::analysis::candles::read_candles;
+    let mut at: std::collections::HashMap<(u32, String), usize> = Default::default();
+    let mut ours: Vec<crate::analysis::candles::Captured> = Vec::new();
+    let mut bad = 0u64;
+    for s in segs {
+        let long = crate::zst::for_each_line(&s.path, MAX_LINE, |line| {
+            let (mut bars, b) = read_candles(line);
+            match bars.pop() {
+                Some(bar) if b == 0 => match at.entry((bar.instrument_token, bar.date.clone())) {
+                    std::collections::hash_map::Entry::Occupied(e) => ours[*e.get()] = bar,
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(ours.len());
+                        ours.push(bar);
+                    }
+                },
+                _ => bad += 1,
+            }
+        })
+        .with_context(|| format!("reading {}", s.path.display()))?;
+        if bad + long > 0 {
+            eprintln!(
+                "tickcap candles: {}: {} unreadable line(s) skipped",
+                s.path.display(),
+                bad + long
+            );
+            bad = 0;
+        }
+    }
+    Ok(ours)
+}
+
+/// `tickcap candles repair`: the plan ([`crate::candles::stored`]) over the
+/// day's gaps and lines, Kite's bars for it, and the day rewritten — one
+/// line per bar, in place of its segments, atomically — in two streaming
+/// passes (memory holds the repaired bars, not the day).
 fn repair(args: CheckArgs) -> Result<(), Failure> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let Loaded {
+    use crate::candles::stored::{key_of_line, DateCache, Planner};
+    use std::collections::{BTreeMap, HashMap};
+    let Day {
         src,
         mut zone,
         day,
         data_dir,
         segs,
-        ours,
-        lines,
-    } = load(&args)?;
-    // A running tickcap holds today's open file: it is not ours to rewrite.
+    } = context(&args)?;
+    // A running tickcap holds today's open file: it is not ours to rewrite
+    // (the service repairs today itself: `[candles] repair = true`).
     for s in &segs {
         let f = std::fs::File::open(&s.path).with_context(|| s.path.display().to_string())?;
         if !crate::days::try_lock(&f).context("locking")? {
@@ -217,102 +234,122 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
             )));
         }
     }
-    // The bars to replace: every incomplete one, and every interval that
-    // overlaps a gap in the day's coverage (a whole minute lost has no bar).
-    let len = args.interval.minutes() * 60_000_000;
-    let mut wanted: BTreeMap<u32, BTreeSet<i64>> = BTreeMap::new();
-    for b in ours.iter().filter(|b| !b.complete) {
-        if let Some(at) = crate::candles::parse_kite_date(&b.date) {
-            wanted.entry(b.instrument_token).or_default().insert(at);
-        }
-    }
     let journals: Vec<PathBuf> =
         crate::days::segments_of_in(&data_dir, crate::days::Family::Events, day)
             .into_iter()
             .map(|s| s.path)
             .collect();
-    if journals.is_empty() {
+    let gaps: Vec<(u32, i64, i64)> = if journals.is_empty() {
         eprintln!("tickcap candles repair: no events journal for {day}: only bars marked incomplete are repaired");
+        Vec::new()
     } else {
         let (cov, _) =
             crate::analysis::coverage::read(&journals).context("reading the events journal")?;
-        for g in cov.gaps() {
-            let mut at =
-                crate::candles::bar_start(&mut zone, args.interval, g.instrument_token, g.start);
-            while at < g.end {
-                wanted.entry(g.instrument_token).or_default().insert(at);
-                at += len;
+        cov.gaps()
+            .iter()
+            .map(|g| (g.instrument_token, g.start, g.end))
+            .collect()
+    };
+    // Pass 1: the plan, and how many lines each bar that was ever
+    // incomplete or repaired has (only the last is kept).
+    let mut plan = Planner::new(args.interval, gaps);
+    let mut dates = DateCache::default();
+    let mut lines_of: HashMap<(u32, i64), u32> = HashMap::new();
+    for s in &segs {
+        crate::zst::for_each_line(&s.path, MAX_LINE, |line| {
+            plan.line(line, &mut dates);
+            if let Some(k) = key_of_line(line, &mut dates) {
+                let key = (k.instrument_token, k.start);
+                if !k.complete || k.kite || lines_of.contains_key(&key) {
+                    *lines_of.entry(key).or_default() += 1;
+                }
             }
-        }
+        })
+        .with_context(|| format!("reading {}", s.path.display()))?;
     }
-    // A bar marked complete is never touched, even inside a gap.
-    for b in ours.iter().filter(|b| b.complete) {
-        if let (Some(at), Some(set)) = (
-            crate::candles::parse_kite_date(&b.date),
-            wanted.get_mut(&b.instrument_token),
-        ) {
-            set.remove(&at);
-        }
-    }
+    let mut wanted = plan.wanted(&mut zone, i64::MAX);
     if !args.instruments.is_empty() {
         wanted.retain(|t, _| args.instruments.contains(t));
     }
     let mut pacer = crate::net::history::Pacer::default();
-    let (from, to) = (format!("{day} 00:00:00"), format!("{day} 23:59:59"));
-    // (start, token) → the line to write.
-    let mut out: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
-    for (b, line) in ours.iter().zip(&lines) {
-        let at = crate::candles::parse_kite_date(&b.date).unwrap_or(0);
-        out.insert((at, b.instrument_token), line.clone());
-    }
+    // (start, token) → Kite's bar as a line.
+    let mut kite: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
     let (mut replaced, mut added, mut unavailable) = (0u64, 0u64, 0u64);
     for (token, starts) in &wanted {
-        let kite = crate::net::history::fetch(
-            &src,
-            &mut pacer,
-            *token,
-            args.interval.kite_name(),
-            &from,
-            &to,
-        )
-        .with_context(|| format!("instrument {token}"))?;
-        let by_start: BTreeMap<i64, &crate::candles::KiteBar> = kite
-            .iter()
-            .filter_map(|k| Some((crate::candles::parse_kite_date(&k.date)?, k)))
-            .collect();
-        for at in starts {
-            let Some(k) = by_start.get(at) else {
-                unavailable += 1;
-                continue;
-            };
-            let Some(bar) = crate::candles::Bar::from_kite(*token, args.interval, k) else {
-                continue;
-            };
+        let (bars, missing) =
+            crate::net::history::fetch_bars(&src, &mut pacer, *token, args.interval, day, starts)
+                .with_context(|| format!("instrument {token}"))?;
+        unavailable += missing;
+        for b in bars {
             let mut line = Vec::new();
-            crate::candles::write_bar_line(&mut line, &mut zone, &bar, "kite");
-            line.pop();
-            match out.insert((*at, *token), line) {
-                Some(_) => replaced += 1,
-                None => added += 1,
+            crate::candles::write_bar_line(&mut line, &mut zone, &b, "kite");
+            if lines_of.contains_key(&(b.instrument_token, b.start)) {
+                replaced += 1;
+            } else {
+                added += 1;
             }
+            kite.insert((b.start, b.instrument_token), line);
         }
     }
-    // One plain file in place of the day's segments, atomically.
+    // Pass 2: one plain file in place of the day's segments, atomically;
+    // Kite's bars where their time comes.
     let target = data_dir.join(
         crate::days::SegmentId { day, index: 0 }
             .file_name_in(crate::days::Family::Candles(args.interval), false),
     );
     let tmp = target.with_extension("jsonl.repair-tmp");
+    let mut bars = 0u64;
     {
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        for line in out.values() {
-            f.write_all(line)?;
-            f.write_all(b"\n")?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut failed: Option<std::io::Error> = None;
+        let mut queue = kite.iter().peekable();
+        for s in &segs {
+            crate::zst::for_each_line(&s.path, MAX_LINE, |line| {
+                let Some(k) = key_of_line(line, &mut dates) else {
+                    return;
+                };
+                let key = (k.instrument_token, k.start);
+                while let Some(((at, _), kline)) = queue.peek() {
+                    if *at > k.start {
+                        break;
+                    }
+                    if let Err(e) = w.write_all(kline) {
+                        failed.get_or_insert(e);
+                    }
+                    bars += 1;
+                    queue.next();
+                }
+                if kite.contains_key(&(k.start, k.instrument_token)) {
+                    return;
+                }
+                if let Some(n) = lines_of.get_mut(&key) {
+                    *n -= 1;
+                    if *n > 0 {
+                        return;
+                    }
+                }
+                if let Err(e) = w.write_all(line).and_then(|()| w.write_all(b"\n")) {
+                    failed.get_or_insert(e);
+                }
+                bars += 1;
+            })
+            .with_context(|| format!("reading {}", s.path.display()))?;
         }
+        for (_, kline) in queue {
+            w.write_all(kline)?;
+            bars += 1;
+        }
+        if let Some(e) = failed {
+            return Err(anyhow::Error::new(e)
+                .context(format!("writing {}", tmp.display()))
+                .into());
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &target).with_context(|| format!("replacing {}", target.display()))?;
@@ -324,7 +361,7 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
     }
     let summary = serde_json::json!({
         "file": target.display().to_string(),
-        "bars": out.len(),
+        "bars": bars,
         "replaced": replaced,
         "added": added,
         "not_in_kite": unavailable,
@@ -345,7 +382,8 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
 /// `tickcap candles check`.
 fn check(args: CheckArgs) -> Result<(), Failure> {
     use crate::analysis::candles::{compare, Agreement, FIELDS};
-    let Loaded { src, day, ours, .. } = load(&args)?;
+    let Day { src, day, segs, .. } = context(&args)?;
+    let ours = read_bars(&segs)?;
     let mut tokens: Vec<u32> = if args.instruments.is_empty() {
         ours.iter().map(|b| b.instrument_token).collect()
     } else {

@@ -295,6 +295,19 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// Candle intervals built live (`[candles] intervals`), none unless configured.
     pub candles: Vec<crate::candles::Interval>,
+    /// The service's own repair of today's incomplete and missing bars from
+    /// Kite's historical API (`[candles] repair = true`), off unless set.
+    pub candle_repair: Option<CandleRepair>,
+}
+
+/// `[candles] repair = true`: when the service fetches Kite's bars for the
+/// bars its gaps made incomplete or missing (see `engine::repair`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandleRepair {
+    /// How long after a bar ends Kite is asked for it
+    /// (`repair_delay_ms`, default 60,000: Kite publishes a minute's candle
+    /// shortly after the minute; at least 3,000, past the bars' grace).
+    pub delay_ms: u64,
 }
 
 /// Environment values that override the file (`KITE_API_KEY`, `KITE_ACCESS_TOKEN`).
@@ -374,6 +387,12 @@ impl Config {
         }
         let engine = &raw.engine;
         let symbols_used = p.directory.borrow().is_some();
+        let candle_repair = raw
+            .candles
+            .as_ref()
+            .map(|c| p.candle_repair(c, &dump))
+            .transpose()?
+            .flatten();
         Ok(Config {
             connections: [primary, secondary, tertiary],
             storage,
@@ -423,6 +442,7 @@ impl Config {
                 .map(|c| p.candles(c))
                 .transpose()?
                 .unwrap_or_default(),
+            candle_repair,
         })
     }
 

@@ -491,6 +491,30 @@ impl Parser<'_> {
         Ok(out)
     }
 
+    /// `[candles] repair`: needs intervals other than `day` and Kite's
+    /// credentials (the historical API takes the primary's).
+    pub(super) fn candle_repair(
+        &self,
+        c: &RawCandles,
+        dump: &super::DumpConfig,
+    ) -> Result<Option<super::CandleRepair>, ConfigError> {
+        let delay_ms = self.in_range(
+            "candles.repair_delay_ms",
+            c.repair_delay_ms.unwrap_or(60_000),
+            3_000..=3_600_000,
+        )?;
+        if c.repair != Some(true) {
+            return Ok(None);
+        }
+        if dump.api_key.is_empty() || dump.access_token.expose().is_empty() {
+            return Err(self.invalid(
+                "candles.repair",
+                "needs [kite] api_key and access_token (or the primary's): Kite's historical API is asked with them",
+            ));
+        }
+        Ok(Some(super::CandleRepair { delay_ms }))
+    }
+
     /// `[serve]`: a listen address is required; a token too when it is not loopback.
     pub(super) fn serve(&self, s: &RawServe) -> Result<ServeConfig, ConfigError> {
         let text = s.listen.as_deref().ok_or_else(|| {

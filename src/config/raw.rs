@@ -29,6 +29,8 @@ pub(super) struct RawFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCandles {
     pub(super) intervals: Option<Vec<String>>,
+    pub(super) repair: Option<bool>,
+    pub(super) repair_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

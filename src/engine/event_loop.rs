@@ -76,8 +76,18 @@ impl EventLoop {
                 }
                 self.released.extend(&r.hub_released);
                 self.tell_hub();
+                self.refresh_repair_source();
             }
             Err(e) => tracing::error!("reload rejected, running config kept: {e}"),
+        }
+    }
+
+    /// The candle repair asks Kite with the running config's credentials.
+    pub(super) fn refresh_repair_source(&self) {
+        if let Some(src) = &self.repair_source {
+            if let Ok(mut s) = src.lock() {
+                *s = crate::net::history::Source::of(&self.config.dump);
+            }
         }
     }
 
@@ -157,6 +167,7 @@ impl EventLoop {
             // `tickcap login` writes the token file and calls /reload: that
             // change is applied now, not a second time by the watcher.
             self.watch_token_files();
+            self.refresh_repair_source();
         }
     }
 
@@ -403,6 +414,10 @@ impl EventLoop {
         self.events.emit(crate::events::Event::Stopping {
             reason: "stop requested (signal or control)".into(),
         });
+        // The candle repair asks Kite nothing more.
+        if let Some(r) = self.repairer.take() {
+            r.stop();
+        }
         // Clients first: they get a close frame; capture then drains.
         if let Some(h) = self.hub.take() {
             h.stop();

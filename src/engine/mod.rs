@@ -20,6 +20,7 @@ pub mod failover;
 pub mod history;
 pub mod ledger;
 pub mod reload;
+pub mod repair;
 pub mod symbols;
 pub mod upstream;
 
@@ -312,6 +313,41 @@ impl Engine {
             )
             .map_err(|e| EngineError::Thread("journal", e))?
         };
+        // The service's own candle repair, off the loop; reloads keep its
+        // credentials current.
+        let repair_source = config.candle_repair.as_ref().map(|_| {
+            Arc::new(std::sync::Mutex::new(crate::net::history::Source::of(
+                &config.dump,
+            )))
+        });
+        let repairer = match (&config.candle_repair, &repair_source) {
+            (Some(r), Some(source)) => {
+                let intervals: Vec<_> = config
+                    .candles
+                    .iter()
+                    .copied()
+                    .filter(|i| *i != crate::candles::Interval::Day)
+                    .collect();
+                if intervals.is_empty() {
+                    tracing::warn!("[candles] repair: no interval but day is built live; day bars are repaired by `tickcap candles repair --interval day` after the day");
+                    None
+                } else {
+                    let rcfg = repair::RepairConfig {
+                        data_dir: config.storage.data_dir.clone(),
+                        zone: ZoneFormatter::new(&config.storage.timezone)?,
+                        intervals,
+                        delay: Duration::from_millis(r.delay_ms),
+                        clock: opts.clock,
+                        source: Arc::clone(source),
+                    };
+                    Some(
+                        repair::Repairer::spawn(rcfg, events.clone(), Arc::clone(&stats))
+                            .map_err(|e| EngineError::Thread("candle repair", e))?,
+                    )
+                }
+            }
+            _ => None,
+        };
         let wake = Arc::new(Wake::default());
         let mut producers = Vec::new();
         let mut consumers = Vec::new();
@@ -562,6 +598,8 @@ impl Engine {
                 publisher,
                 events,
                 journal: Some(journal),
+                repairer,
+                repair_source,
                 last_heartbeat: Instant::now(),
             };
             l.watch_token_files();
@@ -667,6 +705,10 @@ struct EventLoop {
     events: crate::events::Emitter,
     /// The journal thread (stopped last).
     journal: Option<crate::sink::side::Journal>,
+    /// The candle repair thread (`[candles] repair = true`; stopped first).
+    repairer: Option<repair::Repairer>,
+    /// Its Kite credentials, kept current by reloads.
+    repair_source: Option<Arc<std::sync::Mutex<crate::net::history::Source>>>,
     /// When the last heartbeat event was written.
     last_heartbeat: Instant,
 }

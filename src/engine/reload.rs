@@ -28,7 +28,7 @@ use crate::engine::upstream;
 use crate::net::Connection;
 
 /// Settings a reload reports but applies only at the next start.
-pub const RESTART_NEEDED: [&str; 9] = [
+pub const RESTART_NEEDED: [&str; 10] = [
     "storage",
     "status.listen",
     "status.request_deadline_ms",
@@ -38,6 +38,7 @@ pub const RESTART_NEEDED: [&str; 9] = [
     "tertiary.dedup_window_ms",
     "serve",
     "kafka",
+    "candles",
 ];
 
 /// What a reload did.
@@ -155,6 +156,10 @@ pub fn apply(
         ),
         ("serve", running.serve != new.serve),
         ("kafka", running.kafka != new.kafka),
+        (
+            "candles",
+            running.candles != new.candles || running.candle_repair != new.candle_repair,
+        ),
     ];
     debug_assert!(changed.iter().map(|c| c.0).eq(RESTART_NEEDED));
     r.restart_needed = changed
@@ -172,6 +177,8 @@ pub fn apply(
     new.dedup_window_ms = running.dedup_window_ms;
     new.serve = running.serve.clone();
     new.kafka = running.kafka.clone();
+    new.candles = running.candles.clone();
+    new.candle_repair = running.candle_repair.clone();
     if new.tertiary_mirror {
         // The mirror's list follows the primary (as at start).
         new.connections[2].instruments = new.connections[0].instruments.clone();

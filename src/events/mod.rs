@@ -291,6 +291,9 @@ pub enum Record {
     Event(i64, Event),
     /// A final candle, built by the tick writer.
     Candle(crate::candles::Bar),
+    /// Kite's bar in place of an incomplete or missing one (the service's
+    /// own repair): written with `"source": "kite"`.
+    Repaired(crate::candles::Bar),
     /// An order update as Kite sent it.
     Order {
         /// When it was received, epoch µs.
@@ -353,6 +356,22 @@ impl Emitter {
         self.send(Record::Candle(bar));
     }
 
+    /// Hands Kite's bar to the journal, waiting while its queue is full (the
+    /// repair thread may; no other part does). False: the journal is gone.
+    pub fn repaired(&self, bar: crate::candles::Bar) -> bool {
+        let Some(tx) = &self.tx else {
+            return false;
+        };
+        let ok = tx.send(Record::Repaired(bar)).is_ok();
+        let j = &self.stats.journal;
+        if ok {
+            j.emitted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            j.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// Records an order update text frame received at `at`.
     pub fn order(&self, at: i64, connection_id: u8, text: &str) {
         self.send(Record::Order {
@@ -378,7 +397,7 @@ impl Emitter {
                         "events journal: record #{n} lost (the journal thread is behind or stopped): {}",
                         match &r {
                             Record::Event(_, e) => e.kind(),
-                            Record::Candle(_) => "candle",
+                            Record::Candle(_) | Record::Repaired(_) => "candle",
                             Record::Order { .. } => "order",
                         }
                     );

@@ -68,6 +68,18 @@ pub struct Source {
     pub access_token: String,
 }
 
+impl Source {
+    /// The REST root and credentials the instruments dump uses (the
+    /// primary's, `[kite] api_root`).
+    pub fn of(dump: &crate::config::DumpConfig) -> Source {
+        Source {
+            api_root: dump.api_root.clone(),
+            api_key: dump.api_key.clone(),
+            access_token: dump.access_token.expose().to_owned(),
+        }
+    }
+}
+
 /// Parses Kite's reply body into candles.
 pub fn parse(body: &[u8]) -> Result<Vec<KiteBar>, HistoryError> {
     let v: serde_json::Value =
@@ -149,6 +161,35 @@ pub fn fetch(
         }
     }
     Err(HistoryError::RateLimited(7))
+}
+
+/// Kite's bars of `token` at `starts` (epoch µs) on `day`, as bars marked
+/// complete, and how many of `starts` Kite has no bar for (no trade in the
+/// interval, or not yet published). One request per instrument and day.
+pub fn fetch_bars(
+    src: &Source,
+    pacer: &mut Pacer,
+    token: u32,
+    interval: crate::candles::Interval,
+    day: crate::time::LocalDate,
+    starts: &std::collections::BTreeSet<i64>,
+) -> Result<(Vec<crate::candles::Bar>, u64), HistoryError> {
+    let (from, to) = (format!("{day} 00:00:00"), format!("{day} 23:59:59"));
+    let kite = fetch(src, pacer, token, interval.kite_name(), &from, &to)?;
+    let mut out = Vec::with_capacity(starts.len());
+    let mut found = std::collections::BTreeSet::new();
+    for k in &kite {
+        let Some(at) = crate::candles::parse_kite_date(&k.date) else {
+            continue;
+        };
+        if starts.contains(&at) && found.insert(at) {
+            if let Some(b) = crate::candles::Bar::from_kite(token, interval, k) {
+                out.push(b);
+            }
+        }
+    }
+    let missing = (starts.len() - found.len()) as u64;
+    Ok((out, missing))
 }
 
 #[cfg(test)]

@@ -292,30 +292,45 @@ impl Side {
                 {
                     bar.complete = false;
                 }
+                if !self.keep_candle(crate::candles::Compact::of(&bar), &bar) {
+                    return;
+                }
                 let j = &self.stats.journal;
                 if !bar.complete {
                     j.candles_incomplete.fetch_add(1, Ordering::Relaxed);
                 }
                 let day = self.cfg.zone.date_of_micros(bar.start);
-                if let Ok(mut today) = j.candles_today.lock() {
-                    let d = self.cfg.zone.date_of_micros(self.cfg.clock.now_micros());
-                    if today.day != Some(d) {
-                        today.day = Some(d);
-                        today.bars.clear();
-                    }
-                    if day == d {
-                        today
-                            .bars
-                            .entry((bar.instrument_token, bar.interval))
-                            .or_default()
-                            .push(crate::candles::Compact::of(&bar));
-                    }
-                }
                 let floor = self.candle_floor.entry(bar.interval).or_insert(day);
                 let day = day.max(*floor);
                 *floor = day;
                 let mut line = Vec::with_capacity(200);
                 crate::candles::write_bar_line(&mut line, &mut self.cfg.zone, &bar, "tickcap");
+                self.queue(Family::Candles(bar.interval), day, line);
+            }
+            Record::Repaired(bar) => {
+                // Kite's bar goes into the file of the day it starts, never
+                // a closed day's (those are `tickcap candles repair`'s).
+                let day = self.cfg.zone.date_of_micros(bar.start);
+                let floor = self.candle_floor.get(&bar.interval).copied();
+                if day < self.floor || floor.is_some_and(|f| day < f) {
+                    self.stats
+                        .journal
+                        .candles_repair_late
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let compact = crate::candles::Compact {
+                    kite: true,
+                    ..crate::candles::Compact::of(&bar)
+                };
+                self.keep_candle(compact, &bar);
+                self.candle_floor.insert(bar.interval, day);
+                self.stats
+                    .journal
+                    .candles_repaired
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut line = Vec::with_capacity(200);
+                crate::candles::write_bar_line(&mut line, &mut self.cfg.zone, &bar, "kite");
                 self.queue(Family::Candles(bar.interval), day, line);
             }
             Record::Event(at, event) => {
@@ -371,6 +386,42 @@ impl Side {
                 self.queue(Family::Orders, day, line);
             }
         }
+    }
+
+    /// Today's bars for `GET /candles`: a bar takes its interval's place (a
+    /// later line for the same bar replaces an earlier one). False: tickcap's
+    /// bar came after Kite's for the same interval, which stands.
+    fn keep_candle(&mut self, c: crate::candles::Compact, bar: &crate::candles::Bar) -> bool {
+        let j = &self.stats.journal;
+        let day = self.cfg.zone.date_of_micros(bar.start);
+        let Ok(mut today) = j.candles_today.lock() else {
+            return true;
+        };
+        let d = self.cfg.zone.date_of_micros(self.cfg.clock.now_micros());
+        if today.day != Some(d) {
+            today.day = Some(d);
+            today.bars.clear();
+        }
+        if day != d {
+            return true;
+        }
+        let bars = today
+            .bars
+            .entry((bar.instrument_token, bar.interval))
+            .or_default();
+        // Bars come in time order; a repair looks back a little way.
+        match bars.iter().rposition(|b| b.start_secs <= c.start_secs) {
+            Some(i) if bars[i].start_secs == c.start_secs => {
+                if bars[i].kite && !c.kite {
+                    j.candles_after_repair.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                bars[i] = c;
+            }
+            Some(i) => bars.insert(i + 1, c),
+            None => bars.insert(0, c),
+        }
+        true
     }
 
     fn day_of(&mut self, at: i64) -> LocalDate {

@@ -436,3 +436,157 @@ fn repair_replaces_the_gaps_bars_with_kites_and_only_those() {
         "only the forged (untouched) bar disagrees: {checked}"
     );
 }
+
+/// `[candles] repair = true`: the service repairs today's bars itself. A
+/// connection that drops every 1.5 s leaves every bar incomplete; a
+/// `repair_delay_ms` after a bar ends, the service asks the feed's
+/// historical endpoint (Kite's API) and appends Kite's bar after its own
+/// (`"source": "kite"`: a later line for a bar replaces the earlier one).
+/// `/health` counts it from the files; `/candles` shows Kite's bar; and
+/// `check` — which reads the last line of each bar — finds every repaired
+/// bar equal to the truth. A complete bar never gets a Kite line, and no
+/// tickcap line follows a Kite line for the same bar.
+#[test]
+fn the_service_repairs_its_gaps_bars_itself_and_they_equal_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = Clock::system().now_micros();
+    let clock = Clock::shifted((now / 60_000_000 + 1) * 60_000_000 - 1_500_000 - now);
+    let feed = common::synthetic_feed(400, |c| {
+        c.market = true;
+        c.clock = clock;
+        c.api_key = Some("k".into());
+        c.access_token = Some("t".into());
+        c.faults.drop_every = Some(Duration::from_millis(1500));
+    });
+    let http = feed.url().replace("ws://", "http://");
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\napi_root = {http:?}\ninstruments_dump = false\n\
+         [storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         [status]\nlisten = \"127.0.0.1:0\"\n[secondary]\nmode = \"full\"\ninstruments = [256, 512]\n\
+         [candles]\nintervals = [\"minute\"]\nrepair = true\nrepair_delay_ms = 3000\n",
+        feed.url(),
+        data.display().to_string()
+    );
+    let cfg = Config::parse(&text, Path::new("t.toml"), &Env::default()).unwrap();
+    assert!(cfg.candle_repair.is_some());
+    let engine = Engine::start(
+        cfg,
+        Options {
+            clock,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    // The first minute's two bars (capture began inside it, and it drops):
+    // Kite's in their place a few seconds after the minute.
+    assert!(
+        wait_until(Duration::from_secs(40), || stats
+            .journal
+            .candles_repaired
+            .load(Ordering::Relaxed)
+            >= 2),
+        "{}",
+        common::get_json(&url, "/health")["candles"]
+    );
+    let health = common::get_json(&url, "/health");
+    let c = &health["candles"];
+    eprintln!("health candles: {c}");
+    assert!(c["repair"]["passes"].as_u64() >= Some(1), "{c}");
+    assert!(c["repair"]["fetched"].as_u64() >= Some(2), "{c}");
+    assert_eq!(c["repair"]["errors"], 0, "{c}");
+    let mut got = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            got = common::get_json(&url, "/candles?instrument=256&interval=minute");
+            got["candles"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["source"] == "kite"))
+        }),
+        "{got}"
+    );
+    halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+
+    let minute = Family::Candles(tickcap::candles::Interval::Minute);
+    let segs = tickcap::days::segments_in(&data, minute);
+    let file = segs[0].path.clone();
+    let day = segs[0].id.day.to_string();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut seen: std::collections::HashMap<(u64, String), Vec<serde_json::Value>> =
+        Default::default();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let key = (
+            v["instrument_token"].as_u64().unwrap(),
+            v["date"].as_str().unwrap().to_owned(),
+        );
+        seen.entry(key).or_default().push(v);
+    }
+    let mut repaired = Vec::new();
+    for (key, vs) in &seen {
+        let kite_at = vs.iter().position(|v| v["source"] == "kite");
+        if let Some(k) = kite_at {
+            repaired.push(key.clone());
+            assert_eq!(k, vs.len() - 1, "a tickcap line after Kite's: {vs:?}");
+            assert!(
+                vs[..k].iter().all(|v| v["complete"] == false),
+                "a complete bar repaired: {vs:?}"
+            );
+            assert_eq!(vs[k]["complete"], true);
+        }
+    }
+    assert!(repaired.len() >= 2, "{text}");
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["candles", "check", "--json", "--day", &day, "--data-dir"])
+        .arg(&data)
+        .args(["--api-root", &http, "--api-key", "k", "--access-token", "t"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("check: {}", v["agree"]);
+    for d in v["disagreements"].as_array().unwrap() {
+        let key = (
+            d["instrument_token"].as_u64().unwrap(),
+            d["date"].as_str().unwrap().to_owned(),
+        );
+        assert!(!repaired.contains(&key), "a repaired bar disagrees: {d}");
+    }
+    // `tickcap candles repair` of the day afterwards: one line per bar, the
+    // service's repairs kept as they are.
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["candles", "repair", "--json", "--day", &day, "--data-dir"])
+        .arg(&data)
+        .args(["--api-root", &http, "--api-key", "k", "--access-token", "t"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::read_to_string(&file).unwrap();
+    let keys: Vec<(u64, String)> = after
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["instrument_token"].as_u64().unwrap(),
+                v["date"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let unique: std::collections::HashSet<_> = keys.iter().cloned().collect();
+    assert_eq!(keys.len(), unique.len(), "{after}");
+    for (key, vs) in &seen {
+        if repaired.contains(key) {
+            let kite = serde_json::to_string(vs.last().unwrap()).unwrap();
+            assert!(
+                after
+                    .lines()
+                    .any(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()
+                        == *vs.last().unwrap()),
+                "{kite} kept"
+            );
+        }
+    }
+}

@@ -217,6 +217,7 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         "reasons": reasons,
         "credentials_loaded_at": v.iso(v.stats.credentials_loaded_micros.load(Ordering::Relaxed)),
         "serve_clients": v.config.serve.as_ref().map(|_| v.stats.serve.clients.load(Ordering::Relaxed)),
+        "candles": candle_health(v.stats),
         "journal": {
             "events_written": j.events_written.load(Ordering::Relaxed),
             "orders_written": j.orders_written.load(Ordering::Relaxed),
@@ -226,6 +227,31 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
             "pending_bytes": journal_pending,
             "write_errors": j.write_errors.load(Ordering::Relaxed),
         },
+    })
+}
+
+/// `/health`'s `candles`: bars written, incomplete, and the service's own
+/// repair (what the last pass found wanting, in today's files).
+fn candle_health(stats: &crate::stats::Stats) -> Value {
+    let j = &stats.journal;
+    let r = &stats.repair;
+    let repair = r.enabled.load(Ordering::Relaxed).then(|| {
+        json!({
+            "passes": r.passes.load(Ordering::Relaxed),
+            "wanted": r.wanted.load(Ordering::Relaxed),
+            "fetched": r.fetched.load(Ordering::Relaxed),
+            "appended": j.candles_repaired.load(Ordering::Relaxed),
+            "not_in_kite": r.not_in_kite.load(Ordering::Relaxed),
+            "errors": r.errors.load(Ordering::Relaxed),
+            "last_error": r.last_error.lock().ok().and_then(|e| e.clone()),
+            "too_late_for_their_day": j.candles_repair_late.load(Ordering::Relaxed),
+        })
+    });
+    json!({
+        "written": j.candles_written.load(Ordering::Relaxed),
+        "incomplete": j.candles_incomplete.load(Ordering::Relaxed),
+        "superseded_by_kite": j.candles_after_repair.load(Ordering::Relaxed),
+        "repair": repair,
     })
 }
 
@@ -738,7 +764,8 @@ pub(super) fn candles(
                ohlc: [u32; 4],
                volume: Option<u64>,
                complete: bool,
-               partial: bool| {
+               partial: bool,
+               kite: bool| {
         let mut date = Vec::new();
         crate::candles::write_kite_date(&mut date, zone, start);
         json!({
@@ -750,6 +777,7 @@ pub(super) fn candles(
             "volume": volume,
             "complete": complete,
             "partial": partial,
+            "source": if kite { "kite" } else { "tickcap" },
         })
     };
     let mut out = Vec::new();
@@ -763,6 +791,7 @@ pub(super) fn candles(
                     c.volume(),
                     c.complete,
                     false,
+                    c.kite,
                 ));
             }
         }
@@ -780,6 +809,7 @@ pub(super) fn candles(
                     b.volume,
                     b.complete,
                     true,
+                    false,
                 ));
             }
         }
