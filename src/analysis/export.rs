@@ -637,8 +637,20 @@ pub fn export_candles(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Expo
     };
     let mut cols = new();
     let mut rows = 0u64;
+    // A later line for a bar replaces an earlier one (the service's own
+    // repair appends Kite's): a first reading finds each bar's last line.
+    let mut last = crate::candles::stored::LastLines::default();
+    for input in inputs {
+        for_each_line(input, |_, line| {
+            last.count(line);
+            Ok(())
+        })?;
+    }
     for input in inputs {
         for_each_line(input, |no, line| {
+            if !last.keep(line) {
+                return Ok(());
+            }
             let bad = |message: String| ExportError::Line {
                 path: input.clone(),
                 line: no,

@@ -71,6 +71,48 @@ pub fn key_of_line(line: &[u8], dates: &mut DateCache) -> Option<LineKey> {
     })
 }
 
+/// Keeps the last line of each bar when a file is read twice: the first
+/// reading [`count`](LastLines::count)s the lines of bars that ever had an
+/// incomplete or Kite line (only those can have more than one: memory holds
+/// them, not the day), the second asks [`keep`](LastLines::keep).
+#[derive(Debug, Default)]
+pub struct LastLines {
+    lines_of: HashMap<(u32, i64), u32>,
+    dates: DateCache,
+}
+
+impl LastLines {
+    /// First reading: one line, in file order.
+    pub fn count(&mut self, line: &[u8]) {
+        if let Some(k) = key_of_line(line, &mut self.dates) {
+            let key = (k.instrument_token, k.start);
+            if !k.complete || k.kite || self.lines_of.contains_key(&key) {
+                *self.lines_of.entry(key).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether `(instrument, start)` had a line in the first reading.
+    pub fn had(&self, token: u32, start: i64) -> bool {
+        self.lines_of.contains_key(&(token, start))
+    }
+
+    /// Second reading, same order: whether this line is its bar's last
+    /// (lines that are not candle lines are kept: the caller reports them).
+    pub fn keep(&mut self, line: &[u8]) -> bool {
+        let Some(k) = key_of_line(line, &mut self.dates) else {
+            return true;
+        };
+        match self.lines_of.get_mut(&(k.instrument_token, k.start)) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
 /// Builds the repair plan of one interval's day from its gaps and lines.
 #[derive(Debug)]
 pub struct Planner {
@@ -311,6 +353,22 @@ mod tests {
         assert_eq!(p.next_ready(&mut z, OPEN + M), Some(OPEN + 2 * M));
         assert_eq!(p.next_ready(&mut z, OPEN + 2 * M), Some(OPEN + 6 * M));
         assert_eq!(p.next_ready(&mut z, OPEN + 6 * M), None);
+    }
+
+    #[test]
+    fn the_second_reading_keeps_each_bars_last_line_only() {
+        let lines = [
+            line(256, OPEN, false, "tickcap"),
+            line(512, OPEN, true, "tickcap"),
+            line(256, OPEN, true, "kite"),
+            line(256, OPEN + M, false, "tickcap"),
+        ];
+        let mut last = LastLines::default();
+        for l in &lines {
+            last.count(l);
+        }
+        let kept: Vec<bool> = lines.iter().map(|l| last.keep(l)).collect();
+        assert_eq!(kept, [false, true, true, true]);
     }
 
     proptest::proptest! {

@@ -214,8 +214,8 @@ fn read_bars(
 /// line per bar, in place of its segments, atomically — in two streaming
 /// passes (memory holds the repaired bars, not the day).
 fn repair(args: CheckArgs) -> Result<(), Failure> {
-    use crate::candles::stored::{key_of_line, DateCache, Planner};
-    use std::collections::{BTreeMap, HashMap};
+    use crate::candles::stored::{key_of_line, DateCache, LastLines, Planner};
+    use std::collections::BTreeMap;
     let Day {
         src,
         mut zone,
@@ -254,16 +254,11 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
     // incomplete or repaired has (only the last is kept).
     let mut plan = Planner::new(args.interval, gaps);
     let mut dates = DateCache::default();
-    let mut lines_of: HashMap<(u32, i64), u32> = HashMap::new();
+    let mut last = LastLines::default();
     for s in &segs {
         crate::zst::for_each_line(&s.path, MAX_LINE, |line| {
             plan.line(line, &mut dates);
-            if let Some(k) = key_of_line(line, &mut dates) {
-                let key = (k.instrument_token, k.start);
-                if !k.complete || k.kite || lines_of.contains_key(&key) {
-                    *lines_of.entry(key).or_default() += 1;
-                }
-            }
+            last.count(line);
         })
         .with_context(|| format!("reading {}", s.path.display()))?;
     }
@@ -283,7 +278,7 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
         for b in bars {
             let mut line = Vec::new();
             crate::candles::write_bar_line(&mut line, &mut zone, &b, "kite");
-            if lines_of.contains_key(&(b.instrument_token, b.start)) {
+            if last.had(b.instrument_token, b.start) {
                 replaced += 1;
             } else {
                 added += 1;
@@ -313,7 +308,6 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
                 let Some(k) = key_of_line(line, &mut dates) else {
                     return;
                 };
-                let key = (k.instrument_token, k.start);
                 while let Some(((at, _), kline)) = queue.peek() {
                     if *at > k.start {
                         break;
@@ -327,11 +321,8 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
                 if kite.contains_key(&(k.start, k.instrument_token)) {
                     return;
                 }
-                if let Some(n) = lines_of.get_mut(&key) {
-                    *n -= 1;
-                    if *n > 0 {
-                        return;
-                    }
+                if !last.keep(line) {
+                    return;
                 }
                 if let Err(e) = w.write_all(line).and_then(|()| w.write_all(b"\n")) {
                     failed.get_or_insert(e);

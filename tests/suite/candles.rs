@@ -555,6 +555,25 @@ fn the_service_repairs_its_gaps_bars_itself_and_they_equal_the_truth() {
         );
         assert!(!repaired.contains(&key), "a repaired bar disagrees: {d}");
     }
+    // Parquet keeps each bar's last line: one row per bar.
+    let out = dir.path().join("pq");
+    let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+        .args(["export", "--format", "parquet", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.contains(&format!(": {} rows", seen.len())),
+        "{} bars: {said}",
+        seen.len()
+    );
     // `tickcap candles repair` of the day afterwards: one line per bar, the
     // service's repairs kept as they are.
     let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
