@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
-    UInt8Builder,
+    BooleanBuilder, Float64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampMicrosecondBuilder, UInt32Builder, UInt8Builder,
 };
+use arrow_array::types::Int8Type;
 use arrow_array::{
     Array, ArrayRef, Float64Array, ListArray, RecordBatch, StructArray, UInt32Array,
 };
@@ -147,13 +148,19 @@ fn depth_fields() -> Fields {
     ])
 }
 
-/// The export's schema, times in `zone` (an IANA name).
-pub fn schema(zone: &str) -> Schema {
+/// The export's schema, times in `zone` (an IANA name); `depth` false
+/// leaves the depth column out. `mode` is dictionary-encoded (pandas reads
+/// a category; Parquet stores three values once per row group).
+pub fn schema(zone: &str, depth: bool) -> Schema {
     let tz: Arc<str> = Arc::from(zone);
     let ts = |unit| DataType::Timestamp(unit, Some(Arc::clone(&tz)));
-    Schema::new(vec![
+    let mut fields = vec![
         Field::new("tradable", DataType::Boolean, false),
-        Field::new("mode", DataType::Utf8, false),
+        Field::new(
+            "mode",
+            DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
+            false,
+        ),
         Field::new("instrument_token", DataType::UInt32, false),
         Field::new("last_price", DataType::Float64, false),
         Field::new("last_traded_quantity", DataType::UInt32, true),
@@ -171,7 +178,11 @@ pub fn schema(zone: &str) -> Schema {
         Field::new("depth", DataType::Struct(depth_fields()), true),
         Field::new("timestamp", ts(TimeUnit::Microsecond), false),
         Field::new("connection_id", DataType::UInt8, false),
-    ])
+    ];
+    if !depth {
+        fields.retain(|f| f.name() != "depth");
+    }
+    Schema::new(fields)
 }
 
 /// One side of the book being filled: list offsets, then the flattened
@@ -180,8 +191,10 @@ type Side = (Vec<i32>, Vec<f64>, Vec<u32>, Vec<u32>);
 
 /// Columns being filled for one batch.
 struct Columns {
+    /// Whether the depth column is built.
+    with_depth: bool,
     tradable: BooleanBuilder,
-    mode: StringBuilder,
+    mode: StringDictionaryBuilder<Int8Type>,
     token: UInt32Builder,
     last_price: Float64Builder,
     ltq: UInt32Builder,
@@ -204,11 +217,12 @@ struct Columns {
 }
 
 impl Columns {
-    fn new(zone: &str) -> Self {
+    fn new(zone: &str, with_depth: bool) -> Self {
         let z: Arc<str> = Arc::from(zone);
         Columns {
+            with_depth,
             tradable: BooleanBuilder::new(),
-            mode: StringBuilder::new(),
+            mode: StringDictionaryBuilder::new(),
             token: UInt32Builder::new(),
             last_price: Float64Builder::new(),
             ltq: UInt32Builder::new(),
@@ -271,6 +285,16 @@ impl Columns {
             b.append_option(v);
         }
         self.exch_ts.append_option(exch);
+        if self.with_depth {
+            self.push_depth(r);
+        }
+        self.ts.append_value(ts);
+        self.conn.append_value(r.connection_id);
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn push_depth(&mut self, r: &Row<'_>) {
         let sides: [&[Level]; 2] = match &r.depth {
             Some(d) => [&d.buy, &d.sell],
             None => [&[], &[]],
@@ -284,10 +308,6 @@ impl Columns {
             offsets.push(price.len() as i32);
         }
         self.depth_valid.push(r.depth.is_some());
-        self.ts.append_value(ts);
-        self.conn.append_value(r.connection_id);
-        self.rows += 1;
-        Ok(())
     }
 
     /// The batch, and the columns emptied for the next one.
@@ -332,7 +352,7 @@ impl Columns {
         )
         .map_err(|e| e.to_string())?;
         let [oi, oih, oil] = &mut self.oi;
-        let cols: Vec<ArrayRef> = vec![
+        let mut cols: Vec<ArrayRef> = vec![
             Arc::new(self.tradable.finish()),
             Arc::new(self.mode.finish()),
             Arc::new(self.token.finish()),
@@ -353,6 +373,9 @@ impl Columns {
             Arc::new(self.ts.finish()),
             Arc::new(self.conn.finish()),
         ];
+        if !self.with_depth {
+            cols.remove(16);
+        }
         self.rows = 0;
         debug_assert!(cols.iter().all(|c| c.len() == cols[0].len()));
         RecordBatch::try_new(Arc::clone(schema), cols).map_err(|e| e.to_string())
@@ -460,8 +483,24 @@ impl Sink {
         schema: &Arc<Schema>,
         row_group: Option<usize>,
     ) -> Result<Sink, ExportError> {
+        Sink::create_with(out, schema, row_group, None)
+    }
+
+    fn create_with(
+        out: &Path,
+        schema: &Arc<Schema>,
+        row_group: Option<usize>,
+        order: Option<Order>,
+    ) -> Result<Sink, ExportError> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()));
+        if let Some(o) = order {
+            props =
+                props.set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                    "tickcap.order".to_owned(),
+                    o.name().to_owned(),
+                )]));
+        }
         if let Some(n) = row_group {
             props = props.set_max_row_group_row_count(Some(n));
         }
@@ -503,40 +542,287 @@ fn parquet_error(out: &Path, e: &dyn std::fmt::Display) -> ExportError {
     }
 }
 
+/// The order of an export's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By instrument, then by receive order (stable): one instrument's
+    /// rows are together, in a row group or two whose `instrument_token`
+    /// statistics let a filter skip every other row group.
+    Instrument,
+    /// The file's order (receive time): replay-like use.
+    Receive,
+}
+
+impl Order {
+    /// Its name (`--order`, and the file's `tickcap.order` metadata).
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Instrument => "instrument",
+            Order::Receive => "receive",
+        }
+    }
+}
+
+/// How a day is exported.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Row order.
+    pub order: Order,
+    /// Keep the depth column.
+    pub depth: bool,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// With [`Order::Instrument`]: the most text (bytes) sorted in memory
+    /// at a time; the day is split into instrument ranges of about this
+    /// size in temporary zstd files beside the output.
+    pub sort_bytes: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            order: Order::Instrument,
+            depth: true,
+            row_group_rows: ROW_GROUP,
+            sort_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The `instrument_token` of a tick line (near its start: `tradable`,
+/// `mode`, then the token), without parsing the line.
+fn token_of(line: &[u8]) -> Option<u32> {
+    const KEY: &[u8] = b"\"instrument_token\":";
+    let head = &line[..line.len().min(256)];
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = &line[at..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 /// Exports `inputs` (the same day: a plain and a compressed file of one
 /// day are read in the order given) to `out` as one Parquet file.
-pub fn export_day(inputs: &[PathBuf], out: &Path, zone: &str) -> Result<Exported, ExportError> {
+pub fn export_day(
+    inputs: &[PathBuf],
+    out: &Path,
+    zone: &str,
+    opts: &ExportOptions,
+) -> Result<Exported, ExportError> {
     crate::time::ZoneFormatter::new(zone)?;
-    let schema = Arc::new(schema(zone));
-    let perr = |e: &dyn std::fmt::Display| parquet_error(out, e);
-    let mut w = Sink::create(out, &schema, Some(ROW_GROUP))?;
-    let mut cols = Columns::new(zone);
-    let mut rows = 0u64;
-    for input in inputs {
-        for_each_line(input, |no, line| {
-            let r: Row<'_> = serde_json::from_slice(line).map_err(|e| ExportError::Line {
-                path: input.clone(),
-                line: no,
-                message: e.to_string(),
-            })?;
-            cols.push(&r).map_err(|message| ExportError::Line {
-                path: input.clone(),
-                line: no,
-                message,
-            })?;
-            rows += 1;
-            if cols.rows == BATCH {
-                let b = cols.finish(&schema).map_err(|e| perr(&e))?;
-                w.write(&b)?;
+    let schema = Arc::new(schema(zone, opts.depth));
+    let mut w = Sink::create_with(out, &schema, Some(opts.row_group_rows), Some(opts.order))?;
+    let mut rows = Rows {
+        cols: Columns::new(zone, opts.depth),
+        schema: &schema,
+        out,
+        rows: 0,
+        batch: BATCH.min(opts.row_group_rows),
+    };
+    match opts.order {
+        Order::Receive => {
+            for input in inputs {
+                for_each_line(input, |no, line| rows.push(&mut w, input, no, line))?;
+            }
+        }
+        Order::Instrument => sorted(inputs, out, opts, &mut rows, &mut w)?,
+    }
+    rows.flush(&mut w)?;
+    let n = rows.rows;
+    w.finish(n)
+}
+
+/// Rows on their way into a Parquet file, a batch at a time.
+struct Rows<'a> {
+    cols: Columns,
+    schema: &'a Arc<Schema>,
+    out: &'a Path,
+    rows: u64,
+    batch: usize,
+}
+
+impl Rows<'_> {
+    fn push(
+        &mut self,
+        w: &mut Sink,
+        input: &Path,
+        no: usize,
+        line: &[u8],
+    ) -> Result<(), ExportError> {
+        let bad = |message: String| ExportError::Line {
+            path: input.to_owned(),
+            line: no,
+            message,
+        };
+        let r: Row<'_> = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        self.cols.push(&r).map_err(bad)?;
+        self.rows += 1;
+        if self.cols.rows >= self.batch {
+            self.flush(w)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, w: &mut Sink) -> Result<(), ExportError> {
+        if self.cols.rows == 0 {
+            return Ok(());
+        }
+        let b = self
+            .cols
+            .finish(self.schema)
+            .map_err(|e| parquet_error(self.out, &e))?;
+        w.write(&b)
+    }
+}
+
+/// The instrument-ordered export, in bounded memory: (1) the day's lines
+/// go, as they are, into temporary zstd files, one per instrument range
+/// (ranges of about `sort_bytes` of text each, cut from the first million
+/// lines' mix of instruments); (2) each range in turn is read back, its
+/// lines ordered by instrument (stable: receive order within one) and
+/// parsed into the Parquet file. A line is parsed once, as in file order.
+fn sorted(
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &ExportOptions,
+    rows: &mut Rows<'_>,
+    w: &mut Sink,
+) -> Result<(), ExportError> {
+    use std::io::Write as _;
+    let tmp_dir = out.with_extension("parquet.sort");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error| ExportError::Io { path, error }
+    };
+    // The text's size: a `.zst` day is about 6 times its size in text.
+    let text_bytes: u64 = inputs
+        .iter()
+        .map(|p| {
+            let n = std::fs::metadata(p).map_or(0, |m| m.len());
+            if crate::zst::is_zst(p) {
+                n * 8
+            } else {
+                n
+            }
+        })
+        .sum();
+    let ranges = (text_bytes / opts.sort_bytes.max(1) as u64 + 1).min(1024) as usize;
+    // Bounds from a sample: each range gets about as many lines.
+    let mut sample: Vec<u32> = Vec::new();
+    'sample: for input in inputs {
+        let r = for_each_line(input, |_, line| {
+            if let Some(t) = token_of(line) {
+                sample.push(t);
+            }
+            if sample.len() >= 1_000_000 {
+                return Err(ExportError::Line {
+                    path: PathBuf::new(),
+                    line: 0,
+                    message: String::new(),
+                });
             }
             Ok(())
-        })?;
+        });
+        match r {
+            Ok(_) => {}
+            Err(ExportError::Line { path, .. }) if path.as_os_str().is_empty() => break 'sample,
+            Err(e) => return Err(e),
+        }
     }
-    let b = cols.finish(&schema).map_err(|e| perr(&e))?;
-    if b.num_rows() > 0 {
-        w.write(&b)?;
+    sample.sort_unstable();
+    let mut bounds: Vec<u32> = (1..ranges)
+        .filter_map(|i| sample.get(i * sample.len() / ranges).copied())
+        .collect();
+    bounds.dedup();
+    let range_of = |t: u32| bounds.partition_point(|b| *b <= t);
+    std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+    let _cleanup = RemoveOnDrop(tmp_dir.clone());
+    let path_of = |i: usize| tmp_dir.join(format!("range-{i:04}.zst"));
+    // (1) split.
+    {
+        let mut writers = Vec::with_capacity(bounds.len() + 1);
+        for i in 0..=bounds.len() {
+            let p = path_of(i);
+            let f = std::fs::File::create(&p).map_err(io(&p))?;
+            let mut e = zstd::stream::write::Encoder::new(
+                std::io::BufWriter::with_capacity(64 << 10, f),
+                1,
+            )
+            .map_err(io(&p))?;
+            // A small window: hundreds of ranges' encoders stay in memory.
+            e.window_log(17).map_err(io(&p))?;
+            writers.push(e);
+        }
+        let mut unreadable: Option<(PathBuf, usize)> = None;
+        for input in inputs {
+            for_each_line(input, |no, line| {
+                let Some(t) = token_of(line) else {
+                    unreadable.get_or_insert((input.clone(), no));
+                    return Ok(());
+                };
+                let i = range_of(t);
+                let p = path_of(i);
+                writers[i]
+                    .write_all(line)
+                    .and_then(|()| writers[i].write_all(b"\n"))
+                    .map_err(io(&p))
+            })?;
+        }
+        if let Some((path, line)) = unreadable {
+            return Err(ExportError::Line {
+                path,
+                line,
+                message: "no instrument_token: not a tick line".into(),
+            });
+        }
+        for (i, e) in writers.into_iter().enumerate() {
+            let p = path_of(i);
+            e.finish()
+                .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+                .map_err(io(&p))?;
+        }
     }
-    w.finish(rows)
+    // (2) each range, ordered by instrument.
+    for i in 0..=bounds.len() {
+        let p = path_of(i);
+        let text = std::fs::File::open(&p)
+            .and_then(zstd::stream::decode_all)
+            .map_err(io(&p))?;
+        std::fs::remove_file(&p).map_err(io(&p))?;
+        let mut index: Vec<(u32, usize, usize)> = Vec::new();
+        let mut at = 0;
+        for l in text.split(|b| *b == b'\n') {
+            if !l.is_empty() {
+                index.push((token_of(l).unwrap_or(u32::MAX), at, l.len()));
+            }
+            at += l.len() + 1;
+        }
+        // (token, position): stable within an instrument.
+        index.sort_unstable();
+        let (mut last, mut nth) = (u32::MAX, 0usize);
+        for (token, at, len) in index {
+            nth = if token == last { nth + 1 } else { 1 };
+            last = token;
+            rows.push(w, &inputs[0], 0, &text[at..at + len])
+                .map_err(|e| match e {
+                    ExportError::Line { message, .. } => ExportError::Line {
+                        path: inputs[0].clone(),
+                        line: 0,
+                        message: format!("instrument {token}'s tick #{nth}: {message}"),
+                    },
+                    e => e,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a temporary directory however the export ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The candle files' schema (`candles_<interval>_DAY.parquet`).
