@@ -488,6 +488,23 @@ pub struct RepairStats {
     pub last_pass_micros: AtomicI64,
 }
 
+/// Closed days exported to Parquet by the service.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Whether it runs.
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Days exported.
+    pub done: AtomicU64,
+    /// Exports that failed (retried at the next check).
+    pub failed: AtomicU64,
+    /// The last failure.
+    pub last_error: Mutex<Option<String>>,
+    /// The day being exported, if one is.
+    pub running: Mutex<Option<String>>,
+    /// The last export: its file and rows.
+    pub last: Mutex<Option<(String, u64)>>,
+}
+
 /// Today's order update lines.
 #[derive(Debug, Default, Clone)]
 pub struct OrdersToday {
@@ -529,6 +546,8 @@ pub struct Stats {
     pub journal: JournalStats,
     /// The service's own candle repair (`[candles] repair = true`).
     pub repair: RepairStats,
+    /// Closed days exported to Parquet (`[storage] export_closed_days`).
+    pub exports: ExportStats,
     /// Latencies.
     pub latency: Latency,
     /// When the engine started, epoch µs.
@@ -550,6 +569,7 @@ impl Default for Stats {
             kafka_candles: Default::default(),
             journal: JournalStats::default(),
             repair: RepairStats::default(),
+            exports: ExportStats::default(),
             latency: Latency {
                 receive_to_ring_ns: std::array::from_fn(|_| Mutex::new(new_histogram())),
                 receive_to_written_us: Mutex::new(new_histogram()),

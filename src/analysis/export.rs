@@ -75,6 +75,9 @@ pub enum ExportError {
     /// An unknown zone.
     #[error(transparent)]
     Zone(#[from] crate::time::UnknownZone),
+    /// Stopped by its caller (a service shutting down); nothing was left.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 #[derive(Deserialize)]
@@ -651,8 +654,10 @@ pub struct ExportOptions {
     pub row_group_rows: usize,
     /// With [`Order::Instrument`]: the most text (bytes) sorted in memory
     /// at a time; the day is split into instrument ranges of about this
-    /// size in temporary zstd files beside the output.
+    /// size in temporary LZ4 files beside the output.
     pub sort_bytes: usize,
+    /// Set by the caller to stop the export (checked every batch).
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for ExportOptions {
@@ -662,6 +667,7 @@ impl Default for ExportOptions {
             depth: true,
             row_group_rows: ROW_GROUP,
             sort_bytes: 256 << 20,
+            cancel: None,
         }
     }
 }
@@ -694,6 +700,7 @@ pub fn export_day(
         out,
         rows: 0,
         batch: BATCH.min(opts.row_group_rows),
+        cancel: opts.cancel.clone(),
     };
     match opts.order {
         Order::Receive => {
@@ -715,9 +722,17 @@ struct Rows<'a> {
     out: &'a Path,
     rows: u64,
     batch: usize,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Rows<'_> {
+    fn cancelled(&self) -> Result<(), ExportError> {
+        match &self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => Err(ExportError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
     fn push(
         &mut self,
         w: &mut Sink,
@@ -740,6 +755,7 @@ impl Rows<'_> {
     }
 
     fn flush(&mut self, w: &mut Sink) -> Result<(), ExportError> {
+        self.cancelled()?;
         if self.cols.rows == 0 {
             return Ok(());
         }
@@ -830,6 +846,9 @@ fn sorted(
         let mut unreadable: Option<(PathBuf, usize)> = None;
         for input in inputs {
             for_each_line(input, |no, line| {
+                if no % 65_536 == 0 {
+                    rows.cancelled()?;
+                }
                 let Some(t) = token_of(line) else {
                     unreadable.get_or_insert((input.clone(), no));
                     return Ok(());

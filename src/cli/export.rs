@@ -99,6 +99,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
             depth: !args.no_depth,
             row_group_rows: args.row_group_rows as usize,
             sort_bytes: (args.sort_mb as usize) << 20,
+            cancel: None,
         };
         let e = export_day(&inputs, &args.out.join(&name), &args.timezone, &opts);
         if let Some(b) = bar {

@@ -162,6 +162,9 @@ pub struct StorageConfig {
     /// background at rotation (and closed days left plain, at start), at
     /// this level.
     pub compress_closed_days: Option<i32>,
+    /// `export_closed_days = "parquet"`: where each closed day's Parquet
+    /// export goes (`export_dir`, default `DATA_DIR/parquet`); `None`: off.
+    pub export_closed_days: Option<PathBuf>,
 }
 
 /// The hub: tickcap's live feed served to Kite ticker clients.

@@ -555,11 +555,41 @@ impl Parser<'_> {
             .unwrap_or_else(|| "Asia/Kolkata".to_owned());
         ZoneFormatter::new(&timezone)
             .map_err(|e| self.invalid("storage.timezone", e.to_string()))?;
+        let data_dir = st
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./market_data"));
+        let export_closed_days = match st.export_closed_days.as_deref() {
+            None | Some("none") => {
+                if st.export_dir.is_some() {
+                    return Err(self.invalid(
+                        "storage.export_dir",
+                        "set export_closed_days = \"parquet\" to use it",
+                    ));
+                }
+                None
+            }
+            Some("parquet") if cfg!(feature = "parquet") => Some(
+                st.export_dir
+                    .as_ref()
+                    .map_or_else(|| data_dir.join("parquet"), PathBuf::from),
+            ),
+            Some("parquet") => {
+                return Err(self.invalid(
+                    "storage.export_closed_days",
+                    "this tickcap was built without the `parquet` feature",
+                ))
+            }
+            Some(other) => {
+                return Err(self.invalid(
+                    "storage.export_closed_days",
+                    format!("{other:?}: \"parquet\" or \"none\""),
+                ))
+            }
+        };
         Ok(StorageConfig {
-            data_dir: st
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./market_data")),
+            export_closed_days,
+            data_dir,
             timezone,
             fsync: st.fsync.unwrap_or(FsyncPolicy::Interval),
             flush_interval_ms: self.in_range(

@@ -90,6 +90,8 @@ pub(super) struct RawStorage {
     pub(super) compression: Option<String>,
     pub(super) zstd_level: Option<i32>,
     pub(super) compress_closed_days: Option<bool>,
+    pub(super) export_closed_days: Option<String>,
+    pub(super) export_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

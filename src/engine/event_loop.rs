@@ -414,9 +414,14 @@ impl EventLoop {
         self.events.emit(crate::events::Event::Stopping {
             reason: "stop requested (signal or control)".into(),
         });
-        // The candle repair asks Kite nothing more.
+        // The candle repair asks Kite nothing more; an export in progress
+        // is cancelled (it is done again at the next start).
         if let Some(r) = self.repairer.take() {
             r.stop();
+        }
+        #[cfg(feature = "parquet")]
+        if let Some(x) = self.exporter.take() {
+            x.stop();
         }
         // Clients first: they get a close frame; capture then drains.
         if let Some(h) = self.hub.take() {

@@ -16,6 +16,8 @@
 
 mod api;
 mod event_loop;
+#[cfg(feature = "parquet")]
+pub mod exports;
 pub mod failover;
 pub mod history;
 pub mod ledger;
@@ -313,6 +315,24 @@ impl Engine {
             )
             .map_err(|e| EngineError::Thread("journal", e))?
         };
+        // Closed days to Parquet, behind capture in the scheduler.
+        #[cfg(feature = "parquet")]
+        let exporter = match &config.storage.export_closed_days {
+            Some(dir) => Some(
+                exports::Exporter::spawn(
+                    exports::ExportConfig {
+                        data_dir: config.storage.data_dir.clone(),
+                        export_dir: dir.clone(),
+                        zone: ZoneFormatter::new(&config.storage.timezone)?,
+                        timezone: config.storage.timezone.clone(),
+                        clock: opts.clock,
+                    },
+                    Arc::clone(&stats),
+                )
+                .map_err(|e| EngineError::Thread("export", e))?,
+            ),
+            None => None,
+        };
         // The service's own candle repair, off the loop; reloads keep its
         // credentials current.
         let repair_source = config.candle_repair.as_ref().map(|_| {
@@ -600,6 +620,8 @@ impl Engine {
                 journal: Some(journal),
                 repairer,
                 repair_source,
+                #[cfg(feature = "parquet")]
+                exporter,
                 last_heartbeat: Instant::now(),
             };
             l.watch_token_files();
@@ -709,6 +731,9 @@ struct EventLoop {
     repairer: Option<repair::Repairer>,
     /// Its Kite credentials, kept current by reloads.
     repair_source: Option<Arc<std::sync::Mutex<crate::net::history::Source>>>,
+    /// The closed days' Parquet export (`[storage] export_closed_days`).
+    #[cfg(feature = "parquet")]
+    exporter: Option<exports::Exporter>,
     /// When the last heartbeat event was written.
     last_heartbeat: Instant,
 }

@@ -98,23 +98,11 @@ pub struct HubConfig {
     pub clock: Clock,
 }
 
-/// Puts the hub thread behind capture in the scheduler: SCHED_BATCH (a
-/// woken hub does not preempt the event loop or the writer mid-frame) at
-/// nice 10 (when the cores are busy, capture runs first). Clients are
-/// served with what capture leaves; measured in docs/performance.md.
+/// Puts the hub thread behind capture in the scheduler (SCHED_BATCH, nice
+/// 10): clients are served with what capture leaves; measured in
+/// docs/performance.md.
 fn yield_to_capture() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread with valid arguments;
-    // failure only leaves the default policy, which is logged.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        let tid = libc::gettid();
-        let batch = libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        let nice = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-        if batch != 0 || nice != 0 {
-            tracing::debug!("hub: could not lower its scheduling priority");
-        }
-    }
+    crate::thread::yield_to_capture(10);
 }
 
 /// The running hub.

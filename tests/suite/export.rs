@@ -213,3 +213,75 @@ fn a_real_compressed_capture_exports_row_for_row() {
         python_agrees(&pq, &zst[0]);
     }
 }
+
+/// `[storage] export_closed_days = "parquet"`: the day that closes while
+/// the service runs is exported by itself (instrument order) into
+/// `DATA_DIR/parquet`, with every line of the day's file; today's is not.
+#[test]
+fn a_day_closing_while_the_service_runs_is_exported_by_itself() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The receive clock 3 s before the next Kolkata midnight.
+    let now = tickcap::engine::Clock::system().now_micros();
+    let (day, ist) = (86_400_000_000i64, 19_800_000_000i64);
+    let next_midnight = (now + ist).div_euclid(day) * day + day - ist;
+    let clock = tickcap::engine::Clock::shifted(next_midnight - 3_000_000 - now);
+    let feed = common::synthetic_feed(2_000, |_| {});
+    let text = format!(
+        "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
+         export_closed_days = \"parquet\"\n[status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 1024]\n",
+        feed.url(),
+        data.display().to_string()
+    );
+    let cfg = tickcap::config::Config::parse(
+        &text,
+        Path::new("t.toml"),
+        &tickcap::config::Env::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.storage.export_closed_days, Some(data.join("parquet")));
+    let engine = tickcap::engine::Engine::start(
+        cfg,
+        tickcap::engine::Options {
+            clock,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stats = std::sync::Arc::clone(engine.stats());
+    assert!(
+        common::wait_until(Duration::from_secs(40), || stats
+            .exports
+            .done
+            .load(Ordering::Relaxed)
+            >= 1),
+        "failed {}: {:?}",
+        stats.exports.failed.load(Ordering::Relaxed),
+        stats.exports.last_error.lock().unwrap()
+    );
+    let url = format!("http://{}", engine.status_addr().unwrap());
+    let health = common::get_json(&url, "/health");
+    assert_eq!(health["exports"]["done"], 1, "{}", health["exports"]);
+    common::halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
+    engine.stop().expect("a clean shutdown");
+    let ticks = tickcap::days::segments_in(&data, tickcap::days::Family::Ticks);
+    assert_eq!(ticks.len(), 2, "two days");
+    let yesterday = &ticks[0];
+    let lines = std::fs::read_to_string(&yesterday.path)
+        .unwrap()
+        .lines()
+        .count();
+    assert!(lines > 0);
+    let pq = data
+        .join("parquet")
+        .join(format!("market_data_{}.parquet", yesterday.id.day));
+    assert_eq!(parquet_rows(&pq), lines as i64);
+    assert_eq!(
+        std::fs::read_dir(data.join("parquet")).unwrap().count(),
+        1,
+        "only the closed day, nothing left over"
+    );
+    #[cfg(has_pydata)]
+    python_agrees(&pq, &yesterday.path);
+}

@@ -218,6 +218,7 @@ pub(super) fn health(v: &mut View<'_>) -> Value {
         "credentials_loaded_at": v.iso(v.stats.credentials_loaded_micros.load(Ordering::Relaxed)),
         "serve_clients": v.config.serve.as_ref().map(|_| v.stats.serve.clients.load(Ordering::Relaxed)),
         "candles": candle_health(v.stats),
+        "exports": export_health(v.stats),
         "journal": {
             "events_written": j.events_written.load(Ordering::Relaxed),
             "orders_written": j.orders_written.load(Ordering::Relaxed),
@@ -252,6 +253,24 @@ fn candle_health(stats: &crate::stats::Stats) -> Value {
         "incomplete": j.candles_incomplete.load(Ordering::Relaxed),
         "superseded_by_kite": j.candles_after_repair.load(Ordering::Relaxed),
         "repair": repair,
+    })
+}
+
+/// `/health`'s `exports`: closed days written to Parquet by the service
+/// (`[storage] export_closed_days`); null when off.
+fn export_health(stats: &crate::stats::Stats) -> Value {
+    let e = &stats.exports;
+    if !e.enabled.load(Ordering::Relaxed) {
+        return Value::Null;
+    }
+    let last = e.last.lock().ok().and_then(|l| l.clone());
+    json!({
+        "done": e.done.load(Ordering::Relaxed),
+        "failed": e.failed.load(Ordering::Relaxed),
+        "running": e.running.lock().ok().and_then(|r| r.clone()),
+        "last_file": last.as_ref().map(|l| l.0.clone()),
+        "last_rows": last.as_ref().map(|l| l.1),
+        "last_error": e.last_error.lock().ok().and_then(|l| l.clone()),
     })
 }
 
