@@ -146,6 +146,27 @@ impl<T> Drop for StoppableThread<T> {
     }
 }
 
+/// Puts the calling thread behind capture in the scheduler: SCHED_BATCH (a
+/// woken thread does not preempt the event loop or the writer mid-frame) at
+/// `nice` (when the cores are busy, capture runs first). Threads it starts
+/// inherit both. The hub uses 10, background exports 19.
+pub fn yield_to_capture(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with valid arguments;
+    // failure only leaves the default policy, which is logged.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        let tid = libc::gettid();
+        let batch = libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        let niced = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+        if batch != 0 || niced != 0 {
+            tracing::debug!("could not lower a thread's scheduling priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,25 +196,4 @@ mod tests {
             StoppableThread::spawn("t-panic", None, |_| -> u8 { panic!("boom") }).unwrap();
         assert!(panics.stop().is_err());
     }
-}
-
-/// Puts the calling thread behind capture in the scheduler: SCHED_BATCH (a
-/// woken thread does not preempt the event loop or the writer mid-frame) at
-/// `nice` (when the cores are busy, capture runs first). Threads it starts
-/// inherit both. The hub uses 10, background exports 19.
-pub fn yield_to_capture(nice: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread with valid arguments;
-    // failure only leaves the default policy, which is logged.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        let tid = libc::gettid();
-        let batch = libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        let niced = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
-        if batch != 0 || niced != 0 {
-            tracing::debug!("could not lower a thread's scheduling priority");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
