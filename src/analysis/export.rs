@@ -490,6 +490,10 @@ pub struct Exported {
     pub path: PathBuf,
     /// Rows.
     pub rows: u64,
+    /// Lines that are not tick lines: skipped, counted.
+    pub bad_lines: u64,
+    /// The first of them, `file:line: why`.
+    pub problems: Vec<String>,
 }
 
 type Encoder = std::thread::JoinHandle<Result<ArrowWriter<std::fs::File>, ExportError>>;
@@ -611,6 +615,8 @@ impl Sink {
         Ok(Exported {
             path: self.out.clone(),
             rows,
+            bad_lines: 0,
+            problems: Vec::new(),
         })
     }
 }
@@ -701,6 +707,8 @@ pub fn export_day(
         rows: 0,
         batch: BATCH.min(opts.row_group_rows),
         cancel: opts.cancel.clone(),
+        bad: 0,
+        problems: Vec::new(),
     };
     match opts.order {
         Order::Receive => {
@@ -712,7 +720,10 @@ pub fn export_day(
     }
     rows.flush(&mut w)?;
     let n = rows.rows;
-    w.finish(n)
+    let mut e = w.finish(n)?;
+    e.bad_lines = rows.bad;
+    e.problems = rows.problems;
+    Ok(e)
 }
 
 /// Rows on their way into a Parquet file, a batch at a time.
@@ -723,6 +734,10 @@ struct Rows<'a> {
     rows: u64,
     batch: usize,
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Lines skipped: not tick lines (a torn or hostile line, a 100 MB one).
+    bad: u64,
+    /// The first ten, `file:line: why`.
+    problems: Vec<String>,
 }
 
 impl Rows<'_> {
@@ -733,6 +748,10 @@ impl Rows<'_> {
         }
     }
 
+    /// Adds a line's row; a line that is not a tick line is skipped and
+    /// counted (the first ten kept with their file and line number). A
+    /// failed row adds nothing: every fallible step comes before the first
+    /// append.
     fn push(
         &mut self,
         w: &mut Sink,
@@ -740,13 +759,20 @@ impl Rows<'_> {
         no: usize,
         line: &[u8],
     ) -> Result<(), ExportError> {
-        let bad = |message: String| ExportError::Line {
-            path: input.to_owned(),
-            line: no,
-            message,
-        };
-        let r: Row<'_> = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        self.cols.push(&r).map_err(bad)?;
+        let parsed = serde_json::from_slice::<Row<'_>>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.cols.push(&r));
+        if let Err(why) = parsed {
+            self.bad += 1;
+            if self.problems.len() < 10 {
+                self.problems.push(format!(
+                    "{}:{no}: {} (line skipped)",
+                    input.display(),
+                    crate::util::log_text(&why, 200)
+                ));
+            }
+            return Ok(());
+        }
         self.rows += 1;
         if self.cols.rows >= self.batch {
             self.flush(w)?;
@@ -843,30 +869,25 @@ fn sorted(
                 std::io::BufWriter::with_capacity(64 << 10, f),
             ));
         }
-        let mut unreadable: Option<(PathBuf, usize)> = None;
-        for input in inputs {
+        for (input_no, input) in inputs.iter().enumerate() {
             for_each_line(input, |no, line| {
                 if no % 65_536 == 0 {
                     rows.cancelled()?;
                 }
-                let Some(t) = token_of(line) else {
-                    unreadable.get_or_insert((input.clone(), no));
-                    return Ok(());
-                };
+                // A line without a token is not a tick: its range's reading
+                // reports it with its place, as file order would.
+                let t = token_of(line).unwrap_or(0);
                 let i = range_of(t);
                 let p = path_of(i);
+                // Where the line came from, for a report: "FILE LINE ".
+                let mut at = itoa_pair(input_no, no);
+                at.push(b' ');
                 writers[i]
-                    .write_all(line)
+                    .write_all(&at)
+                    .and_then(|()| writers[i].write_all(line))
                     .and_then(|()| writers[i].write_all(b"\n"))
                     .map_err(io(&p))
             })?;
-        }
-        if let Some((path, line)) = unreadable {
-            return Err(ExportError::Line {
-                path,
-                line,
-                message: "no instrument_token: not a tick line".into(),
-            });
         }
         for (i, e) in writers.into_iter().enumerate() {
             let p = path_of(i);
@@ -897,22 +918,34 @@ fn sorted(
         }
         // (token, position): stable within an instrument.
         index.sort_unstable();
-        let (mut last, mut nth) = (u32::MAX, 0usize);
-        for (token, at, len) in index {
-            nth = if token == last { nth + 1 } else { 1 };
-            last = token;
-            rows.push(w, &inputs[0], 0, &text[at..at + len])
-                .map_err(|e| match e {
-                    ExportError::Line { message, .. } => ExportError::Line {
-                        path: inputs[0].clone(),
-                        line: 0,
-                        message: format!("instrument {token}'s tick #{nth}: {message}"),
-                    },
-                    e => e,
-                })?;
+        for (_, at, len) in index {
+            let l = &text[at..at + len];
+            let (input_no, no, line) = split_origin(l);
+            let input = inputs.get(input_no).unwrap_or(&inputs[0]);
+            rows.push(w, input, no, line)?;
         }
     }
     Ok(())
+}
+
+/// `"FILE LINE"` as ASCII digits.
+fn itoa_pair(a: usize, b: usize) -> Vec<u8> {
+    format!("{a} {b}").into_bytes()
+}
+
+/// A sort range's line: (input index, line number, the tick line).
+fn split_origin(l: &[u8]) -> (usize, usize, &[u8]) {
+    let num = |x: &[u8]| {
+        std::str::from_utf8(x)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut parts = l.splitn(3, |b| *b == b' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(b), Some(rest)) => (num(a), num(b), rest),
+        _ => (0, 0, l),
+    }
 }
 
 /// Removes a temporary directory however the export ends.

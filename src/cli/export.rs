@@ -87,6 +87,7 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
     for f in &files {
         days.entry(parquet_name(f)).or_default().push(f.clone());
     }
+    let mut bad_lines = 0u64;
     for (name, inputs) in days {
         let t0 = std::time::Instant::now();
         let bar = super::tools::progress(format!("exporting {name}"));
@@ -108,12 +109,27 @@ pub(super) fn run(args: Args) -> Result<(), Failure> {
         let e = e?;
         let bytes = std::fs::metadata(&e.path).map_or(0, |m| m.len());
         println!(
-            "{}: {} rows, {} bytes ({:.1} s)",
+            "{}: {} rows, {} bytes ({:.1} s){}",
             e.path.display(),
             e.rows,
             bytes,
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            if e.bad_lines > 0 {
+                format!("; {} line(s) that are not ticks skipped", e.bad_lines)
+            } else {
+                String::new()
+            }
         );
+        for p in &e.problems {
+            eprintln!("tickcap export: {p}");
+        }
+        bad_lines += e.bad_lines;
+    }
+    if bad_lines > 0 {
+        return Err(anyhow::anyhow!(
+            "{bad_lines} line(s) that are not ticks were skipped (the rest is exported)"
+        )
+        .into());
     }
     Ok(())
 }

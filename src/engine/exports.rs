@@ -169,6 +169,13 @@ fn run(
                     x.rows,
                     took.as_secs_f64()
                 );
+                if x.bad_lines > 0 {
+                    tracing::warn!(
+                        "closed day {day}: {} line(s) that are not ticks were skipped; the first: {}",
+                        x.bad_lines,
+                        x.problems.first().map_or("", String::as_str)
+                    );
+                }
                 e.done.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut l) = e.last.lock() {
                     *l = Some((x.path.display().to_string(), x.rows));

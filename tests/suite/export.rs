@@ -285,3 +285,56 @@ fn a_day_closing_while_the_service_runs_is_exported_by_itself() {
     #[cfg(has_pydata)]
     python_agrees(&pq, &yesterday.path);
 }
+
+/// A 100 MB line and a line that is not JSON in the middle of a day: each
+/// reported with its file and line number, every other line exported, in
+/// both orders, and the exit is non-zero (the file is not the whole day).
+#[test]
+fn a_100_mb_line_is_reported_by_place_and_the_rest_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = dir.path().join("market_data_2026-11-25.jsonl");
+    let good = |s: u32| {
+        format!(
+            "{{\"tradable\":true,\"mode\":\"ltp\",\"instrument_token\":{},\"last_price\":100.5,\"timestamp\":\"2026-11-25T09:15:{s:02}.000000+05:30\",\"connection_id\":1}}\n",
+            256 + (s % 2) * 256
+        )
+    };
+    let mut text = good(0) + &good(1);
+    text.push_str("{\"tradable\":true,\"mode\":\"ltp\",\"instrument_token\":256,\"x\":\"");
+    text.push_str(&"A".repeat(100 << 20));
+    text.push_str("\"}\n");
+    text += &good(2);
+    text.push_str("not json at all\n");
+    text += &good(3);
+    std::fs::write(&day, text).unwrap();
+    for order in ["instrument", "receive"] {
+        let out = dir.path().join(order);
+        let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
+            .arg("export")
+            .arg(&day)
+            .arg("--out")
+            .arg(&out)
+            .args(["--order", order])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{order}: {err}");
+        assert!(
+            err.contains("market_data_2026-11-25.jsonl:3:"),
+            "{order}: {err}"
+        );
+        assert!(
+            err.contains("market_data_2026-11-25.jsonl:5:"),
+            "{order}: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("2 line(s) that are not ticks skipped"),
+            "{order}"
+        );
+        assert_eq!(
+            parquet_rows(&out.join("market_data_2026-11-25.parquet")),
+            4,
+            "{order}"
+        );
+    }
+}
