@@ -83,11 +83,10 @@ impl Exporter {
 /// plain and `.zst` forms both present).
 fn settled_segments(dir: &std::path::Path, day: LocalDate) -> Option<Vec<PathBuf>> {
     let segs = crate::days::segments_of_in(dir, Family::Ticks, day);
-    let mut ids: Vec<_> = segs.iter().map(|s| s.id).collect();
-    ids.sort();
-    let n = ids.len();
-    ids.dedup();
-    (ids.len() == n).then(|| segs.into_iter().map(|s| s.path).collect())
+    // `also_zstd`: the segment's plain file has its `.zst` beside it.
+    segs.iter()
+        .all(|s| !s.also_zstd)
+        .then(|| segs.into_iter().map(|s| s.path).collect())
 }
 
 fn run(
@@ -195,5 +194,25 @@ fn run(
                 wait = RETRY;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_being_compressed_is_not_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = LocalDate::parse("2026-11-26").unwrap();
+        let plain = dir.path().join("market_data_2026-11-26.jsonl");
+        std::fs::write(&plain, "{}\n").unwrap();
+        assert_eq!(settled_segments(dir.path(), day), Some(vec![plain.clone()]));
+        // The compressed copy appears before the plain one is removed.
+        let zst = dir.path().join("market_data_2026-11-26.jsonl.zst");
+        std::fs::write(&zst, b"").unwrap();
+        assert_eq!(settled_segments(dir.path(), day), None);
+        std::fs::remove_file(&plain).unwrap();
+        assert_eq!(settled_segments(dir.path(), day), Some(vec![zst]));
     }
 }

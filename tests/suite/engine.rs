@@ -123,15 +123,23 @@ fn five_forced_disconnects_lose_nothing_that_was_sent() {
     .unwrap();
     let stats = Arc::clone(engine.stats());
     let sent = wait_all_written(&feed, &stats, Duration::from_secs(60));
-    let reconnects: u64 = stats
-        .conns
-        .iter()
-        .map(|c| c.reconnects.load(Ordering::Relaxed))
-        .sum();
+    // The feed goes on dropping after its last tick: the fifth reconnect
+    // may come after every tick was written (seen once in a loaded run).
+    let reconnects = || -> u64 {
+        stats
+            .conns
+            .iter()
+            .map(|c| c.reconnects.load(Ordering::Relaxed))
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || reconnects() >= 5),
+        "{} reconnects",
+        reconnects()
+    );
     engine.stop().expect("a clean shutdown");
     let report = feed.stop();
     assert!(report.faults.drops >= 5, "{:?}", report.faults);
-    assert!(reconnects >= 5, "{reconnects} reconnects");
     let cap = read_capture(dir.path());
     assert_eq!(cap.lines as u64, sent);
     assert_eq!(cap.assert_matches_synthetic(SEED) as u64, sent);
