@@ -9,6 +9,8 @@
 #   tools/cpu_at_rate.sh [RATE=9000] [SECONDS=20]
 #   SERVE=1 tools/cpu_at_rate.sh ...   # the same with the hub ([serve]) on, no client
 #   CANDLES=1 tools/cpu_at_rate.sh ... # the same with [candles] 1m, 5m, 15m built live
+#   SEND_EVERY=100 tools/cpu_at_rate.sh ... # the feed sends each connection's due ticks together
+#                                          # every 100 ms (Kite's shape: many packets a message)
 set -euo pipefail
 rate=${1:-9000}
 secs=${2:-20}
@@ -33,7 +35,7 @@ thread_ticks() { # name -> ticks
 
 feed_port=$(free_port)
 status_port=$(free_port)
-"$bin" replay --listen "127.0.0.1:$feed_port" --synthetic --rate "$rate" > "$work/replay.json" 2>/dev/null &
+"$bin" replay --listen "127.0.0.1:$feed_port" --synthetic --rate "$rate" ${SEND_EVERY:+--send-every "$SEND_EVERY" --batch 65535} > "$work/replay.json" 2>/dev/null &
 feed=$!
 list() { seq -s, "$1" "$2"; }
 cat > "$work/tickcap.toml" <<TOML

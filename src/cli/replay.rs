@@ -71,6 +71,12 @@ pub struct Args {
     /// Most packets per binary message.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65535))]
     batch: u64,
+    /// Send each connection's due ticks together once every MS
+    /// milliseconds, in as few messages as --batch allows (Kite's shape: a
+    /// message carries many instruments' packets). Default: each tick as
+    /// soon as it is due (one or two packets a message at real rates).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    send_every: Option<u64>,
     /// Fault: drop each connection abruptly (no close frame) at a random time
     /// between 0.5 and 1.5 × S seconds after it opens (seeded by --seed).
     #[arg(long, value_name = "S")]
@@ -166,6 +172,7 @@ pub fn config(args: &Args) -> Result<ReplayConfig, Failure> {
     cfg.max_connections_per_key = args.max_connections;
     cfg.max_instruments = args.max_instruments;
     cfg.max_batch = args.batch as usize;
+    cfg.send_every = args.send_every.map(std::time::Duration::from_millis);
     cfg.broadcast = args.broadcast;
     cfg.market = args.market;
     if cfg.market && rate == 0 {

@@ -99,6 +99,11 @@ pub struct ReplayConfig {
     pub max_instruments: usize,
     /// Most packets in one binary message.
     pub max_batch: usize,
+    /// Send each connection's due ticks once every this long, in as few
+    /// messages as `max_batch` allows (Kite's documented shape: a binary
+    /// message carries packets of many instruments); `None`: as soon as a
+    /// tick is due (the pessimistic case: one or two packets a message).
+    pub send_every: Option<Duration>,
     /// Heartbeat period.
     pub heartbeat: Duration,
     /// Synthetic source: every connection subscribed to an instrument gets
@@ -139,6 +144,7 @@ impl ReplayConfig {
             max_connections_per_key: 3,
             max_instruments: 3000,
             max_batch: 512,
+            send_every: None,
             heartbeat: Duration::from_secs(1),
             broadcast: false,
             market: false,
@@ -271,7 +277,10 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            pacer: Pacer::new(cfg.rate, cfg.count),
+            pacer: match cfg.send_every {
+                Some(w) => Pacer::new(cfg.rate, cfg.count).with_backlog(w),
+                None => Pacer::new(cfg.rate, cfg.count),
+            },
             cfg,
             started: Instant::now(),
             stop: AtomicBool::new(false),

@@ -1,7 +1,8 @@
 //! The feed's rate limit and tick budget, shared by every connection.
 //!
 //! `--rate N` is the total over all connections, so the sessions draw from
-//! one token bucket. Backlog is capped at 50 ms worth of ticks: a pause (no
+//! one token bucket. Backlog is capped at 50 ms worth of ticks (or the
+//! `--send-every` interval, when sessions send that seldom): a pause (no
 //! client, a stall) does not turn into a burst that would skew a measured
 //! rate. `--count N` is a second, global budget.
 
@@ -18,6 +19,8 @@ pub struct Pacer {
     granted: AtomicU64,
     /// Ticks left under `--count`; `u64::MAX` = no limit.
     budget: AtomicU64,
+    /// The most backlog kept, in ticks.
+    backlog: u64,
 }
 
 impl Pacer {
@@ -28,7 +31,16 @@ impl Pacer {
             rate,
             granted: AtomicU64::new(0),
             budget: AtomicU64::new(count.unwrap_or(u64::MAX)),
+            backlog: (rate / 20).max(1),
         }
+    }
+
+    /// Keeps `window` of backlog (at least the default 50 ms): sessions that
+    /// send every `window` get all that came due meanwhile.
+    pub fn with_backlog(mut self, window: Duration) -> Self {
+        let ticks = (u128::from(self.rate) * window.as_nanos() / 1_000_000_000) as u64;
+        self.backlog = self.backlog.max(ticks.saturating_mul(2));
+        self
     }
 
     /// Asks for up to `want` ticks; returns how many may be sent now.
@@ -37,7 +49,7 @@ impl Pacer {
         if self.rate > 0 {
             let due =
                 (self.start.elapsed().as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64;
-            let floor = due.saturating_sub((self.rate / 20).max(1));
+            let floor = due.saturating_sub(self.backlog);
             let mut cur = self.granted.load(Ordering::Relaxed);
             loop {
                 let base = cur.max(floor);

@@ -203,6 +203,7 @@ impl<'a> Session<'a> {
         let start = Instant::now();
         let mut next_hb = start + cfg.heartbeat;
         let mut next_read = start;
+        let mut next_send = start;
         // Each connection drops at a random time in [0.5, 1.5] × drop_every
         // (seeded by --seed and the connection number), so that several
         // connections do not all drop at once.
@@ -319,6 +320,25 @@ impl<'a> Session<'a> {
                 }
             }
             if self.backed_up {
+                continue;
+            }
+            if let Some(every) = cfg.send_every {
+                // Kite-like: what came due since the last send, together.
+                if now < next_send {
+                    let until_hb = next_hb.saturating_duration_since(now);
+                    std::thread::sleep((next_send - now).min(until_hb).min(IDLE_NAP));
+                    continue;
+                }
+                next_send = now + every;
+                while !self.backed_up {
+                    if self.build_batch(start) == 0 {
+                        break;
+                    }
+                    let msg = Message::binary(tungstenite::Bytes::copy_from_slice(&self.out));
+                    if let Err(e) = self.send(ws, msg) {
+                        return e;
+                    }
+                }
                 continue;
             }
             let emitted = match self.build_batch(start) {

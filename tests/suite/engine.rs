@@ -395,3 +395,36 @@ fn a_writer_that_falls_behind_makes_health_degraded_with_the_lag() {
     halt_and_receive_all(&feed, &stats, Duration::from_secs(10));
     engine.stop().expect("a clean shutdown");
 }
+
+/// The feed in Kite's shape (`send_every`: what came due meanwhile, many
+/// instruments' packets in one message, every 200 ms): every tick is
+/// captured exactly, in far fewer frames than ticks.
+#[test]
+fn ticks_batched_many_to_a_message_are_captured_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = common::synthetic_feed(6_000, |c| {
+        c.count = Some(12_000);
+        c.send_every = Some(Duration::from_millis(200));
+        c.max_batch = 65_535;
+    });
+    let engine = Engine::start(
+        config(&feed.url(), dir.path(), 40, 10, ""),
+        Options::default(),
+    )
+    .unwrap();
+    let stats = Arc::clone(engine.stats());
+    let sent = wait_all_written(&feed, &stats, Duration::from_secs(60));
+    let frames: u64 = stats
+        .conns
+        .iter()
+        .map(|c| c.frames.load(Ordering::Relaxed))
+        .sum();
+    engine.stop().expect("a clean shutdown");
+    assert_eq!(sent, 12_000);
+    // 2 s of ticks in 200 ms sends on two connections: tens of frames
+    // (heartbeats included), not thousands.
+    assert!(frames < 200, "{frames} frames for {sent} ticks");
+    let cap = read_capture(dir.path());
+    assert_eq!(cap.lines as u64, sent);
+    assert_eq!(cap.assert_matches_synthetic(SEED) as u64, sent);
+}

@@ -535,7 +535,9 @@ impl Connection {
                     since,
                 );
             }
-            ConnState::Handshaking { mid, since } => {
+            ConnState::Handshaking { mut mid, since } => {
+                // A new readiness: the socket is asked again (DrainedTcp).
+                mid.get_mut().get_mut().begin_turn();
                 self.handshake_step(registry, mid.handshake(), since);
             }
             ConnState::Open { ws, since } => {

@@ -29,6 +29,7 @@ impl Connection {
         let ConnState::Open { ws, .. } = &mut self.state else {
             return;
         };
+        ws.get_mut().begin_turn();
         let id = self.id;
         let st = &self.stats.conns[usize::from(id - 1)];
         // The hub is woken once per read turn, after the ticks are in the
