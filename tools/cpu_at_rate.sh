@@ -73,15 +73,15 @@ sleep "$secs"
 t1=$(cpu_ticks $run); l1=$(thread_ticks $run tickcap-loop); w1=$(thread_ticks $run tickcap-writer); h1=$(thread_ticks $run tickcap-hub); j1=$(thread_ticks $run tickcap-journal)
 n1=$(metric '["ticks_received"]'); fr1=$(metric '["frames"]')
 p99=$(metric '["latency"]["receive_to_ring_us"]["p99"]')
-w99=$(metric '["latency"]["receive_to_written_us"]["p99"]')
+w99=$(metric '["latency"]["receive_to_written_us"]["p99"]'); wmax=$(metric '["latency"]["receive_to_written_us"]["max"]' 2>/dev/null || echo 0)
 ticks=$((n1 - n0))
-python3 - "$hz" "$secs" "$ticks" "$((t1 - t0))" "$((l1 - l0))" "$((w1 - w0))" "$p99" "$((fr1 - fr0))" "$w99" "$((h1 - h0))" "$((j1 - j0))" <<'PY'
+python3 - "$hz" "$secs" "$ticks" "$((t1 - t0))" "$((l1 - l0))" "$((w1 - w0))" "$p99" "$((fr1 - fr0))" "$w99" "$((h1 - h0))" "$((j1 - j0))" "$wmax" <<'PY'
 import sys
-hz, secs, ticks, total, loop, writer, p99, frames, w99, hub, journal = (float(x) for x in sys.argv[1:])
+hz, secs, ticks, total, loop, writer, p99, frames, w99, hub, journal, wmax = (float(x) for x in sys.argv[1:])
 pct = lambda t: 100.0 * t / hz / secs
 print(f"tickcap run: {ticks / secs:,.0f} ticks/s in {frames / secs:,.0f} frames/s over 9,000 instruments for {secs:.0f} s")
 print(f"  CPU: {pct(total):.1f}% of one core (event loop {pct(loop):.1f}%, writer {pct(writer):.1f}%, journal {pct(journal):.1f}%, hub {pct(hub):.1f}%)")
-print(f"  CPU per tick: {total / hz / max(ticks, 1) * 1e6:.2f} µs; receive→ring p99 {p99} µs; receive→written p99 {w99 / 1000:.1f} ms")
+print(f"  CPU per tick: {total / hz / max(ticks, 1) * 1e6:.2f} µs; receive→ring p99 {p99} µs; receive→written p99 {w99 / 1000:.1f} ms, max {wmax / 1000:.1f} ms")
 PY
 kill -TERM $run; wait $run || true
 # The feed, idle: no client at all for a few seconds.

@@ -529,7 +529,8 @@ impl<'a> Session<'a> {
                 }
             }
             Source::Synthetic { seed } => {
-                let want = if shared.cfg.rate == 0 {
+                let want = if shared.cfg.rate == 0 || shared.cfg.send_every.is_some() {
+                    // Unpaced, or Kite-like: all that is due, in one message.
                     max
                 } else {
                     max.min(self.order.len() as u64 * 4).max(1)

@@ -422,8 +422,9 @@ fn ticks_batched_many_to_a_message_are_captured_whole() {
     engine.stop().expect("a clean shutdown");
     assert_eq!(sent, 12_000);
     // 2 s of ticks in 200 ms sends on two connections: tens of frames
-    // (heartbeats included), not thousands.
-    assert!(frames < 200, "{frames} frames for {sent} ticks");
+    // (heartbeats included), not thousands — on average far more than 20
+    // ticks a frame (a tick as soon as due: one or two).
+    assert!(frames * 20 < sent, "{frames} frames for {sent} ticks");
     let cap = read_capture(dir.path());
     assert_eq!(cap.lines as u64, sent);
     assert_eq!(cap.assert_matches_synthetic(SEED) as u64, sent);
