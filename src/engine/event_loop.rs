@@ -415,13 +415,14 @@ impl EventLoop {
             reason: "stop requested (signal or control)".into(),
         });
         // The candle repair asks Kite nothing more; an export in progress
-        // is cancelled (it is done again at the next start).
-        if let Some(r) = self.repairer.take() {
-            r.stop();
+        // is cancelled (it is done again at the next start). Asked now,
+        // joined after the writer: neither delays the drain.
+        if let Some(r) = &self.repairer {
+            r.request_stop();
         }
         #[cfg(feature = "parquet")]
-        if let Some(x) = self.exporter.take() {
-            x.stop();
+        if let Some(x) = &self.exporter {
+            x.request_stop();
         }
         // Clients first: they get a close frame; capture then drains.
         if let Some(h) = self.hub.take() {
@@ -439,6 +440,13 @@ impl EventLoop {
             stuck += c.shutdown(self.poll.registry(), SHUTDOWN_LIMIT);
         }
         let writer_ok = self.writer.take().is_none_or(Writer::finish);
+        if let Some(r) = self.repairer.take() {
+            r.stop();
+        }
+        #[cfg(feature = "parquet")]
+        if let Some(x) = self.exporter.take() {
+            x.stop();
+        }
         #[cfg(feature = "kafka")]
         for p in self.publisher.drain(..) {
             p.stop();

@@ -69,12 +69,18 @@ impl Exporter {
         Ok(Exporter { thread, cancel })
     }
 
+    /// Asks it to stop: an export in progress is cancelled within a batch.
+    pub fn request_stop(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.thread.request_stop();
+    }
+
     /// Stops it; an export in progress is cancelled (its partial files
     /// removed) within a batch.
     pub fn stop(mut self) {
         self.cancel.store(true, Ordering::Relaxed);
-        if self.thread.stop_within(Duration::from_secs(5)).is_none() {
-            tracing::warn!("the Parquet export thread did not stop within 5 s");
+        if self.thread.stop_within(Duration::from_secs(1)).is_none() {
+            tracing::warn!("the Parquet export thread did not stop within 1 s (its temporary files go at the next export)");
         }
     }
 }

@@ -19,8 +19,9 @@
 //!   to the journal thread, the files' only writer, which appends them to
 //!   today's candle file with `"source": "kite"` (a later line for a bar
 //!   replaces the earlier one) and never to a closed day's.
-//! - **Never on the loop**; stopped first at shutdown, within 2 s (a
-//!   request in flight is left to end by itself).
+//! - **Never on the loop**; asked to stop first at shutdown and joined
+//!   after the writer's drain, for at most 500 ms (a request in flight is
+//!   left to end with the process).
 //! - `day` bars are not repaired here (Kite's day bar exists after the
 //!   day): `tickcap candles repair --interval day` does a closed day.
 
@@ -87,9 +88,19 @@ impl Repairer {
         Ok(Repairer { thread })
     }
 
-    /// Stops it (a request in flight is not waited for past 2 s).
+    /// Asks it to stop, without waiting (see [`Repairer::stop`]).
+    pub fn request_stop(&self) {
+        self.thread.request_stop();
+    }
+
+    /// Stops it (a request in flight is not waited for past 500 ms: the
+    /// process may end under it).
     pub fn stop(mut self) {
-        if self.thread.stop_within(Duration::from_secs(2)).is_none() {
+        if self
+            .thread
+            .stop_within(Duration::from_millis(500))
+            .is_none()
+        {
             tracing::info!(
                 "candle repair: a request to Kite still in flight at shutdown; not waited for"
             );
