@@ -40,7 +40,81 @@ struct Parsed {
     bad: Vec<(usize, String)>,
 }
 
-fn parse_chunk(text: &[u8], first_line: usize, scratch: &mut Vec<u8>) -> Parsed {
+/// Day OHLC as a line writes it.
+#[derive(serde::Deserialize)]
+struct DayOhlc {
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+}
+
+/// What the candle book reads from a line: depth and the rest are skipped
+/// unbuilt (a typed serde pass over the borrowed line, no copy).
+#[derive(serde::Deserialize)]
+struct BookFields<'a> {
+    instrument_token: u32,
+    mode: &'a str,
+    timestamp: &'a str,
+    last_price: f64,
+    #[serde(default)]
+    ohlc: Option<DayOhlc>,
+    #[serde(default)]
+    volume_traded: Option<u32>,
+    #[serde(default)]
+    last_trade_time: Option<&'a str>,
+    #[serde(default)]
+    oi: Option<u32>,
+}
+
+/// The tick fields the book uses ([`Book::update`]: token, kind, last
+/// price, day OHLC, cumulative volume, last trade time, OI) and the
+/// receive time, from one line. The same values as
+/// [`crate::replay::recorded::parse_line`] (tested), without building depth.
+pub fn parse_for_book(line: &[u8]) -> Result<(crate::kite::Tick, i64), String> {
+    use crate::kite::{price_divisor, PacketKind, Tick};
+    let f: BookFields<'_> = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let mode: crate::kite::Mode = f
+        .mode
+        .parse()
+        .map_err(|e: crate::kite::UnknownMode| e.to_string())?;
+    let at = crate::time::parse_timestamp(f.timestamp)
+        .ok_or_else(|| format!("\"timestamp\": {:?} is not a time", f.timestamp))?;
+    let token = f.instrument_token;
+    let div = f64::from(price_divisor(token));
+    let raw = |key: &str, x: f64| -> Result<u32, String> {
+        let r = (x * div).round();
+        if (0.0..=f64::from(u32::MAX)).contains(&r) {
+            Ok(r as u32)
+        } else {
+            Err(format!("{key:?} = {x} is out of range"))
+        }
+    };
+    let kind = mode.packet_kind(token);
+    let mut t = Tick::new(kind, token);
+    t.last_price = raw("last_price", f.last_price)?;
+    if kind != PacketKind::Ltp {
+        let o = f.ohlc.ok_or("\"ohlc\" is missing")?;
+        t.open = raw("open", o.open)?;
+        t.high = raw("high", o.high)?;
+        t.low = raw("low", o.low)?;
+        t.close = raw("close", o.close)?;
+    }
+    if matches!(kind, PacketKind::Quote | PacketKind::Full) {
+        t.volume_traded = f.volume_traded.ok_or("\"volume_traded\" is missing")?;
+    }
+    if kind == PacketKind::Full {
+        let ltt = f.last_trade_time.ok_or("\"last_trade_time\" is missing")?;
+        let micros = crate::time::parse_timestamp(ltt)
+            .ok_or_else(|| format!("\"last_trade_time\": {ltt:?} is not a time"))?;
+        t.last_trade_time = u32::try_from(micros.div_euclid(1_000_000))
+            .map_err(|_| "\"last_trade_time\" is outside Kite's epoch range".to_owned())?;
+        t.oi = f.oi.ok_or("\"oi\" is missing")?;
+    }
+    Ok((t, at))
+}
+
+fn parse_chunk(text: &[u8], first_line: usize) -> Parsed {
     let mut p = Parsed {
         ticks: Vec::with_capacity(text.len() / 300),
         lines: 0,
@@ -51,8 +125,8 @@ fn parse_chunk(text: &[u8], first_line: usize, scratch: &mut Vec<u8>) -> Parsed 
             continue;
         }
         p.lines += 1;
-        match crate::replay::recorded::parse_line(line, scratch) {
-            Ok(r) => p.ticks.push((r.tick, r.at_micros)),
+        match parse_for_book(line) {
+            Ok(r) => p.ticks.push(r),
             Err(e) => {
                 if p.bad.len() < 100 {
                     p.bad.push((first_line + i + 1, e));
@@ -102,7 +176,6 @@ pub fn cut_with(
         let result = std::thread::scope(|sc| -> std::io::Result<()> {
             let bytes = &map[..];
             let parser = sc.spawn(move || -> std::io::Result<()> {
-                let mut scratch = Vec::new();
                 let mut line_no = 0usize;
                 if zstd {
                     let mut text = Vec::new();
@@ -138,7 +211,7 @@ pub fn cut_with(
                             released = f.start;
                         }
                         crate::zst::decompress_frame(&bytes[f], &mut text)?;
-                        let p = parse_chunk(&text, line_no, &mut scratch);
+                        let p = parse_chunk(&text, line_no);
                         line_no += p.lines as usize;
                         if tx.send(p).is_err() {
                             break;
@@ -154,7 +227,7 @@ pub fn cut_with(
                                 .position(|b| *b == b'\n')
                                 .map_or(bytes.len(), |i| end + i + 1);
                         }
-                        let p = parse_chunk(&bytes[at..end], line_no, &mut scratch);
+                        let p = parse_chunk(&bytes[at..end], line_no);
                         line_no += p.lines as usize;
                         crate::util::release_mapped(bytes, at..end);
                         at = end;
@@ -364,4 +437,47 @@ pub fn compare(token: u32, ours: &[Captured], kite: &[KiteBar]) -> Agreement {
         })
         .count() as u64;
     a
+}
+
+#[cfg(test)]
+mod tests {
+    /// The book's fields from the typed pass equal the full parse's.
+    #[test]
+    fn the_books_fields_equal_the_full_parse() {
+        use crate::kite::Mode;
+        let mut f = crate::sink::LineFormatter::new(
+            crate::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
+        );
+        let mut scratch = Vec::new();
+        for (token, mode) in [
+            (408_065u32, Mode::Full),
+            (408_065, Mode::Quote),
+            (408_065, Mode::Ltp),
+            (256_265, Mode::Full),
+            (256_265, Mode::Quote),
+            (256_265, Mode::Ltp),
+            (1_234_307, Mode::Full),
+        ] {
+            let mut inst = crate::replay::synthetic::Instrument::new(token, 7);
+            for i in 0..50u32 {
+                let t = inst.next_tick(mode, 1_764_046_523 + i);
+                let mut line = Vec::new();
+                f.write_line(&mut line, &t, 1_764_046_523_000_001 + i64::from(i), 2);
+                line.pop();
+                let full = crate::replay::recorded::parse_line(&line, &mut scratch).unwrap();
+                let (b, at) = super::parse_for_book(&line).unwrap();
+                let a = &full.tick;
+                assert_eq!(at, full.at_micros);
+                assert_eq!(
+                    (b.instrument_token, b.kind, b.last_price, b.open, b.high, b.low, b.close),
+                    (a.instrument_token, a.kind, a.last_price, a.open, a.high, a.low, a.close)
+                );
+                assert_eq!(
+                    (b.volume_traded, b.last_trade_time, b.oi),
+                    (a.volume_traded, a.last_trade_time, a.oi)
+                );
+            }
+        }
+        assert!(super::parse_for_book(b"{\"instrument_token\":1}").is_err());
+    }
 }
