@@ -469,8 +469,24 @@ mod tests {
                 let a = &full.tick;
                 assert_eq!(at, full.at_micros);
                 assert_eq!(
-                    (b.instrument_token, b.kind, b.last_price, b.open, b.high, b.low, b.close),
-                    (a.instrument_token, a.kind, a.last_price, a.open, a.high, a.low, a.close)
+                    (
+                        b.instrument_token,
+                        b.kind,
+                        b.last_price,
+                        b.open,
+                        b.high,
+                        b.low,
+                        b.close
+                    ),
+                    (
+                        a.instrument_token,
+                        a.kind,
+                        a.last_price,
+                        a.open,
+                        a.high,
+                        a.low,
+                        a.close
+                    )
                 );
                 assert_eq!(
                     (b.volume_traded, b.last_trade_time, b.oi),

@@ -245,12 +245,21 @@ impl<'de> serde::Deserialize<'de> for Scalar<'de> {
             fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
                 Ok(Scalar::Other)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Scalar<'de>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Scalar<'de>, A::Error> {
                 while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Scalar::Other)
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Scalar<'de>, A::Error> {
-                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Scalar<'de>, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Scalar::Other)
             }
         }
@@ -273,7 +282,10 @@ impl<'de> serde::Deserialize<'de> for Keys<'de> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Keys<'de>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Keys<'de>, A::Error> {
                 let mut k = Keys {
                     values: [None; 19],
                     entries: 0,
@@ -721,10 +733,16 @@ mod tests {
         let mut broken = Vec::new();
         for l in &lines {
             let text = String::from_utf8(l.clone()).unwrap();
-            let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+            let v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).unwrap();
             for k in v.keys() {
                 // Each key missing, mistyped as a string, as null, as -1.
-                for replace in [None, Some(serde_json::json!("x")), Some(serde_json::Value::Null), Some(serde_json::json!(-1))] {
+                for replace in [
+                    None,
+                    Some(serde_json::json!("x")),
+                    Some(serde_json::Value::Null),
+                    Some(serde_json::json!(-1)),
+                ] {
                     let mut w = v.clone();
                     match replace {
                         None => {

@@ -219,6 +219,18 @@ fn a_real_compressed_capture_exports_row_for_row() {
 /// `DATA_DIR/parquet`, with every line of the day's file; today's is not.
 #[test]
 fn a_day_closing_while_the_service_runs_is_exported_by_itself() {
+    closing_day_exported(false);
+}
+
+/// The same with `compress_closed_days`: the closed day is compressed at
+/// rotation while its export is due; the export waits for the sealing and
+/// reads the day once (every line, no line twice).
+#[test]
+fn a_closing_day_being_compressed_is_exported_once_whole() {
+    closing_day_exported(true);
+}
+
+fn closing_day_exported(compress: bool) {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -230,7 +242,7 @@ fn a_day_closing_while_the_service_runs_is_exported_by_itself() {
     let feed = common::synthetic_feed(2_000, |_| {});
     let text = format!(
         "[kite]\nurl = {:?}\napi_key = \"k\"\naccess_token = \"t\"\n[storage]\ndata_dir = {:?}\nflush_interval_ms = 20\n\
-         export_closed_days = \"parquet\"\n[status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 1024]\n",
+         export_closed_days = \"parquet\"\ncompress_closed_days = {compress}\n[status]\nlisten = \"127.0.0.1:0\"\n[primary]\ninstruments = [256, 512, 768, 1024]\n",
         feed.url(),
         data.display().to_string()
     );
@@ -268,9 +280,11 @@ fn a_day_closing_while_the_service_runs_is_exported_by_itself() {
     let ticks = tickcap::days::segments_in(&data, tickcap::days::Family::Ticks);
     assert_eq!(ticks.len(), 2, "two days");
     let yesterday = &ticks[0];
-    let lines = std::fs::read_to_string(&yesterday.path)
-        .unwrap()
-        .lines()
+    assert_eq!(yesterday.zstd, compress, "{yesterday:?}");
+    let text = tickcap::zst::read_all(&yesterday.path).unwrap();
+    let lines = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
         .count();
     assert!(lines > 0);
     let pq = data
