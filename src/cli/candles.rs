@@ -179,14 +179,18 @@ fn read_bars(
     segs: &[crate::days::Segment],
 ) -> Result<Vec<crate::analysis::candles::Captured>, Failure> {
     use crate::analysis::candles::read_candles;
-    let mut at: std::collections::HashMap<(u32, String), usize> = Default::default();
+    // Keyed by (instrument, start): no second copy of each date string.
+    let mut at: std::collections::HashMap<(u32, i64), usize> = Default::default();
     let mut ours: Vec<crate::analysis::candles::Captured> = Vec::new();
     let mut bad = 0u64;
     for s in segs {
         let long = crate::zst::for_each_line(&s.path, MAX_LINE, |line| {
             let (mut bars, b) = read_candles(line);
             match bars.pop() {
-                Some(bar) if b == 0 => match at.entry((bar.instrument_token, bar.date.clone())) {
+                Some(bar) if b == 0 => match at.entry((
+                    bar.instrument_token,
+                    crate::candles::parse_kite_date(&bar.date).unwrap_or(i64::MIN),
+                )) {
                     std::collections::hash_map::Entry::Occupied(e) => ours[*e.get()] = bar,
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(ours.len());
