@@ -78,50 +78,67 @@ pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>, strict: bool) -> Result<Li
     let obj = v
         .as_object()
         .ok_or_else(|| LineError::Json("not an object".into()))?;
-    let key = |k: &str| LineError::Key(format!("missing or mistyped key {k:?}"));
-    let token = obj
-        .get("instrument_token")
-        .and_then(|x| x.as_u64())
+    fn scalar<'v>(x: &'v simd_json::BorrowedValue<'_>) -> Scalar<'v> {
+        if let Some(b) = x.as_bool() {
+            Scalar::B(b)
+        } else if let Some(t) = x.as_str() {
+            Scalar::S(t)
+        } else if let Some(u) = x.as_u64() {
+            Scalar::U(u)
+        } else if let Some(i) = x.as_i64() {
+            Scalar::I(i)
+        } else if let Some(f) = x.as_f64() {
+            Scalar::F(f)
+        } else {
+            Scalar::Other
+        }
+    }
+    check_line(|k| obj.get(k).map(scalar), strict.then_some(obj.len()))
+}
+
+/// The checks both parsers make, over how each reads a key (`get`: the
+/// key's value, `None` when absent); `strict`: the line's number of keys,
+/// when every key of the contract must be there and no other.
+fn check_line<'a>(
+    get: impl Fn(&str) -> Option<Scalar<'a>>,
+    strict: Option<usize>,
+) -> Result<Line, LineError> {
+    let key = |name: &str| LineError::Key(format!("missing or mistyped key {name:?}"));
+    let token = get("instrument_token")
+        .and_then(Scalar::u64)
         .and_then(|x| u32::try_from(x).ok())
         .ok_or_else(|| key("instrument_token"))?;
-    let mode: Mode = obj
-        .get("mode")
-        .and_then(|x| x.as_str())
+    let mode: Mode = get("mode")
+        .and_then(Scalar::str)
         .and_then(|m| m.parse().ok())
         .ok_or_else(|| key("mode"))?;
-    let connection_id = obj
-        .get("connection_id")
-        .and_then(|x| x.as_u64())
+    let connection_id = get("connection_id")
+        .and_then(Scalar::u64)
         .filter(|c| (1..=3).contains(c))
         .ok_or_else(|| key("connection_id"))? as u8;
-    let ts = obj
-        .get("timestamp")
-        .and_then(|x| x.as_str())
+    let ts = get("timestamp")
+        .and_then(Scalar::str)
         .and_then(parse_timestamp)
         .ok_or_else(|| key("timestamp"))?;
-    let last_price = obj
-        .get("last_price")
-        .and_then(|x| x.as_f64())
+    let last_price = get("last_price")
+        .and_then(Scalar::f64)
         .ok_or_else(|| key("last_price"))?;
-    let tradable = obj
-        .get("tradable")
-        .and_then(|x| x.as_bool())
-        .ok_or_else(|| key("tradable"))?;
-    let volume = obj
-        .get("volume_traded")
-        .and_then(|x| x.as_u64())
+    let tradable = match get("tradable") {
+        Some(Scalar::B(b)) => b,
+        _ => return Err(key("tradable")),
+    };
+    let volume = get("volume_traded")
+        .and_then(Scalar::u64)
         .and_then(|x| u32::try_from(x).ok());
-    if strict {
-        for k in contract_keys(mode, !tradable) {
-            if !obj.contains_key(*k) {
-                return Err(key(k));
-            }
+    if let Some(entries) = strict {
+        let want = contract_keys(mode, !tradable);
+        if let Some(missing) = want.iter().find(|w| get(w).is_none()) {
+            return Err(key(missing));
         }
-        if obj.len() != contract_keys(mode, !tradable).len() {
+        if entries != want.len() {
             return Err(LineError::Key(format!(
-                "{} keys, the contract has {} for a {mode} tick",
-                obj.len(),
-                contract_keys(mode, !tradable).len()
+                "{entries} keys, the contract has {} for a {mode} tick",
+                want.len()
             )));
         }
     }
@@ -136,29 +153,8 @@ pub fn parse_line(line: &[u8], scratch: &mut Vec<u8>, strict: bool) -> Result<Li
     })
 }
 
-/// Every key a tick line can have (the union of [`contract_keys`]), so a
-/// key is a bit.
-const ALL_KEYS: [&str; 19] = [
-    "tradable",
-    "mode",
-    "instrument_token",
-    "last_price",
-    "last_traded_quantity",
-    "average_traded_price",
-    "volume_traded",
-    "total_buy_quantity",
-    "total_sell_quantity",
-    "ohlc",
-    "change",
-    "last_trade_time",
-    "oi",
-    "oi_day_high",
-    "oi_day_low",
-    "exchange_timestamp",
-    "depth",
-    "timestamp",
-    "connection_id",
-];
+/// Every key a tick line can have: the line format's one table.
+use crate::sink::line::ALL_KEYS;
 
 /// A key of a line: its place in [`ALL_KEYS`], or unknown.
 struct KeyId(Option<usize>);
@@ -319,59 +315,15 @@ pub fn parse_line_strict(line: &[u8]) -> Result<Line, LineError> {
         return Err(LineError::NotUtf8(e.valid_up_to()));
     }
     let k: Keys<'_> = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
-    let key = |name: &str| LineError::Key(format!("missing or mistyped key {name:?}"));
-    let get = |name: &str| {
-        ALL_KEYS
-            .iter()
-            .position(|x| *x == name)
-            .and_then(|i| k.values[i])
-    };
-    let token = get("instrument_token")
-        .and_then(Scalar::u64)
-        .and_then(|x| u32::try_from(x).ok())
-        .ok_or_else(|| key("instrument_token"))?;
-    let mode: Mode = get("mode")
-        .and_then(Scalar::str)
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| key("mode"))?;
-    let connection_id = get("connection_id")
-        .and_then(Scalar::u64)
-        .filter(|c| (1..=3).contains(c))
-        .ok_or_else(|| key("connection_id"))? as u8;
-    let ts = get("timestamp")
-        .and_then(Scalar::str)
-        .and_then(parse_timestamp)
-        .ok_or_else(|| key("timestamp"))?;
-    let last_price = get("last_price")
-        .and_then(Scalar::f64)
-        .ok_or_else(|| key("last_price"))?;
-    let tradable = match get("tradable") {
-        Some(Scalar::B(b)) => b,
-        _ => return Err(key("tradable")),
-    };
-    let volume = get("volume_traded")
-        .and_then(Scalar::u64)
-        .and_then(|x| u32::try_from(x).ok());
-    let want = contract_keys(mode, !tradable);
-    if let Some(missing) = want.iter().find(|w| get(w).is_none()) {
-        return Err(key(missing));
-    }
-    if k.entries != want.len() {
-        return Err(LineError::Key(format!(
-            "{} keys, the contract has {} for a {mode} tick",
-            k.entries,
-            want.len()
-        )));
-    }
-    Ok(Line {
-        token,
-        mode,
-        connection_id,
-        ts_micros: ts,
-        last_price,
-        volume,
-        tradable,
-    })
+    check_line(
+        |name| {
+            ALL_KEYS
+                .iter()
+                .position(|x| *x == name)
+                .and_then(|i| k.values[i])
+        },
+        Some(k.entries),
+    )
 }
 
 /// The fields the tools read from a line, deserialized straight from it

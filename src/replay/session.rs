@@ -268,14 +268,8 @@ impl<'a> Session<'a> {
                 // A market session forwards everything generated so far
                 // before a heartbeat: a heartbeat seen after a halt then
                 // proves that nothing generated is still on its way.
-                while !self.backed_up {
-                    if self.build_batch(start) == 0 {
-                        break;
-                    }
-                    let msg = Message::binary(tungstenite::Bytes::copy_from_slice(&self.out));
-                    if let Err(e) = self.send(ws, msg) {
-                        return e;
-                    }
+                if let Err(e) = self.send_all_due(ws, start) {
+                    return e;
                 }
             }
             if now >= next_hb && !self.backed_up {
@@ -330,14 +324,8 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 next_send = now + every;
-                while !self.backed_up {
-                    if self.build_batch(start) == 0 {
-                        break;
-                    }
-                    let msg = Message::binary(tungstenite::Bytes::copy_from_slice(&self.out));
-                    if let Err(e) = self.send(ws, msg) {
-                        return e;
-                    }
+                if let Err(e) = self.send_all_due(ws, start) {
+                    return e;
                 }
                 continue;
             }
@@ -371,6 +359,23 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// Sends what is due, a message at a time, until nothing is or the
+    /// socket backs up.
+    fn send_all_due(
+        &mut self,
+        ws: &mut WebSocket<TcpStream>,
+        start: Instant,
+    ) -> Result<(), String> {
+        while !self.backed_up {
+            if self.build_batch(start) == 0 {
+                break;
+            }
+            let msg = Message::binary(tungstenite::Bytes::copy_from_slice(&self.out));
+            self.send(ws, msg)?;
+        }
+        Ok(())
     }
 
     /// Sends one message; a timed-out write leaves it queued (`backed_up`).

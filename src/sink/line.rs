@@ -213,6 +213,31 @@ pub fn serde_line(
     Ok(())
 }
 
+/// Every key a tick line can have — a full-mode tick of a tradable
+/// instrument has them all, in this order — so a key can be a bit
+/// (`analysis::scan` reads lines against this one table).
+pub const ALL_KEYS: [&str; 19] = [
+    "tradable",
+    "mode",
+    "instrument_token",
+    "last_price",
+    "last_traded_quantity",
+    "average_traded_price",
+    "volume_traded",
+    "total_buy_quantity",
+    "total_sell_quantity",
+    "ohlc",
+    "change",
+    "last_trade_time",
+    "oi",
+    "oi_day_high",
+    "oi_day_low",
+    "exchange_timestamp",
+    "depth",
+    "timestamp",
+    "connection_id",
+];
+
 /// The keys the official client gives each kind of tick, in its order,
 /// then tickcap's two: the JSONL line's contract. [`LineFormatter`] writes
 /// exactly these (a test holds them equal); `verify` checks lines against them.
@@ -261,33 +286,12 @@ pub fn keys(mode: Mode, index: bool) -> &'static [&'static str] {
         "timestamp",
         "connection_id",
     ];
-    const F: &[&str] = &[
-        "tradable",
-        "mode",
-        "instrument_token",
-        "last_price",
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "ohlc",
-        "change",
-        "last_trade_time",
-        "oi",
-        "oi_day_high",
-        "oi_day_low",
-        "exchange_timestamp",
-        "depth",
-        "timestamp",
-        "connection_id",
-    ];
     match (mode, index) {
         (Mode::Ltp, _) => LTP,
         (Mode::Quote, true) => IQ,
         (Mode::Full, true) => IF,
         (Mode::Quote, false) => Q,
-        (Mode::Full, false) => F,
+        (Mode::Full, false) => &ALL_KEYS,
     }
 }
 
