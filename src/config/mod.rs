@@ -557,6 +557,53 @@ failover_after_ms = 1500
 "#;
 
     #[test]
+    fn candle_repair_and_closed_day_exports_are_checked() {
+        let with = |extra: &str| parse(&format!("{GOOD}{extra}"));
+        let r = with("[candles]\nintervals = [\"1m\", \"day\"]\nrepair = true\n").unwrap();
+        assert_eq!(r.candle_repair, Some(CandleRepair { delay_ms: 60_000 }));
+        assert!(with("[candles]\nintervals = [\"1m\"]\n")
+            .unwrap()
+            .candle_repair
+            .is_none());
+        for bad in [
+            "[candles]\nintervals = [\"day\"]\nrepair = true\n",
+            "[candles]\nrepair = true\n",
+            "[candles]\nintervals = [\"1m\"]\nrepair = true\nrepair_delay_ms = 1000\n",
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("candles.repair"), "{bad}: {e}");
+        }
+        let text = GOOD.replace(
+            "fsync = \"batch\"",
+            "fsync = \"batch\"\nexport_closed_days = \"parquet\"",
+        );
+        let c = parse(&text).unwrap();
+        #[cfg(feature = "parquet")]
+        assert_eq!(
+            c.storage.export_closed_days,
+            Some(std::path::PathBuf::from("/tmp/md/parquet"))
+        );
+        #[cfg(not(feature = "parquet"))]
+        let _ = c;
+        let bad = GOOD.replace(
+            "fsync = \"batch\"",
+            "fsync = \"batch\"\nexport_closed_days = \"csv\"",
+        );
+        assert!(parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("export_closed_days"));
+        let dir_alone = GOOD.replace(
+            "fsync = \"batch\"",
+            "fsync = \"batch\"\nexport_dir = \"/x\"",
+        );
+        assert!(parse(&dir_alone)
+            .unwrap_err()
+            .to_string()
+            .contains("export_dir"));
+    }
+
+    #[test]
     fn a_good_file_loads_with_defaults() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.connections[0].instruments, [408_065, 738_561]);

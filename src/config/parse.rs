@@ -506,6 +506,18 @@ impl Parser<'_> {
         if c.repair != Some(true) {
             return Ok(None);
         }
+        let intraday = c
+            .intervals
+            .iter()
+            .flatten()
+            .filter_map(|t| crate::candles::Interval::parse(t))
+            .any(|i| i != crate::candles::Interval::Day);
+        if !intraday {
+            return Err(self.invalid(
+                "candles.repair",
+                "needs an interval other than day in candles.intervals (the service repairs today's bars; a day bar exists at Kite after the day: tickcap candles repair --interval day)",
+            ));
+        }
         if dump.api_key.is_empty() || dump.access_token.expose().is_empty() {
             return Err(self.invalid(
                 "candles.repair",
