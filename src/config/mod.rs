@@ -577,14 +577,17 @@ failover_after_ms = 1500
             "fsync = \"batch\"",
             "fsync = \"batch\"\nexport_closed_days = \"parquet\"",
         );
-        let c = parse(&text).unwrap();
         #[cfg(feature = "parquet")]
         assert_eq!(
-            c.storage.export_closed_days,
+            parse(&text).unwrap().storage.export_closed_days,
             Some(std::path::PathBuf::from("/tmp/md/parquet"))
         );
+        // Without the feature the setting is refused, naming it.
         #[cfg(not(feature = "parquet"))]
-        let _ = c;
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("export_closed_days"));
         let bad = GOOD.replace(
             "fsync = \"batch\"",
             "fsync = \"batch\"\nexport_closed_days = \"csv\"",
