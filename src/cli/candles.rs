@@ -274,7 +274,21 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
     // (start, token) → Kite's bar as a line.
     let mut kite: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
     let (mut replaced, mut added, mut unavailable) = (0u64, 0u64, 0u64);
-    for (token, starts) in &wanted {
+    // Kite's 3 requests a second: a big gap takes minutes.
+    let bar = super::tools::progress(format!(
+        "fetching Kite's {} candles of {} instrument(s) (3 a second)",
+        args.interval,
+        wanted.len()
+    ));
+    for (n, (token, starts)) in wanted.iter().enumerate() {
+        if let Some(b) = &bar {
+            b.set_message(format!(
+                "fetching Kite's {} candles: instrument {} of {}",
+                args.interval,
+                n + 1,
+                wanted.len()
+            ));
+        }
         let (bars, missing) =
             crate::net::history::fetch_bars(&src, &mut pacer, *token, args.interval, day, starts)
                 .with_context(|| format!("instrument {token}"))?;
@@ -289,6 +303,9 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
             }
             kite.insert((b.start, b.instrument_token), line);
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     // Pass 2: one plain file in place of the day's segments, atomically;
     // Kite's bars where their time comes.
