@@ -251,11 +251,14 @@ pub fn read_all(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Calls `f` with each whole line of a daily file, plain or `.zst`, read
-/// as a stream (bounded memory whatever the file's size). A torn tail — a
-/// last line without its newline, a last frame cut short by a kill — is
-/// left out, as the writer's next start would repair it. Lines longer than
-/// `max_line` bytes are skipped and counted (the return value).
+/// Calls `f` with each whole line of a daily file, plain or `.zst`: a plain
+/// file read as a stream, a `.zst` a frame at a time (its compressed bytes
+/// and one frame in memory). A torn tail — a last line without its newline,
+/// a last frame cut short by a kill — is left out, as the writer's next
+/// start would repair it; a damaged frame inside a `.zst` is an error.
+/// Lines longer than `max_line` bytes are skipped and counted (the return
+/// value). Read, not mapped: the service reads its own open files with it,
+/// and a mapped file that is truncated meanwhile would be a SIGBUS.
 pub fn for_each_line(
     path: &std::path::Path,
     max_line: usize,
@@ -263,14 +266,40 @@ pub fn for_each_line(
 ) -> std::io::Result<u64> {
     use std::io::{BufRead as _, Read as _};
     crate::util::regular_file(path)?;
+    if is_zst(path) {
+        // Frame by frame (each one write of whole lines): a torn last frame
+        // is left out, but a damaged frame *inside* the file is an error —
+        // a caller that rewrites the file must not take its first part for
+        // all of it.
+        let bytes = std::fs::read(path)?;
+        let fr = frames_of_map(&bytes);
+        if let Some(c) = fr.corrupt.first() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: bytes {}..{} are no whole zstd frame",
+                    path.display(),
+                    c.start,
+                    c.end
+                ),
+            ));
+        }
+        let mut buf = Vec::new();
+        let mut long = 0u64;
+        for r in fr.frames {
+            decompress_frame(&bytes[r], &mut buf)?;
+            for line in buf.split_inclusive(|b| *b == b'\n') {
+                match line.strip_suffix(b"\n") {
+                    Some(_) if line.len() > max_line + 1 => long += 1,
+                    Some(l) => f(l),
+                    None => {} // no newline: a torn tail
+                }
+            }
+        }
+        return Ok(long);
+    }
     let file = std::fs::File::open(path)?;
-    let zst = is_zst(path);
-    let inner: Box<dyn std::io::Read> = if zst {
-        Box::new(zstd::stream::read::Decoder::new(file)?)
-    } else {
-        Box::new(file)
-    };
-    let mut r = std::io::BufReader::with_capacity(1 << 20, inner);
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
     let mut long = 0u64;
     let mut skipping = false;
@@ -278,10 +307,10 @@ pub fn for_each_line(
         line.clear();
         let read = (&mut r)
             .take(max_line as u64 + 1)
-            .read_until(b'\n', &mut line);
+            .read_until(b'\n', &mut line)?;
         match read {
-            Ok(0) => break,
-            Ok(_) if line.last() == Some(&b'\n') => {
+            0 => break,
+            _ if line.last() == Some(&b'\n') => {
                 if skipping {
                     skipping = false;
                 } else {
@@ -290,17 +319,14 @@ pub fn for_each_line(
                 }
             }
             // Past the bound without a newline: skip to the next one.
-            Ok(_) if line.len() > max_line => {
+            _ if line.len() > max_line => {
                 if !skipping {
                     long += 1;
                 }
                 skipping = true;
             }
             // The last line has no newline: a torn tail.
-            Ok(_) => break,
-            // A `.zst` whose last frame is cut short.
-            Err(e) if zst && e.kind() != std::io::ErrorKind::Interrupted => break,
-            Err(e) => return Err(e),
+            _ => break,
         }
     }
     Ok(long)
@@ -490,6 +516,39 @@ pub fn compress_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lines_of(path: &std::path::Path, max: usize) -> std::io::Result<(Vec<String>, u64)> {
+        let mut out = Vec::new();
+        let long = for_each_line(path, max, |l| {
+            out.push(String::from_utf8_lossy(l).into_owned())
+        })?;
+        Ok((out, long))
+    }
+
+    #[test]
+    fn every_whole_line_is_read_a_torn_tail_left_out_and_damage_inside_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.jsonl");
+        std::fs::write(&plain, "one\ntoo-long-line\ntwo\ntorn").unwrap();
+        let (l, long) = lines_of(&plain, 8).unwrap();
+        assert_eq!((l, long), (vec!["one".to_owned(), "two".to_owned()], 1));
+        let mut w = FrameWriter::new(3).unwrap();
+        let mut file = Vec::new();
+        for text in ["a\nb\n", "c\n", "d\ne\n"] {
+            file.extend_from_slice(w.frame(text.as_bytes()).unwrap());
+        }
+        let f = frames(&file);
+        let zst = dir.path().join("a.jsonl.zst");
+        // The last frame cut short: the first two frames' lines.
+        std::fs::write(&zst, &file[..f.frames[2].start + 5]).unwrap();
+        assert_eq!(lines_of(&zst, 8).unwrap().0, ["a", "b", "c"]);
+        // The middle frame damaged: an error, not "a, b" taken for the file.
+        let mut bad = file.clone();
+        bad[f.frames[1].start..f.frames[1].end].fill(0x55);
+        std::fs::write(&zst, &bad).unwrap();
+        let e = lines_of(&zst, 8).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    }
 
     #[test]
     fn frames_are_found_and_a_torn_tail_is_located() {

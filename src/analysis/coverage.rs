@@ -37,7 +37,8 @@ pub fn journals_for(files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Replays `journals` in order into one report; also how many lines did
-/// not parse (a torn tail, a newer tickcap's kinds).
+/// not parse (a torn tail, a newer tickcap's kinds). A journal the service
+/// is still appending to is read up to its last whole frame and line.
 pub fn read(journals: &[PathBuf]) -> std::io::Result<(Report, u64)> {
     let mut t = Tracker::default();
     let mut bad = 0;
@@ -54,6 +55,18 @@ pub fn read(journals: &[PathBuf]) -> std::io::Result<(Report, u64)> {
         }
     }
     Ok((t.finish(None), bad))
+}
+
+/// Every coverage gap of `journals` as `(instrument, start, end)`, epoch µs:
+/// what the candle repair plans from (`tickcap candles repair` and the
+/// service's own).
+pub fn gap_spans(journals: &[PathBuf]) -> std::io::Result<Vec<(u32, i64, i64)>> {
+    let (report, _) = read(journals)?;
+    Ok(report
+        .gaps()
+        .iter()
+        .map(|g| (g.instrument_token, g.start, g.end))
+        .collect())
 }
 
 /// Gaps that make a capture incomplete: all but a first connect after a

@@ -247,12 +247,7 @@ fn repair(args: CheckArgs) -> Result<(), Failure> {
         eprintln!("tickcap candles repair: no events journal for {day}: only bars marked incomplete are repaired");
         Vec::new()
     } else {
-        let (cov, _) =
-            crate::analysis::coverage::read(&journals).context("reading the events journal")?;
-        cov.gaps()
-            .iter()
-            .map(|g| (g.instrument_token, g.start, g.end))
-            .collect()
+        crate::analysis::coverage::gap_spans(&journals).context("reading the events journal")?
     };
     // Pass 1: the plan, and how many lines each bar that was ever
     // incomplete or repaired has (only the last is kept).

@@ -229,22 +229,15 @@ impl Repair {
 
     /// Today's coverage gaps, from the journal on disk.
     fn gaps(&self, day: LocalDate) -> Vec<(u32, i64, i64)> {
-        let mut t = crate::events::coverage::Tracker::default();
-        for seg in crate::days::segments_of_in(&self.cfg.data_dir, Family::Events, day) {
-            let read = crate::zst::for_each_line(&seg.path, MAX_LINE, |line| {
-                if let Ok((at, e)) = crate::events::parse_event_line(line) {
-                    t.feed(at, &e);
-                }
-            });
-            if let Err(e) = read {
-                tracing::warn!("candle repair: {}: {e}", seg.path.display());
-            }
-        }
-        t.finish(None)
-            .gaps()
-            .iter()
-            .map(|g| (g.instrument_token, g.start, g.end))
-            .collect()
+        let journals: Vec<PathBuf> =
+            crate::days::segments_of_in(&self.cfg.data_dir, Family::Events, day)
+                .into_iter()
+                .map(|s| s.path)
+                .collect();
+        crate::analysis::coverage::gap_spans(&journals).unwrap_or_else(|e| {
+            tracing::warn!("candle repair: reading today's events journal: {e}");
+            Vec::new()
+        })
     }
 
     fn pass(&mut self, pass: Pass, stop: &crate::thread::StopFlag) -> Outcome {
