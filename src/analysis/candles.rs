@@ -444,55 +444,36 @@ mod tests {
     /// The book's fields from the typed pass equal the full parse's.
     #[test]
     fn the_books_fields_equal_the_full_parse() {
-        use crate::kite::Mode;
-        let mut f = crate::sink::LineFormatter::new(
-            crate::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
-        );
         let mut scratch = Vec::new();
-        for (token, mode) in [
-            (408_065u32, Mode::Full),
-            (408_065, Mode::Quote),
-            (408_065, Mode::Ltp),
-            (256_265, Mode::Full),
-            (256_265, Mode::Quote),
-            (256_265, Mode::Ltp),
-            (1_234_307, Mode::Full),
-        ] {
-            let mut inst = crate::replay::synthetic::Instrument::new(token, 7);
-            for i in 0..50u32 {
-                let t = inst.next_tick(mode, 1_764_046_523 + i);
-                let mut line = Vec::new();
-                f.write_line(&mut line, &t, 1_764_046_523_000_001 + i64::from(i), 2);
-                line.pop();
-                let full = crate::replay::recorded::parse_line(&line, &mut scratch).unwrap();
-                let (b, at) = super::parse_for_book(&line).unwrap();
-                let a = &full.tick;
-                assert_eq!(at, full.at_micros);
-                assert_eq!(
-                    (
-                        b.instrument_token,
-                        b.kind,
-                        b.last_price,
-                        b.open,
-                        b.high,
-                        b.low,
-                        b.close
-                    ),
-                    (
-                        a.instrument_token,
-                        a.kind,
-                        a.last_price,
-                        a.open,
-                        a.high,
-                        a.low,
-                        a.close
-                    )
-                );
-                assert_eq!(
-                    (b.volume_traded, b.last_trade_time, b.oi),
-                    (a.volume_traded, a.last_trade_time, a.oi)
-                );
-            }
+        for (_, line) in crate::sink::line::sample_lines(50) {
+            let full = crate::replay::recorded::parse_line(&line, &mut scratch).unwrap();
+            let (b, at) = super::parse_for_book(&line).unwrap();
+            let a = &full.tick;
+            assert_eq!(at, full.at_micros);
+            assert_eq!(
+                (
+                    b.instrument_token,
+                    b.kind,
+                    b.last_price,
+                    b.open,
+                    b.high,
+                    b.low,
+                    b.close
+                ),
+                (
+                    a.instrument_token,
+                    a.kind,
+                    a.last_price,
+                    a.open,
+                    a.high,
+                    a.low,
+                    a.close
+                )
+            );
+            assert_eq!(
+                (b.volume_traded, b.last_trade_time, b.oi),
+                (a.volume_traded, a.last_trade_time, a.oi)
+            );
         }
         assert!(super::parse_for_book(b"{\"instrument_token\":1}").is_err());
     }

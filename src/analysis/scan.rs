@@ -662,26 +662,11 @@ mod tests {
     /// every kind of line and on lines broken every way a key can be.
     #[test]
     fn the_one_pass_strict_parser_agrees_with_the_tree() {
-        let mut f = crate::sink::LineFormatter::new(
-            crate::time::ZoneFormatter::new("Asia/Kolkata").unwrap(),
-        );
         let mut scratch = Vec::new();
-        let mut lines: Vec<Vec<u8>> = Vec::new();
-        for (token, mode) in [
-            (408_065u32, Mode::Full),
-            (408_065, Mode::Quote),
-            (408_065, Mode::Ltp),
-            (256_265, Mode::Full),
-            (256_265, Mode::Quote),
-            (256_265, Mode::Ltp),
-        ] {
-            let mut inst = crate::replay::synthetic::Instrument::new(token, 1);
-            let t = inst.next_tick(mode, 1);
-            let mut line = Vec::new();
-            f.write_line(&mut line, &t, 1_764_046_523_000_001, 2);
-            line.pop();
-            lines.push(line);
-        }
+        let lines: Vec<Vec<u8>> = crate::sink::line::sample_lines(1)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
         let mut broken = Vec::new();
         for l in &lines {
             let text = String::from_utf8(l.clone()).unwrap();

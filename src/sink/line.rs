@@ -295,6 +295,35 @@ pub fn keys(mode: Mode, index: bool) -> &'static [&'static str] {
     }
 }
 
+/// Lines of every kind the writer makes (a tradable instrument and an
+/// index, each in full, quote and LTP mode; a BCD contract in full mode),
+/// `n` consecutive ticks of each, without their newline: what the readers'
+/// tests parse.
+#[cfg(test)]
+pub(crate) fn sample_lines(n: u32) -> Vec<(Mode, Vec<u8>)> {
+    let mut f = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").expect("a zone"));
+    let mut out = Vec::new();
+    for (token, mode) in [
+        (408_065u32, Mode::Full),
+        (408_065, Mode::Quote),
+        (408_065, Mode::Ltp),
+        (256_265, Mode::Full),
+        (256_265, Mode::Quote),
+        (256_265, Mode::Ltp),
+        (1_234_307, Mode::Full),
+    ] {
+        let mut inst = crate::replay::synthetic::Instrument::new(token, 7);
+        for i in 0..n {
+            let t = inst.next_tick(mode, 1_764_046_523 + i);
+            let mut line = Vec::new();
+            f.write_line(&mut line, &t, 1_764_046_523_000_001 + i64::from(i), 2);
+            line.pop();
+            out.push((mode, line));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
