@@ -539,6 +539,16 @@ fn the_service_repairs_its_gaps_bars_itself_and_they_equal_the_truth() {
         }
     }
     assert!(repaired.len() >= 2, "{text}");
+    // The counter is what is on disk: every Kite line it counted is there.
+    let kite_lines = text
+        .lines()
+        .filter(|l| l.contains("\"source\":\"kite\""))
+        .count() as u64;
+    assert_eq!(
+        stats.journal.candles_repaired.load(Ordering::Relaxed),
+        kite_lines,
+        "{text}"
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_tickcap"))
         .args(["candles", "check", "--json", "--day", &day, "--data-dir"])
         .arg(&data)
