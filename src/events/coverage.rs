@@ -7,6 +7,9 @@
 //! seen when it began:
 //!
 //! - a connection closed (`connection 1 closed: read: Connection reset`);
+//!   the gap starts at its last frame (`silent_ms` before the close: a
+//!   stale connection received nothing for `stale_after_ms` before it was
+//!   noticed);
 //! - the capture was not running (a `service_start` with no stop before it:
 //!   killed or crashed; the gap starts at the previous run's last record —
 //!   heartbeats every 10 s bound it);
@@ -106,6 +109,9 @@ struct Token {
     recent: std::collections::VecDeque<(i64, i64)>,
     watched_since: Option<i64>,
     gap: Option<(i64, GapKind, String)>,
+    /// The last time [`Tracker::update`] looked at it: a close that ends a
+    /// cover back at its last frame never reaches before this.
+    touched: i64,
     out: Instrument,
 }
 
@@ -115,7 +121,9 @@ impl Token {
     fn stop_cover(&mut self, at: i64) {
         if let Some(s) = self.covered_since.take() {
             self.out.covered_micros += at - s;
-            self.out.covered.push((s, at));
+            if at > s {
+                self.out.covered.push((s, at));
+            }
         }
         if let Some(s) = self.cover_start.take() {
             if self.recent.len() == 16 {
@@ -277,12 +285,24 @@ impl Tracker {
             Event::ConnectionClosed {
                 connection_id,
                 reason,
+                silent_ms,
                 ..
             } => {
                 if let Some(slot) = conn_slot(*connection_id) {
                     self.conns[slot].open = false;
                     self.conns[slot].last_problem = Some(reason.clone());
-                    self.update_conn(slot, at);
+                    // Nothing arrived after its last frame: the cover ends
+                    // there (never before anything already accounted).
+                    let silent = silent_ms.map_or(0, |ms| ms as i64 * 1000);
+                    let tokens: Vec<u32> = self.conns[slot].wants.iter().copied().collect();
+                    for tok in tokens {
+                        let t = self.tokens.entry(tok).or_default();
+                        let from = (at - silent)
+                            .max(t.touched)
+                            .max(t.covered_since.unwrap_or(at))
+                            .min(at);
+                        self.update(tok, from, false);
+                    }
                 }
             }
             Event::BackingOff {
@@ -431,6 +451,7 @@ impl Tracker {
             (GapKind::Disconnected, String::new())
         };
         let t = self.tokens.entry(token).or_default();
+        t.touched = t.touched.max(at);
         let not_running = matches!(t.gap, Some((_, GapKind::NotRunning, _)));
         if !wanted && !covered && not_running && !end_not_running {
             return;
@@ -586,12 +607,16 @@ mod tests {
         }
     }
     fn closed(c: u8) -> Event {
+        closed_silent(c, None)
+    }
+    fn closed_silent(c: u8, silent_ms: Option<u64>) -> Event {
         Event::ConnectionClosed {
             connection_id: c,
             error: "read".into(),
             reason: "read: reset".into(),
             close_code: None,
             open_ms: 1,
+            silent_ms,
         }
     }
     fn stop() -> Event {
@@ -797,12 +822,41 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_stale_connection_is_a_gap_from_its_last_frame_never_before_what_was_counted() {
+        let r = run(&[
+            (0, start()),
+            (0, sub(1, &[5])),
+            (S, open(1)),
+            // 5 s without a frame, noticed at 20 s: nothing arrived after 15 s.
+            (20 * S, closed_silent(1, Some(5_000))),
+            (21 * S, open(1)),
+            // 4 s after the reopen, silent "for 9 s": the cover ends at the
+            // reopen, not before it.
+            (25 * S, closed_silent(1, Some(9_000))),
+            (26 * S, open(1)),
+            (30 * S, stop()),
+        ]);
+        let i = &r.instruments[&5];
+        let gaps: Vec<_> = i.gaps.iter().map(|g| (g.start, g.end, g.kind)).collect();
+        assert_eq!(
+            gaps,
+            [
+                (0, S, GapKind::Startup),
+                (15 * S, 21 * S, GapKind::Disconnected),
+                (21 * S, 26 * S, GapKind::Disconnected)
+            ]
+        );
+        assert_eq!(i.covered, [(S, 15 * S), (26 * S, 30 * S)]);
+        assert_eq!(i.covered_micros + 12 * S, i.watched_micros);
+    }
+
     proptest! {
         /// Whatever happens, per instrument: covered + gaps = watched, the
         /// intervals are ordered and disjoint, and a live total never
         /// disagrees with the final one.
         #[test]
-        fn covered_plus_gaps_is_watched(ops in proptest::collection::vec((0u8..7, 1u8..4, 0u32..4, 0i64..5_000_000), 1..60)) {
+        fn covered_plus_gaps_is_watched(ops in proptest::collection::vec((0u8..8, 1u8..4, 0u32..4, 0i64..5_000_000), 1..60)) {
             let mut t = Tracker::default();
             let mut at = 0;
             for (op, c, tok, dt) in ops {
@@ -814,7 +868,8 @@ mod tests {
                     3 => open(c),
                     4 => closed(c),
                     5 => stop(),
-                    _ => Event::Heartbeat { received: 0, written: 0 },
+                    6 => Event::Heartbeat { received: 0, written: 0 },
+                    _ => closed_silent(c, Some(u64::from(tok) * 700 + dt as u64 / 1000)),
                 };
                 t.feed(at, &e);
             }

@@ -124,6 +124,12 @@ pub enum Event {
         close_code: Option<u16>,
         /// How long it had been open, ms.
         open_ms: u64,
+        /// How long nothing had arrived on it before it closed, ms (a stale
+        /// connection: `stale_after_ms`). Coverage ends at its last frame,
+        /// not at the close: after it nothing was received. Absent in
+        /// journals written before it existed (read as 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        silent_ms: Option<u64>,
     },
     /// A connection attempt failed, or an open connection ended: the next
     /// attempt is in `retry_in_ms`.
@@ -539,6 +545,7 @@ mod tests {
             reason: "closed by server (1011 \"bye\"\n)".into(),
             close_code: Some(1011),
             open_ms: 5,
+            silent_ms: Some(2),
         };
         let mut out = Vec::new();
         write_event_line(&mut out, &mut z, 1_764_215_100_000_001, &e);

@@ -127,12 +127,12 @@ fn a_dropped_connection_is_exactly_its_gap_in_coverage() {
             );
             assert!(
                 g.start - before < 100_000,
-                "{token}: last tick {} ms before the gap",
+                "{token}: last tick {} ms before the gap {g:?}",
                 (g.start - before) / 1000
             );
             assert!(
                 after - g.end < 100_000,
-                "{token}: first tick {} ms after the gap",
+                "{token}: first tick {} ms after the gap {g:?}",
                 (after - g.end) / 1000
             );
         }

@@ -756,16 +756,32 @@ impl Connection {
         self.retry_later(registry, why);
     }
 
+    /// An open connection was lost: the journal says how long it had been
+    /// silent, so that coverage ends at its last frame (a stale
+    /// connection's gap began `stale_after` before it was noticed).
     fn emit_closed(&self, why: &ConnError) {
-        self.emit_closed_with(why.kind(), why.to_string(), why.close_code());
+        let silent = self.mono.now().saturating_duration_since(self.last_frame);
+        self.emit_closed_with(
+            why.kind(),
+            why.to_string(),
+            why.close_code(),
+            Some(silent.as_millis() as u64),
+        );
     }
 
     fn emit_closed_as(&self, kind: &str, reason: &str) {
-        self.emit_closed_with(kind, reason.to_owned(), None);
+        self.emit_closed_with(kind, reason.to_owned(), None, None);
     }
 
-    fn emit_closed_with(&self, kind: &str, reason: String, close_code: Option<u16>) {
+    fn emit_closed_with(
+        &self,
+        kind: &str,
+        reason: String,
+        close_code: Option<u16>,
+        silent_ms: Option<u64>,
+    ) {
         let now = self.clock.now_micros();
+        let open_ms = ((now - self.opened_at_micros).max(0) / 1000) as u64;
         self.events.emit_at(
             now,
             crate::events::Event::ConnectionClosed {
@@ -773,7 +789,8 @@ impl Connection {
                 error: kind.to_owned(),
                 reason,
                 close_code,
-                open_ms: ((now - self.opened_at_micros).max(0) / 1000) as u64,
+                open_ms,
+                silent_ms: silent_ms.map(|s| s.min(open_ms)),
             },
         );
     }
