@@ -72,6 +72,15 @@ struct BookFields<'a> {
 /// receive time, from one line. The same values as
 /// [`crate::replay::recorded::parse_line`] (tested), without building depth.
 pub fn parse_for_book(line: &[u8]) -> Result<(crate::kite::Tick, i64), String> {
+    match super::fastline::book(line) {
+        Some(t) => Ok(t),
+        None => parse_for_book_serde(line),
+    }
+}
+
+/// [`parse_for_book`] by serde: the reference, and the reading of any line
+/// the fast one does not expect.
+pub fn parse_for_book_serde(line: &[u8]) -> Result<(crate::kite::Tick, i64), String> {
     use crate::kite::{price_divisor, PacketKind, Tick};
     let f: BookFields<'_> = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let mode: crate::kite::Mode = f
@@ -114,13 +123,14 @@ pub fn parse_for_book(line: &[u8]) -> Result<(crate::kite::Tick, i64), String> {
     Ok((t, at))
 }
 
-fn parse_chunk(text: &[u8], first_line: usize) -> Parsed {
+/// Parses one unit's lines; bad lines are numbered within the unit.
+fn parse_chunk(text: &[u8]) -> Parsed {
     let mut p = Parsed {
         ticks: Vec::with_capacity(text.len() / 300),
         lines: 0,
         bad: Vec::new(),
     };
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+    for (i, line) in crate::analysis::fastline::lines(text).enumerate() {
         if line.is_empty() {
             continue;
         }
@@ -129,7 +139,7 @@ fn parse_chunk(text: &[u8], first_line: usize) -> Parsed {
             Ok(r) => p.ticks.push(r),
             Err(e) => {
                 if p.bad.len() < 100 {
-                    p.bad.push((first_line + i + 1, e));
+                    p.bad.push((i + 1, e));
                 }
             }
         }
@@ -137,10 +147,17 @@ fn parse_chunk(text: &[u8], first_line: usize) -> Parsed {
     p
 }
 
+fn push_bad(out: &mut Cut, path: &std::path::Path, line: usize, e: String) {
+    if out.bad.len() < 1000 {
+        out.bad.push((path.to_path_buf(), line, e));
+    }
+}
+
 /// Builds the bars of `intervals` from `files` (in the order given),
 /// handing each to `on_bar` as it becomes final — streaming: the files are
-/// mapped and read a frame (or 4 MiB of lines) at a time, parsed on one
-/// thread and built in order on another, so memory stays bounded whatever
+/// mapped and read a frame (or 4 MiB of lines) at a time, decompressed and
+/// parsed on up to four threads (a unit each in turn) and built in order on
+/// this one, so memory stays bounded whatever
 /// the day's size. Bars whose instrument `coverage` does not show covered
 /// for their whole interval are marked incomplete (with a journal).
 pub fn cut_with(
@@ -172,79 +189,84 @@ pub fn cut_with(
         // written only grows past the mapped length.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         let zstd = crate::zst::is_zst(path);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(4);
+        let bytes = &map[..];
+        // The units of work: a zstd frame each, or ~4 MiB of whole lines.
+        let units: Vec<std::ops::Range<usize>> = if zstd {
+            let fr = crate::zst::frames_of_map(bytes);
+            for c in &fr.corrupt {
+                push_bad(
+                    &mut out,
+                    path,
+                    0,
+                    format!(
+                        "bytes {}..{} are no whole zstd frame (skipped)",
+                        c.start, c.end
+                    ),
+                );
+            }
+            if let Some(at) = fr.torn_at {
+                push_bad(
+                    &mut out,
+                    path,
+                    0,
+                    format!("a torn frame at byte {at} (skipped)"),
+                );
+            }
+            fr.frames
+        } else {
+            let mut v = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let mut end = (at + (4 << 20)).min(bytes.len());
+                if end < bytes.len() {
+                    end = memchr::memchr(b'\n', &bytes[end..]).map_or(bytes.len(), |i| end + i + 1);
+                }
+                v.push(at..end);
+                at = end;
+            }
+            v
+        };
+        // Decompressing and parsing are most of the work and each unit
+        // stands alone: `workers` threads take every `workers`-th unit;
+        // the book is built here, in file order, from their results.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4)
+            .min(units.len().max(1));
         let result = std::thread::scope(|sc| -> std::io::Result<()> {
-            let bytes = &map[..];
-            let parser = sc.spawn(move || -> std::io::Result<()> {
-                let mut line_no = 0usize;
-                if zstd {
+            let mut rxs = Vec::with_capacity(workers);
+            let mut handles = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(2);
+                rxs.push(rx);
+                let units = &units;
+                handles.push(sc.spawn(move || -> std::io::Result<()> {
                     let mut text = Vec::new();
-                    let mut released = 0;
-                    let fr = crate::zst::frames_of_map(bytes);
-                    if !fr.corrupt.is_empty() || fr.torn_at.is_some() {
-                        let bad = fr
-                            .corrupt
-                            .iter()
-                            .map(|c| {
-                                (
-                                    0,
-                                    format!(
-                                        "bytes {}..{} are no whole zstd frame (skipped)",
-                                        c.start, c.end
-                                    ),
-                                )
-                            })
-                            .chain(
-                                fr.torn_at
-                                    .map(|at| (0, format!("a torn frame at byte {at} (skipped)"))),
-                            )
-                            .collect();
-                        let _ = tx.send(Parsed {
-                            ticks: Vec::new(),
-                            lines: 0,
-                            bad,
-                        });
-                    }
-                    for f in fr.frames {
-                        if f.start - released >= 64 << 20 {
-                            crate::util::release_mapped(bytes, released..f.start);
-                            released = f.start;
-                        }
-                        crate::zst::decompress_frame(&bytes[f], &mut text)?;
-                        let p = parse_chunk(&text, line_no);
-                        line_no += p.lines as usize;
+                    for u in units.iter().skip(w).step_by(workers) {
+                        let p = if zstd {
+                            crate::zst::decompress_frame(&bytes[u.clone()], &mut text)?;
+                            parse_chunk(&text)
+                        } else {
+                            parse_chunk(&bytes[u.clone()])
+                        };
+                        crate::util::release_mapped(bytes, u.clone());
                         if tx.send(p).is_err() {
                             break;
                         }
                     }
-                } else {
-                    let mut at = 0;
-                    while at < bytes.len() {
-                        let mut end = (at + (4 << 20)).min(bytes.len());
-                        if end < bytes.len() {
-                            end = bytes[end..]
-                                .iter()
-                                .position(|b| *b == b'\n')
-                                .map_or(bytes.len(), |i| end + i + 1);
-                        }
-                        let p = parse_chunk(&bytes[at..end], line_no);
-                        line_no += p.lines as usize;
-                        crate::util::release_mapped(bytes, at..end);
-                        at = end;
-                        if tx.send(p).is_err() {
-                            break;
-                        }
-                    }
-                }
-                Ok(())
-            });
-            for p in rx {
-                out.lines += p.lines;
+                    Ok(())
+                }));
+            }
+            let mut line_no = 0usize;
+            for i in 0..units.len() {
+                let Ok(p) = rxs[i % workers].recv() else {
+                    break;
+                };
                 for (line, e) in p.bad {
-                    if out.bad.len() < 1000 {
-                        out.bad.push((path.clone(), line, e));
-                    }
+                    push_bad(&mut out, path, line_no + line, e);
                 }
+                line_no += p.lines as usize;
+                out.lines += p.lines;
                 for (t, at) in &p.ticks {
                     book.update(t, *at, &mut finals);
                 }
@@ -254,9 +276,12 @@ pub fn cut_with(
                     out.bars_written += 1;
                 }
             }
-            parser
-                .join()
-                .map_err(|_| std::io::Error::other("the parser thread panicked"))?
+            drop(rxs);
+            for h in handles {
+                h.join()
+                    .map_err(|_| std::io::Error::other("a parser thread panicked"))??;
+            }
+            Ok(())
         });
         result?;
     }

@@ -80,7 +80,7 @@ pub enum ExportError {
     Cancelled,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Ohlc {
     open: f64,
     high: f64,
@@ -88,20 +88,20 @@ struct Ohlc {
     close: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Level {
     price: f64,
     quantity: u32,
     orders: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Depth {
     buy: Vec<Level>,
     sell: Vec<Level>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Row<'a> {
     tradable: bool,
     mode: &'a str,
@@ -122,6 +122,123 @@ struct Row<'a> {
     depth: Option<Depth>,
     timestamp: &'a str,
     connection_id: u8,
+}
+
+impl<'a> Row<'a> {
+    /// A line read the fast way ([`crate::analysis::fastline`]): the
+    /// writer's own lines, each key once, nothing escaped; `None` for
+    /// anything else, which serde then reads (the reference: a property
+    /// test holds the two equal).
+    fn fast(line: &'a [u8]) -> Option<Row<'a>> {
+        let mut c = crate::analysis::fastline::Cur::new(line);
+        c.eat(b'{')?;
+        let (mut tradable, mut mode, mut token, mut last_price) = (None, None, None, None);
+        let (mut ltq, mut atp, mut vol, mut tbq, mut tsq) = (None, None, None, None, None);
+        let (mut ohlc, mut change, mut ltt, mut oi, mut oih, mut oil) =
+            (None, None, None, None, None, None);
+        let (mut ets, mut depth, mut ts, mut conn) = (None, None, None, None);
+        /// Sets a field once: a repeated key is serde's case.
+        fn once<T>(slot: &mut Option<T>, v: Option<T>) -> Option<()> {
+            if slot.is_some() {
+                return None;
+            }
+            *slot = Some(v?);
+            Some(())
+        }
+        let mut first = true;
+        loop {
+            if !first && !c.next_or_end()? {
+                break;
+            }
+            first = false;
+            match c.key()? {
+                b"tradable" => once(&mut tradable, c.bool())?,
+                b"mode" => once(&mut mode, c.string())?,
+                b"instrument_token" => once(&mut token, c.u32())?,
+                b"last_price" => once(&mut last_price, c.f64())?,
+                b"last_traded_quantity" => once(&mut ltq, c.u32())?,
+                b"average_traded_price" => once(&mut atp, c.f64())?,
+                b"volume_traded" => once(&mut vol, c.u32())?,
+                b"total_buy_quantity" => once(&mut tbq, c.u32())?,
+                b"total_sell_quantity" => once(&mut tsq, c.u32())?,
+                b"ohlc" => once(
+                    &mut ohlc,
+                    c.ohlc().map(|[open, high, low, close]| Ohlc {
+                        open,
+                        high,
+                        low,
+                        close,
+                    }),
+                )?,
+                b"change" => once(&mut change, c.f64())?,
+                b"last_trade_time" => once(&mut ltt, c.string())?,
+                b"oi" => once(&mut oi, c.u32())?,
+                b"oi_day_high" => once(&mut oih, c.u32())?,
+                b"oi_day_low" => once(&mut oil, c.u32())?,
+                b"exchange_timestamp" => once(&mut ets, c.string())?,
+                b"depth" => {
+                    let side = |c: &mut crate::analysis::fastline::Cur<'a>| {
+                        let mut v = Vec::with_capacity(5);
+                        c.levels(|price, quantity, orders| {
+                            v.push(Level {
+                                price,
+                                quantity,
+                                orders,
+                            })
+                        })
+                        .map(|()| v)
+                    };
+                    let d = (|| {
+                        c.eat(b'{')?;
+                        if c.key()? != b"buy" {
+                            return None;
+                        }
+                        let buy = side(&mut c)?;
+                        c.eat(b',')?;
+                        if c.key()? != b"sell" {
+                            return None;
+                        }
+                        let sell = side(&mut c)?;
+                        c.eat(b'}')?;
+                        Some(Depth { buy, sell })
+                    })();
+                    once(&mut depth, d)?;
+                }
+                b"timestamp" => once(&mut ts, c.string())?,
+                b"connection_id" => once(&mut conn, c.u32().and_then(|v| u8::try_from(v).ok()))?,
+                _ => return None,
+            }
+        }
+        Some(Row {
+            tradable: tradable?,
+            mode: mode?,
+            instrument_token: token?,
+            last_price: last_price?,
+            last_traded_quantity: ltq,
+            average_traded_price: atp,
+            volume_traded: vol,
+            total_buy_quantity: tbq,
+            total_sell_quantity: tsq,
+            ohlc,
+            change,
+            last_trade_time: ltt,
+            oi,
+            oi_day_high: oih,
+            oi_day_low: oil,
+            exchange_timestamp: ets,
+            depth,
+            timestamp: ts?,
+            connection_id: conn?,
+        })
+    }
+
+    /// A line as a row: fast, else serde.
+    fn read(line: &'a [u8]) -> Result<Row<'a>, String> {
+        match Row::fast(line) {
+            Some(r) => Ok(r),
+            None => serde_json::from_slice::<Row<'_>>(line).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 fn level_fields() -> Fields {
@@ -759,9 +876,7 @@ impl Rows<'_> {
         no: usize,
         line: &[u8],
     ) -> Result<(), ExportError> {
-        let parsed = serde_json::from_slice::<Row<'_>>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|r| self.cols.push(&r));
+        let parsed = Row::read(line).and_then(|r| self.cols.push(&r));
         if let Err(why) = parsed {
             self.bad += 1;
             if self.problems.len() < 10 {
@@ -1117,5 +1232,51 @@ pub fn parquet_name(input: &Path) -> String {
             "{}.parquet",
             name.trim_end_matches(".zst").trim_end_matches(".jsonl")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_kind_of_line_the_writer_makes_is_read_fast_as_serde_reads_it() {
+        for (mode, line) in crate::sink::line::sample_lines(20) {
+            let fast = super::Row::fast(&line).unwrap_or_else(|| {
+                panic!(
+                    "{mode:?}: not read fast: {}",
+                    String::from_utf8_lossy(&line)
+                )
+            });
+            let serde: super::Row<'_> = serde_json::from_slice(&line).unwrap();
+            assert_eq!(fast, serde, "{mode:?}");
+        }
+    }
+
+    proptest! {
+        /// A damaged line (anywhere, depth included) is declined by the
+        /// fast reading or read as serde reads it.
+        #[test]
+        fn a_damaged_line_is_declined_or_read_as_serde_reads_it(
+            pick in 0usize..1000,
+            edits in proptest::collection::vec((0usize..10_000, any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let lines = crate::sink::line::sample_lines(2);
+            let mut line = lines[pick % lines.len()].1.clone();
+            for (at, byte, how) in edits {
+                let at = at % (line.len() + 1);
+                let byte = if byte.is_ascii_graphic() { byte } else { b'0' + byte % 10 };
+                match how {
+                    0 if at < line.len() => line[at] = byte,
+                    1 => line.insert(at, byte),
+                    _ => line.truncate(at.max(1)),
+                }
+            }
+            if let Some(fast) = super::Row::fast(&line) {
+                let serde = serde_json::from_slice::<super::Row<'_>>(&line);
+                prop_assert!(serde.is_ok(), "serde refuses what was read fast: {}", String::from_utf8_lossy(&line));
+                prop_assert_eq!(fast, serde.unwrap());
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod candles;
 pub mod coverage;
 #[cfg(feature = "parquet")]
 pub mod export;
+pub mod fastline;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod scan;
