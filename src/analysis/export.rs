@@ -521,7 +521,7 @@ pub fn for_each_line(
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     let mut no = 0;
     let mut lines = |text: &[u8], no: &mut usize| -> Result<(), ExportError> {
-        for l in text.split(|&b| b == b'\n') {
+        for l in crate::analysis::fastline::lines(text) {
             *no += 1;
             if !l.iter().all(u8::is_ascii_whitespace) {
                 each(*no, l)?;
@@ -800,7 +800,7 @@ impl Default for ExportOptions {
 fn token_of(line: &[u8]) -> Option<u32> {
     const KEY: &[u8] = b"\"instrument_token\":";
     let head = &line[..line.len().min(256)];
-    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let at = memchr::memmem::find(head, KEY)? + KEY.len();
     let digits = &line[at..];
     let end = digits.iter().position(|b| !b.is_ascii_digit())?;
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
@@ -971,76 +971,143 @@ fn sorted(
     std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
     let _cleanup = RemoveOnDrop(tmp_dir.clone());
     let path_of = |i: usize| tmp_dir.join(format!("range-{i:04}.lz4"));
-    // (1) split.
-    {
-        let mut writers = Vec::with_capacity(bounds.len() + 1);
-        for i in 0..=bounds.len() {
-            let p = path_of(i);
-            let f = std::fs::File::create(&p).map_err(io(&p))?;
-            // LZ4 frames: 3–4 times faster than zstd's fastest level both
-            // ways, and an encoder is a 64 KiB block: hundreds of ranges
-            // open at once stay small.
-            writers.push(lz4_flex::frame::FrameEncoder::new(
-                std::io::BufWriter::with_capacity(64 << 10, f),
-            ));
-        }
-        for (input_no, input) in inputs.iter().enumerate() {
-            for_each_line(input, |no, line| {
-                if no % 65_536 == 0 {
-                    rows.cancelled()?;
+    // (1) split. Lines gather per range in memory (`SPLIT_BUFFER` each)
+    // and go whole to a second thread that LZ4-compresses them into the
+    // range's file: compression was a sixth of the export, and it need
+    // not wait for the reading.
+    const SPLIT_BUFFER: usize = 256 << 10;
+    let n = bounds.len() + 1;
+    std::thread::scope(|sc| -> Result<(), ExportError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(16);
+        let compressor = std::thread::Builder::new()
+            .name("tickcap-sort".into())
+            .spawn_scoped(sc, move || -> Result<(), ExportError> {
+                let mut writers = Vec::with_capacity(n);
+                for i in 0..n {
+                    let p = path_of(i);
+                    let f = std::fs::File::create(&p).map_err(io(&p))?;
+                    // LZ4 frames: 3–4 times faster than zstd's fastest
+                    // level both ways, and an encoder is a 64 KiB block:
+                    // hundreds of ranges open at once stay small.
+                    writers.push(lz4_flex::frame::FrameEncoder::new(
+                        std::io::BufWriter::with_capacity(64 << 10, f),
+                    ));
                 }
-                // A line without a token is not a tick: its range's reading
-                // reports it with its place, as file order would.
-                let t = token_of(line).unwrap_or(0);
-                let i = range_of(t);
-                let p = path_of(i);
-                // Where the line came from, for a report: "FILE LINE ".
-                let mut at = itoa_pair(input_no, no);
-                at.push(b' ');
-                writers[i]
-                    .write_all(&at)
-                    .and_then(|()| writers[i].write_all(line))
-                    .and_then(|()| writers[i].write_all(b"\n"))
-                    .map_err(io(&p))
-            })?;
-        }
-        for (i, e) in writers.into_iter().enumerate() {
-            let p = path_of(i);
-            e.finish()
-                .map_err(std::io::Error::other)
-                .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
-                .map_err(io(&p))?;
-        }
-    }
-    // (2) each range, ordered by instrument.
-    for i in 0..=bounds.len() {
-        let p = path_of(i);
-        let mut text = Vec::new();
-        let f = std::fs::File::open(&p).map_err(io(&p))?;
-        // A range no line fell into has no frame at all.
-        if f.metadata().map_err(io(&p))?.len() > 0 {
-            std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(f), &mut text)
-                .map_err(io(&p))?;
-        }
-        std::fs::remove_file(&p).map_err(io(&p))?;
-        let mut index: Vec<(u32, usize, usize)> = Vec::new();
-        let mut at = 0;
-        for l in text.split(|b| *b == b'\n') {
-            if !l.is_empty() {
-                index.push((token_of(l).unwrap_or(u32::MAX), at, l.len()));
+                for (i, buf) in rx {
+                    writers[i].write_all(&buf).map_err(io(&path_of(i)))?;
+                }
+                for (i, e) in writers.into_iter().enumerate() {
+                    let p = path_of(i);
+                    e.finish()
+                        .map_err(std::io::Error::other)
+                        .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+                        .map_err(io(&p))?;
+                }
+                Ok(())
+            })
+            .map_err(io(&tmp_dir))?;
+        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
+        // The compressor stopped (its error is the one to report).
+        let gone = || ExportError::Cancelled;
+        let mut read = || -> Result<(), ExportError> {
+            for (input_no, input) in inputs.iter().enumerate() {
+                for_each_line(input, |no, line| {
+                    if no % 65_536 == 0 {
+                        rows.cancelled()?;
+                    }
+                    // A line without a token is not a tick: its range's
+                    // reading reports it with its place, as file order would.
+                    let i = range_of(token_of(line).unwrap_or(0));
+                    // Where the line came from, for a report: "FILE LINE ".
+                    let b = &mut bufs[i];
+                    b.extend_from_slice(&itoa_pair(input_no, no));
+                    b.push(b' ');
+                    b.extend_from_slice(line);
+                    b.push(b'\n');
+                    if b.len() >= SPLIT_BUFFER {
+                        let full = std::mem::replace(b, Vec::with_capacity(SPLIT_BUFFER + 4096));
+                        tx.send((i, full)).map_err(|_| gone())?;
+                    }
+                    Ok(())
+                })?;
             }
-            at += l.len() + 1;
+            for (i, b) in bufs.iter_mut().enumerate() {
+                if !b.is_empty() {
+                    tx.send((i, std::mem::take(b))).map_err(|_| gone())?;
+                }
+            }
+            Ok(())
+        };
+        let reading = read();
+        drop(tx);
+        let compressing = compressor
+            .join()
+            .map_err(|_| io(&tmp_dir)(std::io::Error::other("the sort thread panicked")))?;
+        match (reading, compressing) {
+            (_, Err(e)) => Err(e),
+            (r, Ok(())) => r,
         }
-        // (token, position): stable within an instrument.
-        index.sort_unstable();
-        for (_, at, len) in index {
-            let l = &text[at..at + len];
-            let (input_no, no, line) = split_origin(l);
-            let input = inputs.get(input_no).unwrap_or(&inputs[0]);
-            rows.push(w, input, no, line)?;
+    })?;
+    // (2) each range, ordered by instrument: a second thread reads,
+    // decompresses and orders the next range while this one parses the
+    // current one (two ranges in memory at most).
+    std::thread::scope(|sc| -> Result<(), ExportError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<SortedRange, ExportError>>(0);
+        sc.spawn(move || {
+            for i in 0..n {
+                let r = read_range(&path_of(i));
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for r in rx {
+            let r = r?;
+            for (_, at, len) in &r.index {
+                let l = &r.text[*at..*at + *len];
+                let (input_no, no, line) = split_origin(l);
+                let input = inputs.get(input_no).unwrap_or(&inputs[0]);
+                rows.push(w, input, no, line)?;
+            }
         }
-    }
+        Ok(())
+    })?;
     Ok(())
+}
+
+/// A sort range read back: its text and its lines' (token, start, length)
+/// in instrument order (stable: file order within one instrument).
+struct SortedRange {
+    text: Vec<u8>,
+    index: Vec<(u32, usize, usize)>,
+}
+
+/// Reads a sort range's LZ4 file (removing it) and orders its lines.
+fn read_range(p: &Path) -> Result<SortedRange, ExportError> {
+    let io = |error| ExportError::Io {
+        path: p.to_owned(),
+        error,
+    };
+    let mut text = Vec::new();
+    let f = std::fs::File::open(p).map_err(io)?;
+    // A range no line fell into has no frame at all.
+    if f.metadata().map_err(io)?.len() > 0 {
+        std::io::Read::read_to_end(&mut lz4_flex::frame::FrameDecoder::new(f), &mut text)
+            .map_err(io)?;
+    }
+    std::fs::remove_file(p).map_err(io)?;
+    let mut index: Vec<(u32, usize, usize)> = Vec::new();
+    let mut at = 0;
+    for l in crate::analysis::fastline::lines(&text) {
+        if !l.is_empty() {
+            index.push((token_of(l).unwrap_or(u32::MAX), at, l.len()));
+        }
+        at += l.len() + 1;
+    }
+    // (token, position): stable within an instrument.
+    index.sort_unstable();
+    Ok(SortedRange { text, index })
 }
 
 /// `"FILE LINE"` as ASCII digits.

@@ -411,7 +411,7 @@ pub fn split(bytes: &[u8], parts: usize) -> Vec<std::ops::Range<usize>> {
     let mut start = 0;
     for p in 1..parts.max(1) {
         let guess = (bytes.len() * p / parts).max(start);
-        let end = match bytes[guess..].iter().position(|&b| b == b'\n') {
+        let end = match memchr::memchr(b'\n', &bytes[guess..]) {
             Some(i) => guess + i + 1,
             None => bytes.len(),
         };
@@ -439,7 +439,7 @@ fn fold_lines<F: Fold>(
     let mut rest = chunk;
     while !rest.is_empty() {
         *no += 1;
-        let (line, torn) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, torn) = match memchr::memchr(b'\n', rest) {
             Some(i) => {
                 let l = &rest[..i];
                 rest = &rest[i + 1..];
