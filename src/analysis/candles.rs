@@ -330,7 +330,7 @@ pub struct Captured {
 pub fn read_candles(text: &[u8]) -> (Vec<Captured>, u64) {
     let mut out = Vec::new();
     let mut bad = 0;
-    for line in crate::analysis::fastline::lines(&text).filter(|l| !l.is_empty()) {
+    for line in crate::analysis::fastline::lines(text).filter(|l| !l.is_empty()) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
             bad += 1;
             continue;
