@@ -94,6 +94,7 @@ impl<'a> Cur<'a> {
 
     /// `[{"quantity":Q,"price":P,"orders":O},…]` (any key order, each
     /// once), each level handed to `each` as (price, quantity, orders).
+    #[cfg(feature = "parquet")]
     #[inline]
     pub(crate) fn levels(&mut self, mut each: impl FnMut(f64, u32, u32)) -> Option<()> {
         self.eat(b'[')?;
@@ -125,6 +126,7 @@ impl<'a> Cur<'a> {
     }
 
     /// `true` or `false`.
+    #[cfg(feature = "parquet")]
     #[inline]
     pub(crate) fn bool(&mut self) -> Option<bool> {
         match *self.b.get(self.i)? {
@@ -292,7 +294,7 @@ impl<'a> Cur<'a> {
 /// The tick fields the candle book uses and the receive time, read the
 /// fast way; `None`: not a line as the writer writes it (ask serde).
 pub fn book(line: &[u8]) -> Option<(Tick, i64)> {
-    let mut c = Cur { b: line, i: 0 };
+    let mut c = Cur::new(line);
     c.eat(b'{')?;
     let mut mode: Option<Mode> = None;
     let mut token: Option<u32> = None;
