@@ -249,7 +249,6 @@ pub fn cut_with(
                         } else {
                             parse_chunk(&bytes[u.clone()])
                         };
-                        crate::util::release_mapped(bytes, u.clone());
                         if tx.send(p).is_err() {
                             break;
                         }
@@ -258,10 +257,18 @@ pub fn cut_with(
                 }));
             }
             let mut line_no = 0usize;
+            let mut released = 0;
             for i in 0..units.len() {
                 let Ok(p) = rxs[i % workers].recv() else {
                     break;
                 };
+                // Every unit up to this one is done: give their pages back,
+                // in long stretches (a unit's own edges are shared with its
+                // neighbours: released one by one, a page each stayed).
+                if units[i].end - released >= 64 << 20 {
+                    crate::util::release_mapped(bytes, released..units[i].end);
+                    released = units[i].end;
+                }
                 for (line, e) in p.bad {
                     push_bad(&mut out, path, line_no + line, e);
                 }
