@@ -24,8 +24,7 @@ impl HubLoop {
                 || self
                     .clients
                     .iter()
-                    .flatten()
-                    .any(|c| c.more_to_read || c.wants_write());
+                    .any(|(_, c)| c.more_to_read || c.wants_write());
             let open = self.open_clients().max(1);
             let coalesce_until = (ticks_waiting && self.last_round_packets >= BUSY_PACKETS * open)
                 .then(|| last_round + COALESCE)
@@ -64,7 +63,7 @@ impl HubLoop {
                     Token(t) => {
                         let i = t - CLIENT_BASE;
                         if ev.is_writable() {
-                            if let Some(Some(c)) = self.clients.get_mut(i) {
+                            if let Some(c) = self.clients.get_mut(i) {
                                 c.writable();
                             }
                         }
@@ -74,8 +73,8 @@ impl HubLoop {
                     }
                 }
             }
-            for i in 0..self.clients.len() {
-                if self.clients[i].as_ref().is_some_and(|c| c.more_to_read) {
+            for i in 0..self.clients.capacity() {
+                if self.clients.get(i).is_some_and(|c| c.more_to_read) {
                     self.on_client(i);
                 }
             }
@@ -103,18 +102,14 @@ impl HubLoop {
                 self.publish();
             }
         }
-        for i in 0..self.clients.len() {
+        for i in 0..self.clients.capacity() {
             self.remove(i, CloseCode::Away, "tickcap is shutting down");
         }
         self.publish();
     }
 
     pub(super) fn open_clients(&self) -> usize {
-        self.clients
-            .iter()
-            .flatten()
-            .filter(|c| c.is_open())
-            .count()
+        self.clients.iter().filter(|(_, c)| c.is_open()).count()
     }
 
     pub(super) fn accept(&mut self) {
@@ -128,39 +123,32 @@ impl HubLoop {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let slot = match self.clients.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    // Beyond max_clients + a margin of upgrades in flight:
-                    // the oldest incomplete upgrade makes room (half-open
-                    // sockets must not keep real clients out); a completed
-                    // client is never evicted for a newcomer. With none
-                    // incomplete, close at once (the 429 needs a slot).
-                    if self.clients.len() >= self.cfg.max_clients + UPGRADE_MARGIN {
-                        match self.oldest_upgrade() {
-                            Some(i) => {
-                                self.drop_upgrade(i);
-                                self.stats
-                                    .serve
-                                    .upgrades_evicted
-                                    .fetch_add(1, Ordering::Relaxed);
-                                i
-                            }
-                            None => {
-                                drop(stream);
-                                self.stats
-                                    .serve
-                                    .refused_full
-                                    .fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        }
-                    } else {
-                        self.clients.push(None);
-                        self.clients.len() - 1
+            // Beyond max_clients + a margin of upgrades in flight: the
+            // oldest incomplete upgrade makes room (half-open sockets must
+            // not keep real clients out); a completed client is never
+            // evicted for a newcomer. With none incomplete, close at once
+            // (the 429 needs a slot).
+            if self.clients.len() >= self.cfg.max_clients + UPGRADE_MARGIN {
+                match self.oldest_upgrade() {
+                    Some(i) => {
+                        self.drop_upgrade(i);
+                        self.stats
+                            .serve
+                            .upgrades_evicted
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        drop(stream);
+                        self.stats
+                            .serve
+                            .refused_full
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
                 }
-            };
+            }
+            // The slot the client will take (nothing is inserted before it).
+            let slot = self.clients.vacant_key();
             if let Err(e) = self.poll.registry().register(
                 &mut stream,
                 Token(CLIENT_BASE + slot),
@@ -179,7 +167,8 @@ impl HubLoop {
                 Ok(mut c) => {
                     c.queue_limit = self.cfg.send_queue_bytes;
                     let open = c.is_open();
-                    self.clients[slot] = Some(c);
+                    let taken = self.clients.insert(c);
+                    debug_assert_eq!(taken, slot);
                     if open {
                         self.opened(slot);
                     }
@@ -194,7 +183,7 @@ impl HubLoop {
         self.stats.serve.clients.fetch_add(1, Ordering::Relaxed);
         self.link.signal.active.store(true, Ordering::SeqCst);
         self.views_dirty = true;
-        if let Some(c) = &self.clients[slot] {
+        if let Some(c) = self.clients.get(slot) {
             if let Some(skipped) = self.client_log.allow(Instant::now()) {
                 tracing::info!(
                     "hub: client {} connected (api_key {:?}){}",
@@ -207,7 +196,7 @@ impl HubLoop {
     }
 
     pub(super) fn on_client(&mut self, i: usize) {
-        let Some(Some(c)) = self.clients.get_mut(i) else {
+        let Some(c) = self.clients.get_mut(i) else {
             return;
         };
         if !c.is_open() {
@@ -226,7 +215,7 @@ impl HubLoop {
                 }
             }
         }
-        let Some(Some(c)) = self.clients.get_mut(i) else {
+        let Some(c) = self.clients.get_mut(i) else {
             return;
         };
         let r = c.read(READ_BUDGET, &self.stats);
@@ -255,14 +244,14 @@ impl HubLoop {
     pub(super) fn oldest_upgrade(&self) -> Option<usize> {
         self.clients
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().filter(|c| !c.is_open()).map(|c| (i, c.accepted)))
+            .filter(|(_, c)| !c.is_open())
+            .map(|(i, c)| (i, c.accepted))
             .min_by_key(|(_, at)| *at)
             .map(|(i, _)| i)
     }
 
     pub(super) fn drop_upgrade(&mut self, i: usize) {
-        if let Some(mut c) = self.clients[i].take() {
+        if let Some(mut c) = self.clients.try_remove(i) {
             if let Some(s) = c.stream() {
                 let _ = self.poll.registry().deregister(s);
             }
@@ -272,7 +261,7 @@ impl HubLoop {
     /// Ends client `i`: a close frame with `reason`, its subscriptions
     /// released, the reason recorded.
     pub(super) fn remove(&mut self, i: usize, code: CloseCode, reason: &str) {
-        let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) else {
+        let Some(mut c) = self.clients.try_remove(i) else {
             return;
         };
         if !c.is_open() {
@@ -333,7 +322,7 @@ impl HubLoop {
         self.stats.serve.ring_overflows.store(n, Ordering::Relaxed);
         tracing::warn!("hub: fell behind, {lost} ticks not copied to it (capture has them all); disconnecting its clients");
         let reason = format!("tickcap's hub fell behind ({lost} ticks not delivered); reconnect");
-        for i in 0..self.clients.len() {
+        for i in 0..self.clients.capacity() {
             self.remove(i, CloseCode::Again, &reason);
         }
     }
@@ -363,7 +352,7 @@ impl HubLoop {
                         encode_for(&st.tick, mode, &mut self.scratch[r]);
                         encoded[r] = true;
                     }
-                    let Some(Some(c)) = self.clients.get_mut(slot) else {
+                    let Some(c) = self.clients.get_mut(slot) else {
                         continue;
                     };
                     if c.push_packet(&self.scratch[r], st.recv_micros) {
@@ -377,7 +366,7 @@ impl HubLoop {
         self.touched.sort_unstable();
         self.touched.dedup();
         for &slot in &self.touched {
-            if let Some(Some(c)) = self.clients.get_mut(slot) {
+            if let Some(c) = self.clients.get_mut(slot) {
                 c.finish_batch();
             }
         }
@@ -401,7 +390,7 @@ impl HubLoop {
                 .serve
                 .texts_forwarded
                 .fetch_add(1, Ordering::Relaxed);
-            for c in self.clients.iter_mut().flatten().filter(|c| c.is_open()) {
+            for (_, c) in self.clients.iter_mut().filter(|(_, c)| c.is_open()) {
                 c.send_text(text.clone());
             }
         }
@@ -414,14 +403,14 @@ impl HubLoop {
         if rejected.is_empty() {
             return;
         }
-        let mut told = vec![false; self.clients.len()];
+        let mut told = vec![false; self.clients.capacity()];
         for t in rejected {
             let Some(list) = self.subscribers.remove(&t) else {
                 continue;
             };
             for (slot, m) in list {
                 self.demand.change(t, Some(m), None);
-                if let Some(Some(c)) = self.clients.get_mut(slot) {
+                if let Some(c) = self.clients.get_mut(slot) {
                     c.subs.remove(&t);
                     if !told[slot] {
                         told[slot] = true;
@@ -433,8 +422,8 @@ impl HubLoop {
     }
 
     pub(super) fn heartbeats(&mut self, now: Instant) {
-        for i in 0..self.clients.len() {
-            let Some(c) = &mut self.clients[i] else {
+        for i in 0..self.clients.capacity() {
+            let Some(c) = self.clients.get_mut(i) else {
                 continue;
             };
             if c.is_open() {
@@ -450,8 +439,8 @@ impl HubLoop {
     pub(super) fn flush_all(&mut self) {
         let now = self.cfg.clock.now_micros();
         let limit = self.cfg.send_queue_bytes;
-        for i in 0..self.clients.len() {
-            let Some(c) = &mut self.clients[i] else {
+        for i in 0..self.clients.capacity() {
+            let Some(c) = self.clients.get_mut(i) else {
                 continue;
             };
             let (hist, serve) = (&mut self.hist, &self.stats.serve);
@@ -497,7 +486,7 @@ impl HubLoop {
         let views: Vec<ClientView> = self
             .clients
             .iter()
-            .flatten()
+            .map(|(_, c)| c)
             .filter(|c| c.is_open())
             .map(|c| {
                 let mut subscriptions: Vec<(u32, &'static str)> =

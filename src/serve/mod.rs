@@ -137,7 +137,7 @@ impl Hub {
                 cfg,
                 poll,
                 listener,
-                clients: Vec::new(),
+                clients: slab::Slab::new(),
                 consumers,
                 link,
                 stats,
@@ -185,7 +185,8 @@ struct HubLoop {
     poll: Poll,
     listener: TcpListener,
     /// Slot i is mio token CLIENT_BASE + i.
-    clients: Vec<Option<Client>>,
+    /// Client slots: a client's slot is its mio token (`CLIENT_BASE` on).
+    clients: slab::Slab<Client>,
     consumers: Vec<rtrb::Consumer<Stamped>>,
     link: Arc<Link>,
     stats: Arc<Stats>,

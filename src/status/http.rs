@@ -174,7 +174,9 @@ pub struct Server {
     listener: TcpListener,
     listener_token: Token,
     first_token: usize,
-    clients: Vec<Option<Client>>,
+    /// Client slots (slot = token − `first_token`; never more than
+    /// `MAX_CLIENTS`, so every slot's token is one [`Server::owns`]).
+    clients: slab::Slab<Client>,
     /// Requests served (for the status port's own metrics).
     pub served: u64,
     /// Requests refused as malformed or over a limit.
@@ -304,7 +306,7 @@ impl Server {
             listener,
             listener_token,
             first_token,
-            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            clients: slab::Slab::with_capacity(MAX_CLIENTS),
             served: 0,
             rejected: 0,
             evicted: 0,
@@ -325,7 +327,7 @@ impl Server {
 
     /// Open client connections.
     pub fn clients(&self) -> usize {
-        self.clients.iter().filter(|c| c.is_some()).count()
+        self.clients.len()
     }
 
     /// Handles a readiness event; `handle` answers each complete request.
@@ -340,7 +342,7 @@ impl Server {
             return;
         }
         let slot = token.0 - self.first_token;
-        let keep = match self.clients.get_mut(slot).and_then(Option::as_mut) {
+        let keep = match self.clients.get_mut(slot) {
             Some(c) => service(c, handle, &mut self.served, &mut self.rejected),
             None => return,
         };
@@ -354,20 +356,22 @@ impl Server {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     let now = Instant::now();
-                    let free = self.clients.iter().position(Option::is_none).or_else(|| {
+                    let free = if self.clients.len() < MAX_CLIENTS {
+                        Some(self.clients.vacant_key())
+                    } else {
                         // Full: evict the slowest (a trickled request, else
                         // the longest idle) so that /health stays reachable.
-                        let victim = self
-                            .clients
+                        self.clients
                             .iter()
-                            .enumerate()
-                            .filter_map(|(i, c)| c.as_ref()?.eviction_rank(now).map(|r| (r, i)))
+                            .filter_map(|(i, c)| c.eviction_rank(now).map(|r| (r, i)))
                             .min()
-                            .map(|(_, i)| i)?;
-                        self.evicted += 1;
-                        self.close(registry, victim);
-                        Some(victim)
-                    });
+                            .map(|(_, i)| i)
+                            .map(|victim| {
+                                self.evicted += 1;
+                                self.close(registry, victim);
+                                self.clients.vacant_key()
+                            })
+                    };
                     let Some(slot) = free else {
                         let mut out = Vec::new();
                         serialize(
@@ -386,7 +390,10 @@ impl Server {
                     {
                         continue;
                     }
-                    self.clients[slot] = Some(Client::new(stream, Some(peer), Instant::now()));
+                    let taken =
+                        self.clients
+                            .insert(Client::new(stream, Some(peer), Instant::now()));
+                    debug_assert_eq!(taken, slot);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -399,15 +406,15 @@ impl Server {
     }
 
     fn close(&mut self, registry: &Registry, slot: usize) {
-        if let Some(mut c) = self.clients.get_mut(slot).and_then(Option::take) {
+        if let Some(mut c) = self.clients.try_remove(slot) {
             let _ = registry.deregister(&mut c.stream);
         }
     }
 
     /// Closes idle clients.
     pub fn on_timer(&mut self, registry: &Registry, now: Instant) {
-        for slot in 0..self.clients.len() {
-            let Some(c) = self.clients[slot].as_mut() else {
+        for slot in 0..self.clients.capacity() {
+            let Some(c) = self.clients.get_mut(slot) else {
                 continue;
             };
             let late = c
