@@ -196,6 +196,53 @@ pub fn release_mapped(map: &[u8], range: std::ops::Range<usize>) {
     }
 }
 
+/// The one blocking HTTP client's agent (Kite's REST calls in
+/// `net::http`, the status port's client), here in the base so that both
+/// use it without one importing the other: every step (connect, send, wait for the reply, read
+/// the body) may take `timeout`; no connection kept (one request each),
+/// no proxy from the environment (as before: capture hosts talk to Kite
+/// directly), every status an answer rather than an error.
+pub fn http_agent(timeout: std::time::Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_resolve(Some(timeout))
+        .timeout_connect(Some(timeout))
+        .timeout_send_request(Some(timeout))
+        .timeout_send_body(Some(timeout))
+        .timeout_recv_response(Some(timeout))
+        .timeout_recv_body(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .proxy(None)
+        .user_agent(concat!("tickcap/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+/// Sends `method url` with `headers` and `body` (none when empty) through
+/// `agent`; the whole reply body, read up to `limit` bytes.
+pub fn http_send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    limit: u64,
+) -> Result<(u16, Vec<u8>), ureq::Error> {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = if body.is_empty() {
+        agent.run(req.body(())?)?
+    } else {
+        agent.run(req.body(body)?)?
+    };
+    let status = resp.status().as_u16();
+    let bytes = resp.body_mut().with_config().limit(limit).read_to_vec()?;
+    Ok((status, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,9 +1,7 @@
-//! A minimal blocking HTTP/1.1 client for the status port (used by
-//! `tickcap status`, `tickcap doctor` and the tests): one request per
-//! connection, `Connection: close`, responses parsed with httparse.
+//! The status port's client (`tickcap status`, `tickcap doctor`, the
+//! tests): the same `ureq` agent as Kite's REST calls
+//! ([`crate::util::http_agent`]), one request per connection.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Why a status request failed.
@@ -51,45 +49,35 @@ pub fn request(
     bearer: Option<&str>,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
-    let hostport = base
-        .strip_prefix("http://")
-        .map(|r| r.trim_end_matches('/'))
-        .ok_or_else(|| ClientError::Url(base.to_owned()))?;
-    let url = format!("{base}{path}");
-    let io = |error| ClientError::Io {
-        url: url.clone(),
-        error,
-    };
-    let addr = hostport
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| ClientError::Url(base.to_owned()))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
-    let body = body.unwrap_or(b"");
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).map_err(io)?;
-    s.write_all(body).map_err(io)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(io)?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(ClientError::Malformed(url)),
-    };
-    Ok(Reply {
-        status: resp.code.unwrap_or(0),
-        body: raw[n..].to_vec(),
-    })
+    if !base.starts_with("http://") {
+        return Err(ClientError::Url(base.to_owned()));
+    }
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let agent = crate::util::http_agent(timeout);
+    match crate::util::http_send(
+        &agent,
+        method,
+        &url,
+        &headers,
+        body.unwrap_or(b""),
+        256 << 20,
+    ) {
+        Ok((status, body)) => Ok(Reply { status, body }),
+        Err(ureq::Error::BadUri(_) | ureq::Error::Http(_)) => {
+            Err(ClientError::Url(base.to_owned()))
+        }
+        Err(ureq::Error::Protocol(_)) => Err(ClientError::Malformed(url)),
+        Err(ureq::Error::Io(error)) => Err(ClientError::Io { url, error }),
+        Err(e) => Err(ClientError::Io {
+            url,
+            error: std::io::Error::other(e.to_string()),
+        }),
+    }
 }
 
 /// `GET path` with a 3 s timeout.
