@@ -307,14 +307,14 @@ fn a_broker_killed_mid_stream_is_reported_down_and_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(3000, |_| {});
-    let status = free_port();
     let engine = start_engine(
         &feed,
         &data,
         &broker.addr,
-        status,
+        0, // the status port: any free one, read back below
         tickcap::engine::Options::default(),
     );
+    let status = status_port(&engine);
     let stats = std::sync::Arc::clone(engine.stats());
     let acked = || stats.kafka.acked.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
@@ -366,7 +366,6 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(3000, |_| {});
-    let status = free_port();
     // librdkafka raises a fatal error (as a broker fencing the idempotent
     // producer would) once 3000 records are acknowledged: everything in
     // flight fails, the producer is unusable.
@@ -374,7 +373,9 @@ fn a_fatal_producer_error_recreates_the_producer_and_loses_and_doubles_nothing()
         kafka_fatal_after: Some(3000),
         ..tickcap::engine::Options::default()
     };
-    let engine = start_engine(&feed, &data, &broker.addr, status, opts);
+    // Status port 0: any free one, read back below.
+    let engine = start_engine(&feed, &data, &broker.addr, 0, opts);
+    let status = status_port(&engine);
     let stats = std::sync::Arc::clone(engine.stats());
     let acked = || stats.kafka.acked.load(std::sync::atomic::Ordering::Relaxed);
     let recreated = || {
@@ -448,6 +449,12 @@ pub(crate) fn wait_caught_up(status: u16, also: impl Fn(&serde_json::Value) -> b
         "{}",
         kafka_view(status)
     );
+}
+
+/// The port an engine's status server bound (tests ask for port 0: a
+/// port picked before the start could be taken by another test first).
+pub(crate) fn status_port(engine: &tickcap::engine::Engine) -> u16 {
+    engine.status_addr().expect("a status port").port()
 }
 
 pub(crate) fn kafka_view(status: u16) -> serde_json::Value {
@@ -536,14 +543,14 @@ fn a_broker_down_at_start_costs_only_lag_and_its_backlog_arrives_in_order_later(
     let feed = common::synthetic_feed(3000, |_| {});
     // Nothing listens on this port yet: the broker is "down".
     let broker_port = free_port();
-    let status = free_port();
     let engine = start_engine(
         &feed,
         &data,
         &format!("127.0.0.1:{broker_port}"),
-        status,
+        0, // the status port: any free one, read back below
         tickcap::engine::Options::default(),
     );
+    let status = status_port(&engine);
     let stats = std::sync::Arc::clone(engine.stats());
     assert!(wait_until(Duration::from_secs(30), || stats
         .lines_written()
@@ -711,14 +718,14 @@ fn a_changed_partition_count_is_refused_not_published_across() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(2000, |_| {});
-    let status = free_port();
     let engine = start_engine(
         &feed,
         &data,
         &broker.addr,
-        status,
+        0, // the status port: any free one, read back below
         tickcap::engine::Options::default(),
     );
+    let status = status_port(&engine);
     assert!(wait_until(Duration::from_secs(60), || kafka_view(status)
         ["acknowledged"]
         .as_u64()
