@@ -808,7 +808,6 @@ fn compress_closed_days_while_the_publisher_is_behind_across_midnight_loses_noth
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(3000, |_| {});
     let broker_port = free_port();
-    let status = free_port();
     // The receive clock: 1.5 s before the next Kolkata midnight.
     let now = tickcap::engine::Clock::system().now_micros();
     let (day, ist) = (86_400_000_000i64, 19_800_000_000i64);
@@ -819,7 +818,7 @@ fn compress_closed_days_while_the_publisher_is_behind_across_midnight_loses_noth
             &feed.url(),
             &data,
             &format!("127.0.0.1:{broker_port}"),
-            status,
+            0,
             "compress_closed_days = true\n",
         ),
         tickcap::engine::Options {
@@ -828,6 +827,7 @@ fn compress_closed_days_while_the_publisher_is_behind_across_midnight_loses_noth
         },
     )
     .unwrap();
+    let status = status_port(&engine);
     let stats = std::sync::Arc::clone(engine.stats());
     // Past midnight, and yesterday compressed while nothing was published.
     assert!(
@@ -943,8 +943,7 @@ fn candles_are_published_exactly_once_to_their_interval_topic() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let feed = common::synthetic_feed(2000, |_| {});
-    let status = free_port();
-    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", status).replace(
+    let text = config_text(&feed.url(), &data, &broker.addr, "ticks", 0).replace(
         "topic = \"ticks\"\n",
         "topic = \"ticks\"\ncandles_topic = \"bars\"\n",
     ) + "[candles]\nintervals = [\"minute\"]\n";
@@ -965,6 +964,7 @@ fn candles_are_published_exactly_once_to_their_interval_topic() {
         },
     )
     .unwrap();
+    let status = status_port(&engine);
     let stats = std::sync::Arc::clone(engine.stats());
     assert!(
         wait_until(Duration::from_secs(30), || stats
