@@ -237,7 +237,7 @@ pub fn cut_with(
             let mut rxs = Vec::with_capacity(workers);
             let mut handles = Vec::with_capacity(workers);
             for w in 0..workers {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(2);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(16);
                 rxs.push(rx);
                 let units = &units;
                 handles.push(sc.spawn(move || -> std::io::Result<()> {
