@@ -468,18 +468,7 @@ mod tests {
                 (Some(s), Some(e)) => s..e + 2,
                 _ => 0..0,
             };
-            for (at, byte, how) in edits {
-                let mut at = at % (line.len() + 1);
-                if depth.contains(&at) {
-                    at = depth.start;
-                }
-                let byte = if byte.is_ascii_graphic() { byte } else { b'0' + byte % 10 };
-                match how {
-                    0 if at < line.len() => line[at] = byte,
-                    1 => line.insert(at, byte),
-                    _ => line.truncate(at.max(1)),
-                }
-            }
+            crate::sink::line::damage(&mut line, &edits, depth);
             if let Some(fast) = book(&line) {
                 prop_assert_eq!(Ok(fast), parse_for_book_serde(&line), "{}", String::from_utf8_lossy(&line));
             }

@@ -299,6 +299,8 @@ pub fn keys(mode: Mode, index: bool) -> &'static [&'static str] {
 /// index, each in full, quote and LTP mode; a BCD contract in full mode),
 /// `n` consecutive ticks of each, without their newline: what the readers'
 /// tests parse.
+///
+/// See also [`damage`], for the readers' tests of damaged lines.
 #[cfg(test)]
 pub(crate) fn sample_lines(n: u32) -> Vec<(Mode, Vec<u8>)> {
     let mut f = LineFormatter::new(ZoneFormatter::new("Asia/Kolkata").expect("a zone"));
@@ -322,6 +324,30 @@ pub(crate) fn sample_lines(n: u32) -> Vec<(Mode, Vec<u8>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+/// Damages `line` by `edits` (position, byte, how: 0 overwrite, 1 insert,
+/// else cut there), printable bytes only; an edit that falls inside
+/// `spare` lands at its start instead (a reader that skips a part unread
+/// is tested outside it).
+pub(crate) fn damage(line: &mut Vec<u8>, edits: &[(usize, u8, u8)], spare: std::ops::Range<usize>) {
+    for &(at, byte, how) in edits {
+        let mut at = at % (line.len() + 1);
+        if spare.contains(&at) {
+            at = spare.start;
+        }
+        let byte = if byte.is_ascii_graphic() {
+            byte
+        } else {
+            b'0' + byte % 10
+        };
+        match how {
+            0 if at < line.len() => line[at] = byte,
+            1 => line.insert(at, byte),
+            _ => line.truncate(at.max(1)),
+        }
+    }
 }
 
 #[cfg(test)]
