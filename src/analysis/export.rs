@@ -1325,11 +1325,9 @@ mod tests {
         /// fast reading or read as serde reads it.
         #[test]
         fn a_damaged_line_is_declined_or_read_as_serde_reads_it(
-            pick in 0usize..1000,
-            edits in proptest::collection::vec((0usize..10_000, any::<u8>(), 0u8..3), 1..4),
+            case in crate::sink::line::line_and_edits(),
         ) {
-            let lines = crate::sink::line::sample_lines(2);
-            let mut line = lines[pick % lines.len()].1.clone();
+            let (mut line, edits) = case;
             crate::sink::line::damage(&mut line, &edits, 0..0);
             if let Some(fast) = super::Row::fast(&line) {
                 let serde = serde_json::from_slice::<super::Row<'_>>(&line);

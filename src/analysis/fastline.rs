@@ -456,11 +456,9 @@ mod tests {
         /// either declines or reads what serde reads.
         #[test]
         fn a_damaged_line_is_declined_or_read_as_serde_reads_it(
-            pick in 0usize..1000,
-            edits in proptest::collection::vec((0usize..10_000, any::<u8>(), 0u8..3), 1..4),
+            case in crate::sink::line::line_and_edits(),
         ) {
-            let lines = crate::sink::line::sample_lines(2);
-            let mut line = lines[pick % lines.len()].1.clone();
+            let (mut line, edits) = case;
             let depth = match (
                 memchr::memmem::find(&line, b"\"depth\":"),
                 memchr::memmem::rfind(&line, b"]},\"timestamp\""),

@@ -326,6 +326,19 @@ pub(crate) fn sample_lines(n: u32) -> Vec<(Mode, Vec<u8>)> {
     out
 }
 
+/// A sample line and up to three edits for [`damage`]: what the readers'
+/// property tests of damaged lines draw.
+#[cfg(test)]
+pub(crate) fn line_and_edits(
+) -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Vec<(usize, u8, u8)>)> {
+    use proptest::prelude::*;
+    let lines: Vec<Vec<u8>> = sample_lines(2).into_iter().map(|(_, l)| l).collect();
+    (
+        proptest::sample::select(lines),
+        proptest::collection::vec((0usize..10_000, any::<u8>(), 0u8..3), 1..4),
+    )
+}
+
 #[cfg(test)]
 /// Damages `line` by `edits` (position, byte, how: 0 overwrite, 1 insert,
 /// else cut there), printable bytes only; an edit that falls inside
